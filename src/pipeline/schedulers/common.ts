@@ -130,3 +130,138 @@ export function checkNumInferenceSteps(n: number, numTrainTimesteps: number): vo
     )
   }
 }
+
+/**
+ * Rescales β so the terminal SNR is zero (Lin et al. 2023, "Common Diffusion Noise Schedules and
+ * Sample Steps Are Flawed", Algorithm 1), in float32 like diffusers' `rescale_zero_terminal_snr`.
+ */
+export function rescaleZeroTerminalSnr(betas: Float32Array): Float32Array {
+  const f = Math.fround
+  const sqrtBar = alphasCumprod(betas).map((v) => f(Math.sqrt(v)))
+  const a0 = sqrtBar[0]
+  const aT = sqrtBar[sqrtBar.length - 1]
+  const scale = f(a0 / f(a0 - aT))
+  const bar = sqrtBar.map((v) => {
+    const s = f(f(v - aT) * scale)
+    return f(s * s)
+  })
+  const out = new Float32Array(betas.length)
+  out[0] = f(1 - bar[0])
+  for (let i = 1; i < bar.length; i++) out[i] = f(1 - f(bar[i] / bar[i - 1]))
+  return out
+}
+
+/** σ_t = sqrt((1 − ᾱ_t) / ᾱ_t) for every training step, in float32 as torch computes it. */
+export function trainSigmas(alphasCumprod: Float32Array): Float32Array {
+  const f = Math.fround
+  return alphasCumprod.map((a) => f(Math.sqrt(f(f(1 - a) / a))))
+}
+
+/** Rounds half to even, like numpy's `np.round` (Math.round rounds half up). */
+export function roundHalfEven(x: number): number {
+  const r = Math.round(x)
+  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r
+}
+
+/** `np.linspace(start, stop, n)` in float64, computed the way numpy does (`i * step + start`). */
+export function linspaceF64(start: number, stop: number, n: number): Float64Array {
+  const out = new Float64Array(n)
+  const step = (stop - start) / (n - 1)
+  for (let i = 0; i < n; i++) out[i] = n === 1 ? start : i * step + start
+  if (n > 1) out[n - 1] = stop
+  return out
+}
+
+/**
+ * `np.arange(start, stop, step)` in float64, with numpy's length `ceil((stop − start) / step)` and
+ * fill `start + i·(x₁ − x₀)`. NOTE: like numpy it can yield one extra element for some float steps
+ * (e.g. `arange(1000, 0, -1000/61)`); diffusers inherits that, and so do we.
+ */
+export function arangeF64(start: number, stop: number, step: number): Float64Array {
+  const n = Math.max(0, Math.ceil((stop - start) / step))
+  const out = new Float64Array(n)
+  if (n > 0) out[0] = start
+  if (n > 1) out[1] = start + step
+  const delta = start + step - start
+  for (let i = 2; i < n; i++) out[i] = start + i * delta
+  return out
+}
+
+/**
+ * The inference timesteps for a `timestep_spacing` (Lin et al. 2023, Table 2), descending, as
+ * float64 before any dtype cast: `leading` is `i·⌊T/n⌋ + steps_offset`, `trailing` is
+ * `round(arange(T, 0, −T/n)) − 1`, `linspace` is `linspace(0, T − 1, n)` left unrounded (DDIM-like
+ * schedulers round it half-to-even, sigma schedulers cast it to float32).
+ */
+export function spacedTimesteps(
+  spacing: string,
+  n: number,
+  numTrainTimesteps: number,
+  stepsOffset: number,
+): number[] {
+  const T = numTrainTimesteps
+  switch (spacing) {
+    case 'linspace':
+      return Array.from(linspaceF64(0, T - 1, n)).reverse()
+    case 'leading': {
+      const ratio = Math.floor(T / n)
+      return Array.from({ length: n }, (_, i) => (n - 1 - i) * ratio + stepsOffset)
+    }
+    case 'trailing':
+      return Array.from(arangeF64(T, 0, -T / n), (v) => roundHalfEven(v) - 1)
+    default:
+      throw new SchedulerError(`unknown timestep_spacing ${JSON.stringify(spacing)}`)
+  }
+}
+
+/**
+ * `np.interp(x, arange(len(fp)), fp)`: piecewise-linear interpolation on the integer grid, clamped
+ * at both ends, in float64 like numpy.
+ */
+export function interpOnIndex(x: number, fp: ArrayLike<number>): number {
+  const last = fp.length - 1
+  if (!(x > 0)) return fp[0]
+  if (x >= last) return fp[last]
+  const j = Math.floor(x)
+  if (j === x) return fp[j]
+  const slope = fp[j + 1] - fp[j]
+  return slope * (x - j) + fp[j]
+}
+
+/**
+ * Karras et al. 2022, eq. 5: σ_i = (σ_max^(1/ρ) + i/(n−1)·(σ_min^(1/ρ) − σ_max^(1/ρ)))^ρ, ρ = 7,
+ * in float64 like diffusers' `_convert_to_karras`.
+ */
+export function karrasSigmas(sigmaMin: number, sigmaMax: number, n: number, rho = 7): Float64Array {
+  const ramp = linspaceF64(0, 1, n)
+  const minInv = sigmaMin ** (1 / rho)
+  const maxInv = sigmaMax ** (1 / rho)
+  return ramp.map((r) => (maxInv + r * (minInv - maxInv)) ** rho)
+}
+
+/**
+ * The fractional training timestep of σ: linear interpolation of log σ between the two
+ * neighbouring training log-sigmas (diffusers' `_sigma_to_t`). `logSigmas` is float32 and
+ * ascending, as `np.log` of the float32 training sigmas.
+ */
+export function sigmaToT(sigma: number, logSigmas: Float32Array): number {
+  const logSigma = Math.log(Math.max(sigma, 1e-10))
+  let low = 0
+  for (let i = 0; i < logSigmas.length; i++) if (logSigmas[i] <= logSigma) low = i
+  low = Math.min(low, logSigmas.length - 2)
+  const lo = logSigmas[low]
+  const hi = logSigmas[low + 1]
+  const w = Math.min(1, Math.max(0, (lo - logSigma) / Math.fround(lo - hi)))
+  return (1 - w) * low + w * (low + 1)
+}
+
+/**
+ * diffusers' `index_for_timestep`: the position of `t` in `timesteps`, taking the second match when
+ * there are two (so a schedule that starts mid-way does not skip a sigma). Throws if `t` is absent.
+ */
+export function indexForTimestep(timesteps: readonly number[], t: number): number {
+  const hits: number[] = []
+  for (let i = 0; i < timesteps.length && hits.length < 2; i++) if (timesteps[i] === t) hits.push(i)
+  if (hits.length === 0) throw new SchedulerError(`timestep ${t} is not in the schedule`)
+  return hits.length > 1 ? hits[1] : hits[0]
+}

@@ -45,6 +45,8 @@ export interface Scheduler {
   readonly timesteps: readonly number[]
   /** Whether diffusers holds the timesteps as int64 or float32 (the UNet input dtype follows). */
   readonly timestepsDtype: 'int64' | 'float32'
+  /** σ per timestep plus the final σ (length `timesteps.length + 1`), for sigma-based schedulers. */
+  readonly sigmas?: Float32Array
   /** Prepares the schedule for `numInferenceSteps` steps and resets the loop state. */
   setTimesteps(numInferenceSteps: number): void
   /** Scales the model input for timestep `t` (e.g. Euler divides by sqrt(σ²+1)). */
