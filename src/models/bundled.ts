@@ -1,0 +1,41 @@
+/**
+ * @module
+ * The bundled default model, imported as worker modules (wrangler's Data / Text rules) so that
+ * `npm start` serves real images with nothing to download.
+ */
+import { mapSource, type ModelSource } from '../pipeline/model-source'
+import modelIndex from '../../../shared/golden/pipeline/tiny-sd-optimum/model_index.json'
+import schedulerConfig from '../../../shared/golden/pipeline/tiny-sd-optimum/scheduler/scheduler_config.json'
+import vocab from '../../../shared/golden/pipeline/tiny-sd-optimum/tokenizer/vocab.json'
+import merges from '../../../shared/golden/pipeline/tiny-sd-optimum/tokenizer/merges.txt'
+import tokenizerConfig from '../../../shared/golden/pipeline/tiny-sd-optimum/tokenizer/tokenizer_config.json'
+import specialTokens from '../../../shared/golden/pipeline/tiny-sd-optimum/tokenizer/special_tokens_map.json'
+import textEncoderConfig from '../../../shared/golden/pipeline/tiny-sd-optimum/text_encoder/config.json'
+import textEncoder from '../../../shared/golden/pipeline/tiny-sd-optimum/text_encoder/model.onnx'
+import unetConfig from '../../../shared/golden/pipeline/tiny-sd-optimum/unet/config.json'
+import unet from '../../../shared/golden/pipeline/tiny-sd-optimum/unet/model.onnx'
+import vaeConfig from '../../../shared/golden/pipeline/tiny-sd-optimum/vae_decoder/config.json'
+import vaeDecoder from '../../../shared/golden/pipeline/tiny-sd-optimum/vae_decoder/model.onnx'
+
+/** Public id of the bundled model. */
+export const BUNDLED_MODEL_ID = 'tiny-sd'
+
+const json = (v: unknown) => JSON.stringify(v)
+
+/** The bundled model's files. */
+export function bundledModelSource(): ModelSource {
+  return mapSource(BUNDLED_MODEL_ID, {
+    'model_index.json': json(modelIndex),
+    'scheduler/scheduler_config.json': json(schedulerConfig),
+    'tokenizer/vocab.json': json(vocab),
+    'tokenizer/merges.txt': merges,
+    'tokenizer/tokenizer_config.json': json(tokenizerConfig),
+    'tokenizer/special_tokens_map.json': json(specialTokens),
+    'text_encoder/config.json': json(textEncoderConfig),
+    'text_encoder/model.onnx': textEncoder,
+    'unet/config.json': json(unetConfig),
+    'unet/model.onnx': unet,
+    'vae_decoder/config.json': json(vaeConfig),
+    'vae_decoder/model.onnx': vaeDecoder,
+  })
+}

@@ -1,0 +1,49 @@
+/**
+ * @module
+ * Where model files come from: a folder on disk (Node), modules bundled into the worker, or
+ * `fetch` in a browser. The pipeline reads every file through this small interface.
+ */
+
+/** Read access to a model folder in the diffusers / optimum ONNX layout. */
+export interface ModelSource {
+  /** A label for messages, e.g. the folder path. */
+  readonly label: string
+  /** Whether `path` (relative to the model root, `/`-separated) exists. */
+  has(path: string): Promise<boolean>
+  /** The file's bytes. Rejects with a message naming the file when it is missing. */
+  readBytes(path: string): Promise<Uint8Array>
+}
+
+/** Error raised for a model folder that cannot be served (missing or malformed files). */
+export class ModelLoadError extends Error {
+  override name = 'ModelLoadError'
+}
+
+/** A `ModelSource` over an in-memory map (bundled modules, tests). */
+export function mapSource(label: string, files: Record<string, Uint8Array | ArrayBuffer | string>): ModelSource {
+  const enc = new TextEncoder()
+  return {
+    label,
+    has: async (p) => p in files,
+    async readBytes(p) {
+      const f = files[p]
+      if (f === undefined) throw new ModelLoadError(`${label}: missing model file ${p}`)
+      return typeof f === 'string' ? enc.encode(f) : f instanceof Uint8Array ? f : new Uint8Array(f)
+    },
+  }
+}
+
+/** Reads a file as UTF-8 text. */
+export async function readText(source: ModelSource, path: string): Promise<string> {
+  return new TextDecoder().decode(await source.readBytes(path))
+}
+
+/** Reads and parses a JSON file, naming the file on a parse error. */
+export async function readJson<T = Record<string, unknown>>(source: ModelSource, path: string): Promise<T> {
+  const text = await readText(source, path)
+  try {
+    return JSON.parse(text) as T
+  } catch (e) {
+    throw new ModelLoadError(`${source.label}: ${path} is not valid JSON (${(e as Error).message})`)
+  }
+}

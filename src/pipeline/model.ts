@@ -1,0 +1,232 @@
+/**
+ * @module
+ * Loads a Stable Diffusion model folder in the diffusers / optimum ONNX layout and derives
+ * everything the pipeline needs from its files and its sessions' metadata: token window and id
+ * dtype, hidden size, timestep dtype and rank, VAE scale and scaling factor, training resolution,
+ * defaults. Nothing model-specific is hard-coded.
+ */
+import type { InferenceBackend, ModelSession, ValueInfo } from '../gpu/tensor'
+import { ModelLoadError, readJson, readText, type ModelSource } from './model-source'
+import type { SchedulerConfig } from './schedulers'
+import { ClipTokenizer } from './tokenizer'
+
+/** The files of a model folder, relative to its root. `model.onnx` may have external data. */
+export const MODEL_FILES = Object.freeze({
+  index: 'model_index.json',
+  scheduler: 'scheduler/scheduler_config.json',
+  tokenizer: Object.freeze({
+    vocab: 'tokenizer/vocab.json',
+    merges: 'tokenizer/merges.txt',
+    config: 'tokenizer/tokenizer_config.json',
+    specialTokens: 'tokenizer/special_tokens_map.json',
+  }),
+  components: Object.freeze(['text_encoder', 'unet', 'vae_decoder'] as const),
+  /** File names optimum uses for weights stored beside `model.onnx`. */
+  externalData: Object.freeze(['model.onnx_data', 'weights.pb']),
+})
+
+/** Pipeline defaults a model folder may set (`model_index.json` `_defaults`, our extension). */
+export interface ModelDefaults {
+  steps: number
+  guidanceScale: number
+  scheduler: string
+}
+
+/** How the UNet wants its timestep: element type and rank (scalar `[]` or `[batch]`). */
+export interface TimestepInput {
+  type: 'float32' | 'float16' | 'int64' | 'int32'
+  /** `scalar`: shape []; `batch`: shape [B]; `one`: a fixed shape [1] broadcast to the batch. */
+  layout: 'scalar' | 'batch' | 'one'
+}
+
+/** Everything derived from a model folder. */
+export interface ModelSpec {
+  /** SHA-256 (hex) over every file's path and bytes: part of every cache key. */
+  digest: string
+  /** Text encoder sequence length (77 for CLIP). */
+  tokenWindow: number
+  /** Id dtype of the text encoder input. */
+  inputIdsType: 'int32' | 'int64'
+  /** Width of the text encoder's hidden states (the UNet's cross-attention dim). */
+  hiddenSize: number
+  /** Latent channels of the UNet. */
+  latentChannels: number
+  /** Pixels per latent along each side (2^(len(block_out_channels)-1) of the VAE). */
+  vaeScaleFactor: number
+  /** Latents are divided by this before decoding. */
+  scalingFactor: number
+  /** Image sizes must be multiples of this: VAE factor × the UNet's total downsampling. */
+  sizeMultiple: number
+  /** The training resolution in pixels (UNet `sample_size` × VAE factor). */
+  sampleSize: number
+  timestep: TimestepInput
+  /** Names of the sessions' inputs and outputs, resolved once. */
+  io: {
+    inputIds: string
+    hiddenStates: string
+    sample: string
+    timestep: string
+    encoderHiddenStates: string
+    noisePred: string
+    latentSample: string
+    decoded: string
+  }
+  defaults: ModelDefaults
+  /** The model's `scheduler_config.json`, as written. */
+  schedulerConfig: SchedulerConfig
+}
+
+/** A loaded model: tokenizer, three sessions and the derived spec. */
+export interface LoadedModel {
+  spec: ModelSpec
+  tokenizer: ClipTokenizer
+  textEncoder: ModelSession
+  unet: ModelSession
+  vaeDecoder: ModelSession
+}
+
+const DEFAULT_STEPS = 20
+const DEFAULT_GUIDANCE = 7.5
+
+/** Loads a model folder onto a backend. Throws `ModelLoadError` naming the missing or bad file. */
+export async function loadModel(source: ModelSource, backend: InferenceBackend): Promise<LoadedModel> {
+  const index = await readJson(source, MODEL_FILES.index)
+  const schedulerConfig = await readJson<SchedulerConfig>(source, MODEL_FILES.scheduler)
+  const tokenizer = ClipTokenizer.fromFiles({
+    vocabJson: await readText(source, MODEL_FILES.tokenizer.vocab),
+    mergesTxt: await readText(source, MODEL_FILES.tokenizer.merges),
+    tokenizerConfigJson: (await source.has(MODEL_FILES.tokenizer.config))
+      ? await readText(source, MODEL_FILES.tokenizer.config)
+      : undefined,
+    specialTokensMapJson: (await source.has(MODEL_FILES.tokenizer.specialTokens))
+      ? await readText(source, MODEL_FILES.tokenizer.specialTokens)
+      : undefined,
+  })
+  const unetConfig = await readJson(source, 'unet/config.json')
+  const vaeConfig = await readJson(source, 'vae_decoder/config.json')
+
+  const hashes: [string, Uint8Array][] = []
+  const sessions: Record<string, ModelSession> = {}
+  for (const name of MODEL_FILES.components) {
+    const bytes = await source.readBytes(`${name}/model.onnx`)
+    hashes.push([`${name}/model.onnx`, bytes])
+    const externalData: { path: string; data: Uint8Array }[] = []
+    for (const ext of MODEL_FILES.externalData) {
+      if (await source.has(`${name}/${ext}`)) {
+        const data = await source.readBytes(`${name}/${ext}`)
+        externalData.push({ path: ext, data })
+        hashes.push([`${name}/${ext}`, data])
+      }
+    }
+    try {
+      sessions[name] = await backend.createSession(bytes, {
+        label: name,
+        ...(externalData.length ? { externalData } : {}),
+      })
+    } catch (e) {
+      throw new ModelLoadError(`${source.label}: cannot load ${name}/model.onnx: ${(e as Error).message}`)
+    }
+  }
+  for (const p of [
+    MODEL_FILES.index,
+    MODEL_FILES.scheduler,
+    ...Object.values(MODEL_FILES.tokenizer),
+    'unet/config.json',
+    'vae_decoder/config.json',
+    'text_encoder/config.json',
+  ]) {
+    if (await source.has(p)) hashes.push([p, await source.readBytes(p)])
+  }
+
+  const textEncoder = sessions.text_encoder
+  const unet = sessions.unet
+  const vaeDecoder = sessions.vae_decoder
+  const io = {
+    inputIds: pick(textEncoder.inputs, 'text_encoder', ['input_ids']).name,
+    hiddenStates: pick(textEncoder.outputs, 'text_encoder', ['last_hidden_state']).name,
+    sample: pick(unet.inputs, 'unet', ['sample']).name,
+    timestep: pick(unet.inputs, 'unet', ['timestep']).name,
+    encoderHiddenStates: pick(unet.inputs, 'unet', ['encoder_hidden_states']).name,
+    noisePred: pick(unet.outputs, 'unet', ['out_sample']).name,
+    latentSample: pick(vaeDecoder.inputs, 'vae_decoder', ['latent_sample']).name,
+    decoded: pick(vaeDecoder.outputs, 'vae_decoder', ['sample']).name,
+  }
+  const ids = pick(textEncoder.inputs, 'text_encoder', ['input_ids'])
+  if (ids.type !== 'int32' && ids.type !== 'int64') {
+    throw new ModelLoadError(`${source.label}: text_encoder input_ids has unsupported type ${ids.type}`)
+  }
+  const ts = pick(unet.inputs, 'unet', ['timestep'])
+  if (!['float32', 'float16', 'int64', 'int32'].includes(ts.type)) {
+    throw new ModelLoadError(`${source.label}: unet timestep has unsupported type ${ts.type}`)
+  }
+  const timestep: TimestepInput = {
+    type: ts.type as TimestepInput['type'],
+    layout: ts.shape.length === 0 ? 'scalar' : ts.shape[0] === 1 ? 'one' : 'batch',
+  }
+
+  const windowFromModel = ids.shape[1]
+  const tokenWindow = typeof windowFromModel === 'number' ? windowFromModel : tokenizer.modelMaxLength
+  if (tokenWindow !== tokenizer.modelMaxLength) {
+    throw new ModelLoadError(
+      `${source.label}: tokenizer model_max_length ${tokenizer.modelMaxLength} does not match the text encoder window ${tokenWindow}`,
+    )
+  }
+  const ehs = pick(unet.inputs, 'unet', ['encoder_hidden_states'])
+  const hiddenSize = numberOr(ehs.shape[2], numberOr(unetConfig.cross_attention_dim, NaN))
+  const vaeBlocks = (vaeConfig.block_out_channels as number[] | undefined)?.length ?? 4
+  const vaeScaleFactor = 2 ** (vaeBlocks - 1)
+  const unetBlocks = (unetConfig.block_out_channels as number[] | undefined)?.length ?? 1
+  const scalingFactor = numberOr(vaeConfig.scaling_factor, 0.18215)
+  const latentChannels = numberOr(unetConfig.in_channels, 4)
+  const sampleSize = numberOr(unetConfig.sample_size, 64) * vaeScaleFactor
+  const d = (index._defaults ?? {}) as Record<string, unknown>
+  const defaults: ModelDefaults = {
+    steps: numberOr(d.num_inference_steps, DEFAULT_STEPS),
+    guidanceScale: numberOr(d.guidance_scale, DEFAULT_GUIDANCE),
+    scheduler: String(d.scheduler ?? schedulerConfig._class_name ?? 'PNDMScheduler'),
+  }
+  if (!Number.isFinite(hiddenSize)) {
+    throw new ModelLoadError(`${source.label}: cannot tell the text hidden size from unet inputs or config`)
+  }
+  const spec: ModelSpec = {
+    digest: await digestFiles(hashes),
+    tokenWindow,
+    inputIdsType: ids.type,
+    hiddenSize,
+    latentChannels,
+    vaeScaleFactor,
+    scalingFactor,
+    sizeMultiple: vaeScaleFactor * 2 ** (unetBlocks - 1),
+    sampleSize,
+    timestep,
+    io,
+    defaults,
+    schedulerConfig,
+  }
+  return { spec, tokenizer, textEncoder, unet, vaeDecoder }
+}
+
+function pick(list: readonly ValueInfo[], component: string, preferred: string[]): ValueInfo {
+  const found = list.find((v) => preferred.includes(v.name)) ?? (list.length === 1 ? list[0] : undefined)
+  if (!found) {
+    throw new ModelLoadError(
+      `${component} has no ${preferred.join('/')} (it has ${list.map((v) => v.name).join(', ')})`,
+    )
+  }
+  return found
+}
+
+function numberOr(v: unknown, fallback: number): number {
+  return typeof v === 'number' && Number.isFinite(v) ? v : fallback
+}
+
+const hex = (b: ArrayBuffer) => [...new Uint8Array(b)].map((x) => x.toString(16).padStart(2, '0')).join('')
+
+/** SHA-256 over `path NUL sha256(bytes) LF` for every file, sorted by path. */
+async function digestFiles(files: [string, Uint8Array][]): Promise<string> {
+  const lines: string[] = []
+  for (const [p, bytes] of [...files].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
+    lines.push(`${p}\0${hex(await crypto.subtle.digest('SHA-256', bytes))}\n`)
+  }
+  return hex(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(lines.join(''))))
+}
