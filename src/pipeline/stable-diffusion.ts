@@ -38,6 +38,10 @@ export interface GenerateParams {
   truncate?: boolean
   /** Start latents for all images ([n, C, h, w]); drawn from the seeds when absent. */
   latents?: Float32Array
+  /** Precomputed text encoder states for the prompt ([window, hidden]); skips the text encoder. */
+  promptEmbeds?: Float32Array
+  /** Precomputed states for the negative prompt, used with `promptEmbeds`. */
+  negativePromptEmbeds?: Float32Array
 }
 
 /** Progress after each denoising step. */
@@ -59,7 +63,9 @@ export interface GenerateResult {
   /** Final latents [n, C, h, w], before scaling. */
   latents: Float32Array
   /** The parameters after defaults, for metadata. */
-  params: Required<Omit<GenerateParams, 'latents' | 'schedulerConfig'>>
+  params: Required<
+    Omit<GenerateParams, 'latents' | 'schedulerConfig' | 'promptEmbeds' | 'negativePromptEmbeds'>
+  >
 }
 
 /** Error for inputs the pipeline refuses (caught before any model runs). */
@@ -112,17 +118,49 @@ export class StableDiffusionPipeline {
     if (!Number.isInteger(out.seed) || out.seed < 0 || out.seed > 2 ** 53)
       throw new PipelineInputError(`seed must be a non-negative integer, got ${out.seed}`)
     if (!Number.isInteger(out.steps) || out.steps < 1 || out.steps > PIPELINE_LIMITS.maxSteps)
-      throw new PipelineInputError(`steps must be an integer in 1..${PIPELINE_LIMITS.maxSteps}, got ${out.steps}`)
-    if (!Number.isFinite(out.guidanceScale) || out.guidanceScale < 0 || out.guidanceScale > PIPELINE_LIMITS.maxGuidance)
-      throw new PipelineInputError(`guidance scale must be in 0..${PIPELINE_LIMITS.maxGuidance}, got ${out.guidanceScale}`)
+      throw new PipelineInputError(
+        `steps must be an integer in 1..${PIPELINE_LIMITS.maxSteps}, got ${out.steps}`,
+      )
+    if (
+      !Number.isFinite(out.guidanceScale) ||
+      out.guidanceScale < 0 ||
+      out.guidanceScale > PIPELINE_LIMITS.maxGuidance
+    )
+      throw new PipelineInputError(
+        `guidance scale must be in 0..${PIPELINE_LIMITS.maxGuidance}, got ${out.guidanceScale}`,
+      )
     if (!Number.isFinite(out.guidanceRescale) || out.guidanceRescale < 0 || out.guidanceRescale > 1)
       throw new PipelineInputError(`guidance rescale must be in 0..1, got ${out.guidanceRescale}`)
-    if (!Number.isInteger(out.numImages) || out.numImages < 1 || out.numImages > PIPELINE_LIMITS.maxImages)
-      throw new PipelineInputError(`number of images must be in 1..${PIPELINE_LIMITS.maxImages}, got ${out.numImages}`)
-    for (const [k, v] of [['width', out.width], ['height', out.height]] as const) {
-      if (!Number.isInteger(v) || v < spec.sizeMultiple || v % spec.sizeMultiple !== 0 || v > 4 * spec.sampleSize)
+    if (
+      !Number.isInteger(out.numImages) ||
+      out.numImages < 1 ||
+      out.numImages > PIPELINE_LIMITS.maxImages
+    )
+      throw new PipelineInputError(
+        `number of images must be in 1..${PIPELINE_LIMITS.maxImages}, got ${out.numImages}`,
+      )
+    for (const [k, v] of [
+      ['width', out.width],
+      ['height', out.height],
+    ] as const) {
+      if (
+        !Number.isInteger(v) ||
+        v < spec.sizeMultiple ||
+        v % spec.sizeMultiple !== 0 ||
+        v > 4 * spec.sampleSize
+      )
         throw new PipelineInputError(
           `${k} must be a multiple of ${spec.sizeMultiple} between ${spec.sizeMultiple} and ${4 * spec.sampleSize}, got ${v}`,
+        )
+    }
+    const embSize = spec.tokenWindow * spec.hiddenSize
+    for (const [k, v] of [
+      ['promptEmbeds', p.promptEmbeds],
+      ['negativePromptEmbeds', p.negativePromptEmbeds],
+    ] as const) {
+      if (v && v.length !== embSize)
+        throw new PipelineInputError(
+          `${k} must have ${embSize} values ([${spec.tokenWindow}, ${spec.hiddenSize}]), got ${v.length}`,
         )
     }
     if (p.latents) {
@@ -153,8 +191,10 @@ export class StableDiffusionPipeline {
 
     // 2. Encode the prompt (and the negative prompt, for classifier-free guidance).
     signal?.throwIfAborted()
-    const cond = await this.encodePrompt(p.prompt, p.truncate)
-    const uncond = doCfg ? await this.encodePrompt(p.negativePrompt, p.truncate) : undefined
+    const cond = params.promptEmbeds ?? (await this.encodePrompt(p.prompt, p.truncate))
+    const uncond = doCfg
+      ? (params.negativePromptEmbeds ?? (await this.encodePrompt(p.negativePrompt, p.truncate)))
+      : undefined
     const embDims = [spec.tokenWindow, spec.hiddenSize]
     const embSize = embDims[0] * embDims[1]
     const halves = doCfg ? 2 : 1
@@ -173,7 +213,9 @@ export class StableDiffusionPipeline {
     const generators = schedulers.map((_, i) => new TorchGenerator(p.seed + i))
     let latents = new Float32Array(n * numel)
     for (let i = 0; i < n; i++) {
-      const noise = params.latents ? params.latents.subarray(i * numel, (i + 1) * numel) : generators[i].randn(shape)
+      const noise = params.latents
+        ? params.latents.subarray(i * numel, (i + 1) * numel)
+        : generators[i].randn(shape)
       const sigma = schedulers[i].initNoiseSigma
       for (let k = 0; k < numel; k++) latents[i * numel + k] = Math.fround(noise[k] * sigma)
     }
@@ -184,7 +226,10 @@ export class StableDiffusionPipeline {
       signal?.throwIfAborted()
       const t = timesteps[step]
       for (let i = 0; i < n; i++) {
-        const scaled = schedulers[i].scaleModelInput(latents.subarray(i * numel, (i + 1) * numel), t)
+        const scaled = schedulers[i].scaleModelInput(
+          latents.subarray(i * numel, (i + 1) * numel),
+          t,
+        )
         for (let half = 0; half < halves; half++) modelInput.set(scaled, (half * n + i) * numel)
       }
       const out = await this.#model.unet.run({
@@ -195,11 +240,19 @@ export class StableDiffusionPipeline {
       const noisePred = asFloat32(out[spec.io.noisePred])
       const next = new Float32Array(n * numel)
       for (let i = 0; i < n; i++) {
-        let eps = noisePred.subarray((halves - 1) * n * numel + i * numel, ((halves - 1) * n + i + 1) * numel)
+        let eps = noisePred.subarray(
+          (halves - 1) * n * numel + i * numel,
+          ((halves - 1) * n + i + 1) * numel,
+        )
         if (doCfg) {
           const u = noisePred.subarray(i * numel, (i + 1) * numel)
           eps = guide(u, eps, p.guidanceScale)
-          if (p.guidanceRescale > 0) eps = rescaleNoiseCfg(eps, noisePred.subarray(n * numel + i * numel, n * numel + (i + 1) * numel), p.guidanceRescale)
+          if (p.guidanceRescale > 0)
+            eps = rescaleNoiseCfg(
+              eps,
+              noisePred.subarray(n * numel + i * numel, n * numel + (i + 1) * numel),
+              p.guidanceRescale,
+            )
         }
         const res = schedulers[i].step(eps, t, latents.subarray(i * numel, (i + 1) * numel), {
           eta: 0,
@@ -264,7 +317,8 @@ export class StableDiffusionPipeline {
 function guide(u: Float32Array, c: Float32Array, scale: number): Float32Array {
   const out = new Float32Array(u.length)
   const s = Math.fround(scale)
-  for (let k = 0; k < u.length; k++) out[k] = Math.fround(u[k] + Math.fround(s * Math.fround(c[k] - u[k])))
+  for (let k = 0; k < u.length; k++)
+    out[k] = Math.fround(u[k] + Math.fround(s * Math.fround(c[k] - u[k])))
   return out
 }
 

@@ -1,0 +1,144 @@
+/**
+ * Generates an image from a model folder on this machine (onnxruntime-node).
+ *
+ *   npm run generate -- --model models/tiny-shapes --prompt "a red circle" --seed 1 --output out.png
+ *
+ * Exits 2 with a plain message on bad input (missing files, unknown scheduler, size not allowed).
+ */
+import { writeFile } from 'node:fs/promises'
+import { parseArgs } from 'node:util'
+import { createNodeBackend } from '../src/gpu/ort-node'
+import { folderSource } from '../src/node/folder-source'
+import { loadModel } from '../src/pipeline/model'
+import { ModelLoadError } from '../src/pipeline/model-source'
+import { encodePng, formatParameters } from '../src/pipeline/png'
+import { SchedulerError } from '../src/pipeline/schedulers'
+import { PipelineInputError, StableDiffusionPipeline } from '../src/pipeline/stable-diffusion'
+import { PromptTooLongError } from '../src/pipeline/tokenizer'
+
+const USAGE = `usage: npm run generate -- --model DIR --prompt TEXT [--negative-prompt TEXT] [--seed N]
+  [--steps N] [--guidance X] [--scheduler NAME] [--scheduler-config JSON] [--width W] [--height H]
+  [--n N] [--providers cpu|webgpu,cpu] [--output FILE.png] [--latents-output FILE.json]`
+
+class UsageError extends Error {}
+
+function int(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined
+  if (!/^\d+$/.test(v))
+    throw new UsageError(`--${name} must be a non-negative integer, got ${JSON.stringify(v)}`)
+  return Number(v)
+}
+
+function num(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined
+  const x = Number(v)
+  if (v.trim() === '' || !Number.isFinite(x))
+    throw new UsageError(`--${name} must be a number, got ${JSON.stringify(v)}`)
+  return x
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      model: { type: 'string' },
+      prompt: { type: 'string' },
+      'negative-prompt': { type: 'string' },
+      seed: { type: 'string' },
+      steps: { type: 'string' },
+      guidance: { type: 'string' },
+      scheduler: { type: 'string' },
+      'scheduler-config': { type: 'string' },
+      width: { type: 'string' },
+      height: { type: 'string' },
+      n: { type: 'string' },
+      providers: { type: 'string' },
+      output: { type: 'string', default: 'out.png' },
+      'latents-output': { type: 'string' },
+      help: { type: 'boolean' },
+    },
+    strict: true,
+  })
+  if (values.help) {
+    console.log(USAGE)
+    return
+  }
+  if (!values.model) throw new UsageError('--model DIR is required')
+  if (values.prompt === undefined) throw new UsageError('--prompt TEXT is required')
+  let schedulerConfig: Record<string, unknown> | undefined
+  if (values['scheduler-config']) {
+    try {
+      schedulerConfig = JSON.parse(values['scheduler-config'])
+    } catch (e) {
+      throw new UsageError(`--scheduler-config is not valid JSON: ${(e as Error).message}`)
+    }
+    if (
+      typeof schedulerConfig !== 'object' ||
+      schedulerConfig === null ||
+      Array.isArray(schedulerConfig)
+    )
+      throw new UsageError('--scheduler-config must be a JSON object')
+  }
+
+  const model = await loadModel(folderSource(values.model), createNodeBackend(values.providers))
+  const pipe = new StableDiffusionPipeline(model)
+  const seed = int('seed', values.seed) ?? Math.floor(Math.random() * 2 ** 32)
+  const tty = process.stderr.isTTY
+  const res = await pipe.generate(
+    {
+      prompt: values.prompt,
+      negativePrompt: values['negative-prompt'],
+      seed,
+      steps: int('steps', values.steps),
+      guidanceScale: num('guidance', values.guidance),
+      scheduler: values.scheduler,
+      schedulerConfig,
+      width: int('width', values.width),
+      height: int('height', values.height),
+      numImages: int('n', values.n),
+    },
+    {
+      onStep: ({ step, totalSteps }) => {
+        if (!tty) return
+        const w = 30
+        const done = Math.round((step / totalSteps) * w)
+        process.stderr.write(`\r[${'#'.repeat(done)}${'.'.repeat(w - done)}] ${step}/${totalSteps}`)
+        if (step === totalSteps) process.stderr.write('\n')
+      },
+    },
+  )
+  const p = res.params
+  for (const [i, image] of res.images.entries()) {
+    const file =
+      res.images.length === 1 ? values.output : values.output.replace(/(\.png)?$/i, `-${i}.png`)
+    const png = encodePng(image, {
+      parameters: formatParameters({
+        ...p,
+        seed: p.seed + i,
+        model: values.model,
+        modelDigest: model.spec.digest,
+      }),
+    })
+    await writeFile(file, png)
+    console.log(
+      `${file} (seed ${p.seed + i}, ${p.width}x${p.height}, ${p.steps} steps, ${p.scheduler})`,
+    )
+  }
+  if (values['latents-output']) {
+    await writeFile(values['latents-output'], JSON.stringify(Array.from(res.latents)))
+  }
+}
+
+main().catch((e: unknown) => {
+  const known =
+    e instanceof UsageError ||
+    e instanceof ModelLoadError ||
+    e instanceof SchedulerError ||
+    e instanceof PipelineInputError ||
+    e instanceof PromptTooLongError ||
+    (e instanceof TypeError && (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS'))
+  console.error(`error: ${(e as Error).message}`)
+  if (e instanceof UsageError || (e as { code?: string }).code?.startsWith?.('ERR_PARSE_ARGS'))
+    console.error(USAGE)
+  if (!known) console.error((e as Error).stack)
+  process.exit(known ? 2 : 1)
+})
