@@ -265,3 +265,14 @@ export function indexForTimestep(timesteps: readonly number[], t: number): numbe
   if (hits.length === 0) throw new SchedulerError(`timestep ${t} is not in the schedule`)
   return hits.length > 1 ? hits[1] : hits[0]
 }
+
+/** A defaults object's type with its literals widened (`'leading'` → `string`): a resolved config's type. */
+export type Widen<T> = {
+  [K in keyof T]: T[K] extends string
+    ? string
+    : T[K] extends number
+      ? number
+      : T[K] extends boolean
+        ? boolean
+        : T[K]
+}

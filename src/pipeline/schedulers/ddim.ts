@@ -1,0 +1,159 @@
+/**
+ * @module
+ * DDIM (Song et al. 2021, "Denoising Diffusion Implicit Models", arXiv:2010.02502), a port of
+ * diffusers' `DDIMScheduler`: deterministic for η = 0, DDPM-like noise for η = 1.
+ *
+ * @example
+ * const s = new DDIMScheduler({ beta_schedule: 'scaled_linear', beta_start: 0.00085, beta_end: 0.012 })
+ * s.setTimesteps(50)
+ * for (const t of s.timesteps) x = s.step(unet(x, t), t, x, { eta: 0 }).prevSample
+ */
+import {
+  BASE_DEFAULTS,
+  SchedulerError,
+  alphasCumprod,
+  betasFromConfig,
+  checkNumInferenceSteps,
+  rescaleZeroTerminalSnr,
+  resolveConfig,
+  roundHalfEven,
+  spacedTimesteps,
+  type Widen,
+} from './common'
+import type { Scheduler, SchedulerConfig, StepOptions, StepOutput } from './types'
+
+const f = Math.fround
+
+/** diffusers' `DDIMScheduler.__init__` defaults. */
+export const DDIM_DEFAULTS = Object.freeze({
+  ...BASE_DEFAULTS,
+  clip_sample: true,
+  set_alpha_to_one: true,
+  thresholding: false,
+  dynamic_thresholding_ratio: 0.995,
+  clip_sample_range: 1.0,
+  sample_max_value: 1.0,
+  rescale_betas_zero_snr: false,
+})
+
+/** DDIM sampler (Song et al. 2021, eq. 12), stepping between `timestep_spacing` timesteps. */
+export class DDIMScheduler implements Scheduler {
+  /** The diffusers class name. */
+  readonly className = 'DDIMScheduler'
+  /** The resolved config (diffusers defaults filled in). */
+  readonly config: Readonly<Widen<typeof DDIM_DEFAULTS>>
+  /** One model evaluation per step. */
+  readonly order = 1
+  /** DDIM starts from unit-variance noise. */
+  readonly initNoiseSigma = 1
+  /** Timesteps are training-step indices. */
+  readonly timestepsDtype = 'int64' as const
+  /** ᾱ_t for every training step (float32). */
+  readonly alphasCumprod: Float32Array
+  private readonly finalAlphaCumprod: number
+  private numInferenceSteps: number | null = null
+  private schedule: number[] = []
+
+  constructor(config: SchedulerConfig = {}) {
+    this.config = resolveConfig(DDIM_DEFAULTS, config)
+    if (this.config.thresholding) {
+      throw new SchedulerError('DDIMScheduler: thresholding needs the batch shape; not supported')
+    }
+    let betas = betasFromConfig(this.config)
+    if (this.config.rescale_betas_zero_snr) betas = rescaleZeroTerminalSnr(betas)
+    this.alphasCumprod = alphasCumprod(betas)
+    // The last step has no ᾱ_{t−1}: SD uses ᾱ_0 (set_alpha_to_one false), the paper uses 1.
+    this.finalAlphaCumprod = this.config.set_alpha_to_one ? 1 : this.alphasCumprod[0]
+  }
+
+  /** The timesteps set by `setTimesteps` (empty before). */
+  get timesteps(): readonly number[] {
+    return this.schedule
+  }
+
+  /** Spaces `numInferenceSteps` timesteps over the training range per `timestep_spacing`. */
+  setTimesteps(numInferenceSteps: number): void {
+    const { num_train_timesteps: T, timestep_spacing: spacing, steps_offset } = this.config
+    checkNumInferenceSteps(numInferenceSteps, T)
+    const ts = spacedTimesteps(spacing, numInferenceSteps, T, steps_offset)
+    this.schedule = spacing === 'linspace' ? ts.map(roundHalfEven) : ts
+    this.numInferenceSteps = numInferenceSteps
+  }
+
+  /** DDIM needs no input scaling; returns `sample` unchanged. */
+  scaleModelInput(sample: Float32Array, _t: number): Float32Array {
+    return sample
+  }
+
+  /**
+   * DDIM eq. 12: x_{t−1} = √ᾱ_{t−1}·x̂_0 + √(1 − ᾱ_{t−1} − σ_t²)·ε̂ + σ_t·z, with
+   * σ_t = η·√((1 − ᾱ_{t−1})/(1 − ᾱ_t))·√(1 − ᾱ_t/ᾱ_{t−1}) (eq. 16). z is drawn only when η > 0.
+   */
+  step(
+    modelOutput: Float32Array,
+    t: number,
+    sample: Float32Array,
+    options: StepOptions = {},
+  ): StepOutput {
+    const n = this.numInferenceSteps
+    if (n === null) throw new SchedulerError('DDIMScheduler: call setTimesteps before step')
+    const eta = options.eta ?? 0
+    const {
+      num_train_timesteps: T,
+      prediction_type: pt,
+      clip_sample,
+      clip_sample_range,
+    } = this.config
+
+    // NOTE: diffusers steps back by ⌊T/n⌋ whatever the spacing; kept for parity.
+    const prevT = t - Math.floor(T / n)
+    const aT = this.alphaAt(t)
+    const aPrev = prevT >= 0 ? this.alphaAt(prevT) : this.finalAlphaCumprod
+    const bT = f(1 - aT)
+    const sqA = f(Math.sqrt(aT))
+    const sqB = f(Math.sqrt(bT))
+
+    const len = sample.length
+    const x0 = new Float32Array(len)
+    const eps = new Float32Array(len)
+    for (let k = 0; k < len; k++) {
+      const m = modelOutput[k]
+      const s = sample[k]
+      if (pt === 'epsilon') {
+        x0[k] = f(f(s - f(sqB * m)) / sqA)
+        eps[k] = m
+      } else if (pt === 'sample') {
+        x0[k] = m
+        eps[k] = f(f(s - f(sqA * m)) / sqB)
+      } else {
+        // v-prediction (Salimans & Ho 2022): x̂_0 = √ᾱ·x − √(1−ᾱ)·v, ε̂ = √ᾱ·v + √(1−ᾱ)·x
+        x0[k] = f(f(sqA * s) - f(sqB * m))
+        eps[k] = f(f(sqA * m) + f(sqB * s))
+      }
+      if (clip_sample) x0[k] = Math.min(clip_sample_range, Math.max(-clip_sample_range, x0[k]))
+    }
+
+    const variance = f(f(f(1 - aPrev) / bT) * f(1 - f(aT / aPrev)))
+    const std = f(eta * f(Math.sqrt(variance)))
+    const dirCoef = f(Math.sqrt(f(f(1 - aPrev) - f(std * std))))
+    const sqAPrev = f(Math.sqrt(aPrev))
+    const prev = new Float32Array(len)
+    for (let k = 0; k < len; k++) prev[k] = f(f(sqAPrev * x0[k]) + f(dirCoef * eps[k]))
+
+    if (eta > 0) {
+      if (!options.generator) throw new SchedulerError('DDIMScheduler: eta > 0 needs a generator')
+      const z = options.generator.randn([len])
+      for (let k = 0; k < len; k++) prev[k] = f(prev[k] + f(std * z[k]))
+    }
+    return { prevSample: prev, predOriginalSample: x0 }
+  }
+
+  /** ᾱ at an integer timestep; negative indices wrap like the torch indexing diffusers does. */
+  private alphaAt(t: number): number {
+    const a = this.alphasCumprod
+    if (!Number.isInteger(t) || t >= a.length || t < -a.length) {
+      throw new SchedulerError(`DDIMScheduler: timestep ${t} is not a training timestep`)
+    }
+    return a.at(t) as number
+  }
+}
