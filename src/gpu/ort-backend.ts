@@ -8,7 +8,9 @@ import type { InferenceBackend, ModelSession, Tensor, TensorType, ValueInfo } fr
 
 /** The part of an ONNX Runtime module this adapter uses. */
 export interface OrtModule {
-  InferenceSession: { create(model: Uint8Array, options?: OrtSession.SessionOptions): Promise<OrtSession> }
+  InferenceSession: {
+    create(model: Uint8Array, options?: OrtSession.SessionOptions): Promise<OrtSession>
+  }
   Tensor: new (type: TensorType, data: Tensor['data'], dims: readonly number[]) => OrtTensor
 }
 
@@ -56,14 +58,17 @@ function wrapSession(
 ): ModelSession {
   const info = (m: readonly OrtSession.ValueMetadata[]): ValueInfo[] =>
     m.map((v) =>
-      v.isTensor ? { name: v.name, type: v.type, shape: v.shape } : { name: v.name, type: 'non-tensor', shape: [] },
+      v.isTensor
+        ? { name: v.name, type: v.type, shape: v.shape }
+        : { name: v.name, type: 'non-tensor', shape: [] },
     )
   return {
     inputs: info(session.inputMetadata),
     outputs: info(session.outputMetadata),
     async run(feeds, outputNames) {
       const ortFeeds: Record<string, OrtTensor> = {}
-      for (const [k, t] of Object.entries(feeds)) ortFeeds[k] = new ort.Tensor(t.type, t.data, t.dims)
+      for (const [k, t] of Object.entries(feeds))
+        ortFeeds[k] = new ort.Tensor(t.type, t.data, t.dims)
       const out = await exclusive(() =>
         outputNames ? session.run(ortFeeds, [...outputNames]) : session.run(ortFeeds),
       )

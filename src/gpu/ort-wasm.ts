@@ -26,10 +26,16 @@ function installInstantiateShim(module: WebAssembly.Module): void {
   ) => Promise<unknown>
   const isMarker = (src: unknown): boolean => {
     if (!(src instanceof ArrayBuffer || ArrayBuffer.isView(src))) return false
-    const bytes = src instanceof ArrayBuffer ? new Uint8Array(src) : new Uint8Array(src.buffer, src.byteOffset, src.byteLength)
+    const bytes =
+      src instanceof ArrayBuffer
+        ? new Uint8Array(src)
+        : new Uint8Array(src.buffer, src.byteOffset, src.byteLength)
     return bytes.length === MARKER.length && bytes.every((b, i) => b === MARKER[i])
   }
-  ;(WebAssembly as { instantiate: unknown }).instantiate = (src: unknown, imports?: WebAssembly.Imports) =>
+  ;(WebAssembly as { instantiate: unknown }).instantiate = (
+    src: unknown,
+    imports?: WebAssembly.Imports,
+  ) =>
     isMarker(src)
       ? original(module, imports).then((instance) => ({ instance, module }))
       : original(src, imports)

@@ -31,7 +31,10 @@ const SUPPORTED: Readonly<Record<Runtime, readonly string[]>> = Object.freeze({
  * Resolves a configured provider list (e.g. `"webgpu,cpu"` from `TTI_PROVIDERS`) for a runtime,
  * or the default order. Throws on a provider the runtime cannot use.
  */
-export function resolveProviders(runtime: Runtime, requested?: string | readonly string[]): string[] {
+export function resolveProviders(
+  runtime: Runtime,
+  requested?: string | readonly string[],
+): string[] {
   const list =
     requested === undefined || requested === ''
       ? [...EXECUTION_PROVIDERS[runtime]]

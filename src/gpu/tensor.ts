@@ -36,7 +36,10 @@ export interface ModelSession {
   /** Output metadata read from the model file. */
   readonly outputs: readonly ValueInfo[]
   /** Runs the model; returns every output (or those named). */
-  run(feeds: Record<string, Tensor>, outputNames?: readonly string[]): Promise<Record<string, Tensor>>
+  run(
+    feeds: Record<string, Tensor>,
+    outputNames?: readonly string[],
+  ): Promise<Record<string, Tensor>>
   /** Frees native or WebAssembly memory held by the session. */
   release(): Promise<void>
 }
@@ -80,7 +83,8 @@ export function asFloat32(t: Tensor): Float32Array {
 
 function checkSize(n: number, dims: readonly number[]): void {
   const want = dims.reduce((a, b) => a * b, 1)
-  if (n !== want) throw new RangeError(`tensor of ${n} values cannot have shape [${dims.join(', ')}]`)
+  if (n !== want)
+    throw new RangeError(`tensor of ${n} values cannot have shape [${dims.join(', ')}]`)
 }
 
 function halfToFloat(bits: Uint16Array): Float32Array {
@@ -91,7 +95,13 @@ function halfToFloat(bits: Uint16Array): Float32Array {
     const e = (h >> 10) & 0x1f
     const f = h & 0x3ff
     out[i] =
-      e === 0 ? s * 2 ** -14 * (f / 1024) : e === 31 ? (f ? NaN : s * Infinity) : s * 2 ** (e - 15) * (1 + f / 1024)
+      e === 0
+        ? s * 2 ** -14 * (f / 1024)
+        : e === 31
+          ? f
+            ? NaN
+            : s * Infinity
+          : s * 2 ** (e - 15) * (1 + f / 1024)
   }
   return out
 }

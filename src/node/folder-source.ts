@@ -11,14 +11,20 @@ export function folderSource(dir: string): ModelSource {
   const root = resolve(dir)
   return {
     label: root,
-    has: (p) => access(join(root, p)).then(() => true, () => false),
+    has: (p) =>
+      access(join(root, p)).then(
+        () => true,
+        () => false,
+      ),
     async readBytes(p) {
       try {
         return new Uint8Array(await readFile(join(root, p)))
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code
         throw new ModelLoadError(
-          code === 'ENOENT' ? `${root}: missing model file ${p}` : `${root}: cannot read ${p} (${code})`,
+          code === 'ENOENT'
+            ? `${root}: missing model file ${p}`
+            : `${root}: cannot read ${p} (${code})`,
         )
       }
     },

@@ -16,7 +16,13 @@ import { SCHEDULER_NAMES } from './schedulers'
 import { StableDiffusionPipeline } from './stable-diffusion'
 
 /** API-level bounds, tighter than the pipeline's own, so one request stays cheap. */
-export const API_LIMITS = Object.freeze({ minSteps: 1, maxSteps: 100, minGuidance: 0, maxGuidance: 30, maxImages: 4 })
+export const API_LIMITS = Object.freeze({
+  minSteps: 1,
+  maxSteps: 100,
+  minGuidance: 0,
+  maxGuidance: 30,
+  maxImages: 4,
+})
 
 /** A served model: its public id and its pipeline. */
 export interface ServedModel {

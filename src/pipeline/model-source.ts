@@ -20,7 +20,10 @@ export class ModelLoadError extends Error {
 }
 
 /** A `ModelSource` over an in-memory map (bundled modules, tests). */
-export function mapSource(label: string, files: Record<string, Uint8Array | ArrayBuffer | string>): ModelSource {
+export function mapSource(
+  label: string,
+  files: Record<string, Uint8Array | ArrayBuffer | string>,
+): ModelSource {
   const enc = new TextEncoder()
   return {
     label,
@@ -39,7 +42,10 @@ export async function readText(source: ModelSource, path: string): Promise<strin
 }
 
 /** Reads and parses a JSON file, naming the file on a parse error. */
-export async function readJson<T = Record<string, unknown>>(source: ModelSource, path: string): Promise<T> {
+export async function readJson<T = Record<string, unknown>>(
+  source: ModelSource,
+  path: string,
+): Promise<T> {
   const text = await readText(source, path)
   try {
     return JSON.parse(text) as T

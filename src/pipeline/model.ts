@@ -89,7 +89,10 @@ const DEFAULT_STEPS = 20
 const DEFAULT_GUIDANCE = 7.5
 
 /** Loads a model folder onto a backend. Throws `ModelLoadError` naming the missing or bad file. */
-export async function loadModel(source: ModelSource, backend: InferenceBackend): Promise<LoadedModel> {
+export async function loadModel(
+  source: ModelSource,
+  backend: InferenceBackend,
+): Promise<LoadedModel> {
   const index = await readJson(source, MODEL_FILES.index)
   const schedulerConfig = await readJson<SchedulerConfig>(source, MODEL_FILES.scheduler)
   const tokenizer = ClipTokenizer.fromFiles({
@@ -124,7 +127,9 @@ export async function loadModel(source: ModelSource, backend: InferenceBackend):
         ...(externalData.length ? { externalData } : {}),
       })
     } catch (e) {
-      throw new ModelLoadError(`${source.label}: cannot load ${name}/model.onnx: ${(e as Error).message}`)
+      throw new ModelLoadError(
+        `${source.label}: cannot load ${name}/model.onnx: ${(e as Error).message}`,
+      )
     }
   }
   for (const p of [
@@ -153,7 +158,9 @@ export async function loadModel(source: ModelSource, backend: InferenceBackend):
   }
   const ids = pick(textEncoder.inputs, 'text_encoder', ['input_ids'])
   if (ids.type !== 'int32' && ids.type !== 'int64') {
-    throw new ModelLoadError(`${source.label}: text_encoder input_ids has unsupported type ${ids.type}`)
+    throw new ModelLoadError(
+      `${source.label}: text_encoder input_ids has unsupported type ${ids.type}`,
+    )
   }
   const ts = pick(unet.inputs, 'unet', ['timestep'])
   if (!['float32', 'float16', 'int64', 'int32'].includes(ts.type)) {
@@ -165,7 +172,8 @@ export async function loadModel(source: ModelSource, backend: InferenceBackend):
   }
 
   const windowFromModel = ids.shape[1]
-  const tokenWindow = typeof windowFromModel === 'number' ? windowFromModel : tokenizer.modelMaxLength
+  const tokenWindow =
+    typeof windowFromModel === 'number' ? windowFromModel : tokenizer.modelMaxLength
   if (tokenWindow !== tokenizer.modelMaxLength) {
     throw new ModelLoadError(
       `${source.label}: tokenizer model_max_length ${tokenizer.modelMaxLength} does not match the text encoder window ${tokenWindow}`,
@@ -186,7 +194,9 @@ export async function loadModel(source: ModelSource, backend: InferenceBackend):
     scheduler: String(d.scheduler ?? schedulerConfig._class_name ?? 'PNDMScheduler'),
   }
   if (!Number.isFinite(hiddenSize)) {
-    throw new ModelLoadError(`${source.label}: cannot tell the text hidden size from unet inputs or config`)
+    throw new ModelLoadError(
+      `${source.label}: cannot tell the text hidden size from unet inputs or config`,
+    )
   }
   const spec: ModelSpec = {
     digest: await digestFiles(hashes),
@@ -207,7 +217,8 @@ export async function loadModel(source: ModelSource, backend: InferenceBackend):
 }
 
 function pick(list: readonly ValueInfo[], component: string, preferred: string[]): ValueInfo {
-  const found = list.find((v) => preferred.includes(v.name)) ?? (list.length === 1 ? list[0] : undefined)
+  const found =
+    list.find((v) => preferred.includes(v.name)) ?? (list.length === 1 ? list[0] : undefined)
   if (!found) {
     throw new ModelLoadError(
       `${component} has no ${preferred.join('/')} (it has ${list.map((v) => v.name).join(', ')})`,
@@ -220,7 +231,8 @@ function numberOr(v: unknown, fallback: number): number {
   return typeof v === 'number' && Number.isFinite(v) ? v : fallback
 }
 
-const hex = (b: ArrayBuffer) => [...new Uint8Array(b)].map((x) => x.toString(16).padStart(2, '0')).join('')
+const hex = (b: ArrayBuffer) =>
+  [...new Uint8Array(b)].map((x) => x.toString(16).padStart(2, '0')).join('')
 
 /** SHA-256 over `path NUL sha256(bytes) LF` for every file, sorted by path. */
 async function digestFiles(files: [string, Uint8Array][]): Promise<string> {

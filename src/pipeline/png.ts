@@ -86,7 +86,8 @@ function textChunk(keyword: string, text: string): Uint8Array {
 /** Encodes an RGB image as PNG, with optional text chunks (keyword → text). */
 export function encodePng(image: RgbImage, text: Record<string, string> = {}): Uint8Array {
   const { width, height, data } = image
-  if (data.length !== width * height * 3) throw new RangeError('RGB data does not match the image size')
+  if (data.length !== width * height * 3)
+    throw new RangeError('RGB data does not match the image size')
   const raw = new Uint8Array((width * 3 + 1) * height)
   for (let y = 0; y < height; y++) {
     raw[y * (width * 3 + 1)] = 0 // filter: none

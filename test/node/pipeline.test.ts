@@ -18,7 +18,10 @@ describe.each(LAYOUTS)('reference generations on %s', (layout) => {
   let model: LoadedModel
   let pipe: StableDiffusionPipeline
   beforeAll(async () => {
-    model = await loadModel(folderSource(join(GOLDEN, 'pipeline', layout)), createNodeBackend('cpu'))
+    model = await loadModel(
+      folderSource(join(GOLDEN, 'pipeline', layout)),
+      createNodeBackend('cpu'),
+    )
     pipe = new StableDiffusionPipeline(model)
   })
 
@@ -31,7 +34,9 @@ describe.each(LAYOUTS)('reference generations on %s', (layout) => {
     expect(s.sampleSize).toBe(64)
     expect(s.inputIdsType).toBe(layout === 'tiny-sd-optimum' ? 'int64' : 'int32')
     expect(s.timestep).toEqual(
-      layout === 'tiny-sd-optimum' ? { type: 'float32', layout: 'scalar' } : { type: 'int64', layout: 'batch' },
+      layout === 'tiny-sd-optimum'
+        ? { type: 'float32', layout: 'scalar' }
+        : { type: 'int64', layout: 'batch' },
     )
     expect(s.digest).toMatch(/^[0-9a-f]{64}$/)
   })

@@ -1,0 +1,50 @@
+/**
+ * The GPU backend service (`npm run gpu`): loads the models once on onnxruntime-node and runs
+ * denoise jobs from the edge.
+ *
+ *   TTI_BACKEND_SECRET=... TTI_PROVIDERS=webgpu,cpu npm run gpu -- --port 8788 --model models/tiny-shapes
+ */
+import { serve } from '@hono/node-server'
+import { basename, resolve } from 'node:path'
+import { parseArgs } from 'node:util'
+import { createBackendApp } from '../src/gpu/backend-service'
+import { createNodeBackend } from '../src/gpu/ort-node'
+import { folderSource } from '../src/node/folder-source'
+import type { ServedModel } from '../src/pipeline/engine'
+import { loadModel } from '../src/pipeline/model'
+import { StableDiffusionPipeline } from '../src/pipeline/stable-diffusion'
+
+async function main() {
+  const { values } = parseArgs({
+    options: {
+      port: { type: 'string', default: process.env.PORT ?? '8788' },
+      host: { type: 'string', default: '127.0.0.1' },
+      model: { type: 'string', multiple: true },
+      providers: { type: 'string', default: process.env.TTI_PROVIDERS },
+    },
+  })
+  const secret = process.env.TTI_BACKEND_SECRET
+  if (!secret)
+    throw new Error(
+      'set TTI_BACKEND_SECRET (the same value as the worker secret GPU_BACKEND_SECRET)',
+    )
+  const dirs = values.model?.length ? values.model : ['models/tiny-shapes']
+  const backend = createNodeBackend(values.providers)
+  const models: ServedModel[] = []
+  for (const dir of dirs) {
+    const model = await loadModel(folderSource(dir), backend)
+    models.push({ id: basename(resolve(dir)), pipeline: new StableDiffusionPipeline(model) })
+  }
+  const app = createBackendApp({ models, secret, provider: backend.name })
+  const port = Number(values.port)
+  serve({ fetch: app.fetch, port, hostname: values.host }, () => {
+    console.log(
+      `gpu backend on http://${values.host}:${port} (${backend.name}; ${models.map((m) => m.id).join(', ')})`,
+    )
+  })
+}
+
+main().catch((e: Error) => {
+  console.error(`error: ${e.message}`)
+  process.exit(2)
+})

@@ -1,0 +1,224 @@
+/**
+ * @module
+ * The GPU backend service: a Hono app that holds loaded pipelines and runs denoise jobs sent by
+ * the edge (text embeddings in, PNGs out), streaming step progress as it goes. Runtime-neutral;
+ * `scripts/gpu-server.ts` serves it on Node with onnxruntime-node (webgpu / cuda / cpu).
+ */
+import { Hono } from 'hono'
+import { encodePng, formatParameters } from '../pipeline/png'
+import type { ServedModel } from '../pipeline/engine'
+import {
+  decodeJob,
+  frame,
+  FRAMES_CONTENT_TYPE,
+  HEADERS,
+  imagePayload,
+  JOB_CONTENT_TYPE,
+  ProtocolError,
+  sha256Hex,
+  verifyRequest,
+  type Job,
+} from './protocol'
+import { asFloat32 } from './tensor'
+
+/** Options of `createBackendApp`. */
+export interface BackendOptions {
+  models: readonly ServedModel[]
+  /** Shared secret for request signatures (HMAC-SHA256). */
+  secret: string
+  /** How long a finished job's result is kept for retries with the same idempotency key. */
+  resultTtlMs?: number
+  /** Name of the execution provider chain, reported by /healthz. */
+  provider?: string
+  /** Called when a job starts running (not when it is joined or replayed); for metrics and tests. */
+  onJobStart?: (key: string) => void
+}
+
+interface Image {
+  meta: { seed: number; width: number; height: number }
+  png: Uint8Array
+}
+
+interface Run {
+  result: Promise<Image[]>
+  listeners: Set<(p: object) => void>
+  finishedAt?: number
+}
+
+const MAX_BODY = 1 << 20
+
+/** Builds the backend app. */
+export function createBackendApp(options: BackendOptions): Hono {
+  if (!options.secret) throw new Error('the backend needs a shared secret (TTI_BACKEND_SECRET)')
+  const ttl = options.resultTtlMs ?? 10 * 60_000
+  const byId = new Map(options.models.map((m) => [m.id, m]))
+  const runs = new Map<string, Run>()
+  const app = new Hono()
+
+  const problem = (status: number, title: string, detail: string) =>
+    new Response(
+      JSON.stringify({
+        type: `urn:tti:backend:${title.toLowerCase().replace(/\W+/g, '-')}`,
+        title,
+        status,
+        detail,
+      }),
+      {
+        status,
+        headers: { 'content-type': 'application/problem+json' },
+      },
+    )
+
+  app.get('/healthz', (c) =>
+    c.json({
+      ok: true,
+      provider: options.provider,
+      models: options.models.map((m) => ({ id: m.id, digest: m.pipeline.spec.digest })),
+    }),
+  )
+
+  app.post('/v1/jobs', async (c) => {
+    if (c.req.header('content-type') !== JOB_CONTENT_TYPE)
+      return problem(415, 'Unsupported Media Type', `expected ${JOB_CONTENT_TYPE}`)
+    const body = new Uint8Array(await c.req.arrayBuffer())
+    if (body.length > MAX_BODY)
+      return problem(413, 'Payload Too Large', `jobs are at most ${MAX_BODY} bytes`)
+    const check = await verifyRequest(
+      options.secret,
+      { timestamp: c.req.header(HEADERS.timestamp), signature: c.req.header(HEADERS.signature) },
+      new URL(c.req.url).pathname,
+      body,
+    )
+    if (check !== 'ok') return problem(401, 'Unauthorized', `request signature ${check}`)
+    let job: Job
+    try {
+      job = decodeJob(body)
+    } catch (e) {
+      return problem(400, 'Bad Request', (e as ProtocolError).message)
+    }
+    const served = byId.get(job.header.model)
+    if (!served || served.pipeline.spec.digest !== job.header.digest)
+      return problem(
+        409,
+        'Conflict',
+        `this backend does not serve ${job.header.model}@${job.header.digest.slice(0, 12)}`,
+      )
+    const deadline = Number(c.req.header(HEADERS.deadline) ?? Date.now() + 300_000)
+    const key = c.req.header(HEADERS.idempotency) ?? (await sha256Hex(body))
+
+    sweep(runs, ttl)
+    let run = runs.get(key)
+    if (!run) {
+      run = startRun(served, job, deadline)
+      options.onJobStart?.(key)
+      runs.set(key, run)
+      const r = run
+      r.result.then(
+        () => (r.finishedAt = Date.now()),
+        () => runs.delete(key), // failures are not kept: a retry runs again
+      )
+    }
+    return new Response(streamRun(run), { headers: { 'content-type': FRAMES_CONTENT_TYPE } })
+  })
+  return app
+}
+
+function sweep(runs: Map<string, Run>, ttl: number): void {
+  const now = Date.now()
+  for (const [k, r] of runs)
+    if (r.finishedAt !== undefined && now - r.finishedAt > ttl) runs.delete(k)
+}
+
+function startRun(served: ServedModel, job: Job, deadline: number): Run {
+  const listeners = new Set<(p: object) => void>()
+  const h = job.header
+  const signal = AbortSignal.timeout(Math.max(0, deadline - Date.now()))
+  const result = (async () => {
+    const pe = job.tensors.prompt_embeds
+    const ne = job.tensors.negative_prompt_embeds
+    if (!pe) throw new ProtocolError('job has no prompt_embeds tensor')
+    const res = await served.pipeline.generate(
+      {
+        prompt: h.prompt,
+        negativePrompt: h.negativePrompt,
+        seed: h.seed,
+        steps: h.steps,
+        guidanceScale: h.guidanceScale,
+        width: h.width,
+        height: h.height,
+        scheduler: h.scheduler,
+        numImages: h.n,
+        promptEmbeds: asFloat32(pe),
+        negativePromptEmbeds: ne ? asFloat32(ne) : undefined,
+      },
+      {
+        signal,
+        onStep: (p) =>
+          listeners.forEach((l) => l({ step: p.step, totalSteps: p.totalSteps, image: 0 })),
+      },
+    )
+    return res.images.map((image, i) => ({
+      meta: { seed: h.seed + i, width: h.width, height: h.height },
+      png: encodePng(image, {
+        parameters: formatParameters({ ...h, seed: h.seed + i, modelDigest: h.digest }),
+      }),
+    }))
+  })()
+  result.catch(() => undefined) // observed by every stream; never an unhandled rejection
+  return { result, listeners }
+}
+
+function streamRun(run: Run): ReadableStream<Uint8Array> {
+  const enc = new TextEncoder()
+  let listener: ((p: object) => void) | undefined
+  return new ReadableStream<Uint8Array>({
+    async start(controller) {
+      const push = (chunk: Uint8Array) => {
+        try {
+          controller.enqueue(chunk)
+        } catch {
+          // The client went away; the run goes on and its result stays cached for a retry.
+        }
+      }
+      listener = (p) => push(frame('P', enc.encode(JSON.stringify(p))))
+      run.listeners.add(listener)
+      try {
+        const images = await run.result
+        for (const img of images) push(frame('I', imagePayload(img.meta, img.png)))
+        push(frame('D'))
+      } catch (e) {
+        const err = e as Error
+        const timedOut = err.name === 'TimeoutError' || err.name === 'AbortError'
+        const status = timedOut
+          ? 504
+          : err instanceof ProtocolError
+            ? 400
+            : err.name === 'PipelineInputError'
+              ? 422
+              : 500
+        push(
+          frame(
+            'E',
+            enc.encode(
+              JSON.stringify({
+                status,
+                title: timedOut ? 'Deadline exceeded' : 'Generation failed',
+                detail: err.message,
+              }),
+            ),
+          ),
+        )
+      } finally {
+        run.listeners.delete(listener)
+        try {
+          controller.close()
+        } catch {
+          /* already closed by a cancelled client */
+        }
+      }
+    },
+    cancel() {
+      if (listener) run.listeners.delete(listener)
+    },
+  })
+}

@@ -1,0 +1,235 @@
+/**
+ * @module
+ * The wire format between the edge and the GPU backend service, shared by both sides.
+ *
+ * Request: `POST /v1/jobs`, body = u32 header length ‖ header JSON ‖ raw tensor bytes (binary,
+ * never JSON arrays). Signed: `X-TTI-Signature: v1=<hex HMAC-SHA256(secret, ts "." path "." sha256(body))>`
+ * with `X-TTI-Timestamp` (ms) inside a replay window. `Idempotency-Key` is the body's SHA-256, so a
+ * retry after a timeout joins or reuses the first run instead of generating twice.
+ *
+ * Response: a stream of frames, kind byte ‖ u32 length ‖ payload: `P` progress JSON, `I` image
+ * (u32 meta length ‖ meta JSON ‖ PNG bytes), `E` error JSON, `D` done.
+ */
+import type { Tensor, TensorType } from './tensor'
+
+/** How far a request's timestamp may be from the backend's clock. */
+export const SIGNATURE_WINDOW_MS = 60_000
+/** Header names of the protocol, in one place. */
+export const HEADERS = Object.freeze({
+  timestamp: 'x-tti-timestamp',
+  signature: 'x-tti-signature',
+  deadline: 'x-tti-deadline',
+  idempotency: 'idempotency-key',
+})
+/** Content types of the protocol. */
+export const JOB_CONTENT_TYPE = 'application/vnd.tti.job'
+/** Content type of the framed response stream. */
+export const FRAMES_CONTENT_TYPE = 'application/vnd.tti.frames'
+
+/** The JSON part of a denoise job. */
+export interface JobHeader {
+  /** Model id and digest; the backend refuses a digest it does not serve. */
+  model: string
+  digest: string
+  seed: number
+  steps: number
+  guidanceScale: number
+  width: number
+  height: number
+  scheduler: string
+  n: number
+  /** Generation parameters recorded in the PNG text chunk. */
+  prompt: string
+  negativePrompt: string
+}
+
+/** A job: its header plus named tensors (`prompt_embeds`, `negative_prompt_embeds`). */
+export interface Job {
+  header: JobHeader
+  tensors: Record<string, Tensor>
+}
+
+interface TensorEntry {
+  name: string
+  type: TensorType
+  dims: readonly number[]
+  offset: number
+  length: number
+}
+
+const BYTES: Record<TensorType, number> = { float32: 4, float16: 2, int32: 4, int64: 8 }
+
+/** Serialises a job. */
+export function encodeJob(job: Job): Uint8Array {
+  const entries: TensorEntry[] = []
+  let offset = 0
+  for (const [name, t] of Object.entries(job.tensors)) {
+    entries.push({ name, type: t.type, dims: t.dims, offset, length: t.data.byteLength })
+    offset += t.data.byteLength
+  }
+  const head = new TextEncoder().encode(JSON.stringify({ ...job.header, tensors: entries }))
+  const out = new Uint8Array(4 + head.length + offset)
+  new DataView(out.buffer).setUint32(0, head.length)
+  out.set(head, 4)
+  for (const e of entries) {
+    const t = job.tensors[e.name]
+    out.set(
+      new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength),
+      4 + head.length + e.offset,
+    )
+  }
+  return out
+}
+
+/** Error for a malformed job body. */
+export class ProtocolError extends Error {
+  override name = 'ProtocolError'
+}
+
+/** Parses a job, validating every tensor's extent. */
+export function decodeJob(body: Uint8Array): Job {
+  if (body.length < 4) throw new ProtocolError('job body too short')
+  const headLen = new DataView(body.buffer, body.byteOffset).getUint32(0)
+  if (4 + headLen > body.length) throw new ProtocolError('job header overruns the body')
+  let parsed: JobHeader & { tensors: TensorEntry[] }
+  try {
+    parsed = JSON.parse(new TextDecoder().decode(body.subarray(4, 4 + headLen)))
+  } catch {
+    throw new ProtocolError('job header is not JSON')
+  }
+  const { tensors: entries, ...header } = parsed
+  const data = body.subarray(4 + headLen)
+  const tensors: Record<string, Tensor> = {}
+  for (const e of entries ?? []) {
+    const size = BYTES[e.type]
+    const numel = e.dims.reduce((a, b) => a * b, 1)
+    if (!size || numel * size !== e.length || e.offset < 0 || e.offset + e.length > data.length) {
+      throw new ProtocolError(`tensor ${e.name} has a bad type or extent`)
+    }
+    const bytes = data.slice(e.offset, e.offset + e.length) // copy: aligned for typed arrays
+    const ctor = {
+      float32: Float32Array,
+      float16: Uint16Array,
+      int32: Int32Array,
+      int64: BigInt64Array,
+    }[e.type]
+    tensors[e.name] = { type: e.type, dims: e.dims, data: new ctor(bytes.buffer) } as Tensor
+  }
+  return { header, tensors }
+}
+
+/** Encodes one response frame. */
+export function frame(
+  kind: 'P' | 'I' | 'E' | 'D',
+  payload: Uint8Array = new Uint8Array(0),
+): Uint8Array {
+  const out = new Uint8Array(5 + payload.length)
+  out[0] = kind.charCodeAt(0)
+  new DataView(out.buffer).setUint32(1, payload.length)
+  out.set(payload, 5)
+  return out
+}
+
+/** Encodes an image frame payload: meta JSON and PNG bytes. */
+export function imagePayload(meta: object, png: Uint8Array): Uint8Array {
+  const m = new TextEncoder().encode(JSON.stringify(meta))
+  const out = new Uint8Array(4 + m.length + png.length)
+  new DataView(out.buffer).setUint32(0, m.length)
+  out.set(m, 4)
+  out.set(png, 4 + m.length)
+  return out
+}
+
+/** A decoded response frame. */
+export type Frame =
+  | { kind: 'P'; progress: { step: number; totalSteps: number; image: number } }
+  | { kind: 'I'; meta: { seed: number; width: number; height: number }; png: Uint8Array }
+  | { kind: 'E'; error: { status: number; title: string; detail: string } }
+  | { kind: 'D' }
+
+/** Reads frames from a response body stream, rejecting on truncation or an unknown kind. */
+export async function* readFrames(stream: ReadableStream<Uint8Array>): AsyncGenerator<Frame> {
+  const reader = stream.getReader()
+  let buf = new Uint8Array(0)
+  const dec = new TextDecoder()
+  for (;;) {
+    while (buf.length >= 5) {
+      const len = new DataView(buf.buffer, buf.byteOffset).getUint32(1)
+      if (buf.length < 5 + len) break
+      const kind = String.fromCharCode(buf[0])
+      const payload = buf.slice(5, 5 + len)
+      buf = buf.slice(5 + len)
+      if (kind === 'P') yield { kind, progress: JSON.parse(dec.decode(payload)) }
+      else if (kind === 'E') yield { kind, error: JSON.parse(dec.decode(payload)) }
+      else if (kind === 'D') yield { kind }
+      else if (kind === 'I') {
+        const ml = new DataView(payload.buffer).getUint32(0)
+        yield {
+          kind,
+          meta: JSON.parse(dec.decode(payload.subarray(4, 4 + ml))),
+          png: payload.slice(4 + ml),
+        }
+      } else throw new ProtocolError(`unknown frame kind ${JSON.stringify(kind)}`)
+    }
+    const { done, value } = await reader.read()
+    if (done) {
+      if (buf.length) throw new ProtocolError('response ended inside a frame')
+      return
+    }
+    const next = new Uint8Array(buf.length + value.length)
+    next.set(buf)
+    next.set(value, buf.length)
+    buf = next
+  }
+}
+
+const hex = (b: ArrayBuffer) =>
+  [...new Uint8Array(b)].map((x) => x.toString(16).padStart(2, '0')).join('')
+
+/** SHA-256 of bytes, hex. */
+export async function sha256Hex(bytes: Uint8Array): Promise<string> {
+  return hex(await crypto.subtle.digest('SHA-256', bytes))
+}
+
+async function hmac(secret: string, message: string): Promise<Uint8Array> {
+  const key = await crypto.subtle.importKey(
+    'raw',
+    new TextEncoder().encode(secret),
+    { name: 'HMAC', hash: 'SHA-256' },
+    false,
+    ['sign'],
+  )
+  return new Uint8Array(await crypto.subtle.sign('HMAC', key, new TextEncoder().encode(message)))
+}
+
+/** The signature header value for a request. */
+export async function signRequest(
+  secret: string,
+  timestamp: number,
+  path: string,
+  body: Uint8Array,
+): Promise<string> {
+  return `v1=${hex((await hmac(secret, `${timestamp}.${path}.${await sha256Hex(body)}`)).buffer as ArrayBuffer)}`
+}
+
+/** Why a signature check failed, or `ok`. */
+export type SignatureCheck = 'ok' | 'missing' | 'expired' | 'invalid'
+
+/** Verifies a request signature in constant time and within the replay window. */
+export async function verifyRequest(
+  secret: string,
+  headers: { timestamp: string | null | undefined; signature: string | null | undefined },
+  path: string,
+  body: Uint8Array,
+  now = Date.now(),
+): Promise<SignatureCheck> {
+  if (!headers.timestamp || !headers.signature) return 'missing'
+  const ts = Number(headers.timestamp)
+  if (!Number.isFinite(ts) || Math.abs(now - ts) > SIGNATURE_WINDOW_MS) return 'expired'
+  const want = new TextEncoder().encode(await signRequest(secret, ts, path, body))
+  const got = new TextEncoder().encode(headers.signature)
+  if (want.length !== got.length) return 'invalid'
+  let diff = 0
+  for (let i = 0; i < want.length; i++) diff |= want[i] ^ got[i]
+  return diff === 0 ? 'ok' : 'invalid'
+}

@@ -1,0 +1,203 @@
+/**
+ * @module
+ * The edge side of the GPU backend: tokenizes and encodes prompts here (the text encoder is
+ * small), sends the denoise job to a backend over HTTP, signed and idempotent, and fails over
+ * between backends. Failures surface as `BackendError` with the status the client should see:
+ * 502 (bad or refused response), 503 (no backend reachable), 504 (deadline passed).
+ */
+import type { ServedModel } from '../pipeline/engine'
+import { createPipelineEngine } from '../pipeline/engine'
+import type { GeneratedImage, TextToImageEngine } from './engine-types'
+import {
+  encodeJob,
+  FRAMES_CONTENT_TYPE,
+  HEADERS,
+  JOB_CONTENT_TYPE,
+  readFrames,
+  sha256Hex,
+  signRequest,
+} from './protocol'
+import { float32 } from './tensor'
+
+/** A generation failure caused by the backend, with the HTTP status to report. */
+export class BackendError extends Error {
+  override name = 'BackendError'
+  /** Builds the error. */
+  constructor(
+    readonly status: 502 | 503 | 504,
+    message: string,
+  ) {
+    super(message)
+  }
+}
+
+/** Options of `createRemoteEngine`. */
+export interface RemoteEngineOptions {
+  /** Backend base URLs, tried in order (healthy first). */
+  urls: readonly string[]
+  secret: string
+  /** Whole-job deadline. */
+  timeoutMs?: number
+  /** How long a backend that failed to answer is skipped. */
+  downForMs?: number
+  /** `fetch` to use (a service binding's `fetch`, or the global one). */
+  fetch?: (input: string, init: RequestInit) => Promise<Response>
+}
+
+/** An engine that runs the text encoder locally and the denoising loop on a GPU backend. */
+export function createRemoteEngine(
+  models: readonly ServedModel[],
+  options: RemoteEngineOptions,
+): TextToImageEngine {
+  if (!options.urls.length) throw new Error('createRemoteEngine needs at least one backend URL')
+  if (!options.secret) throw new Error('createRemoteEngine needs the backend secret')
+  const local = createPipelineEngine(models)
+  const byId = new Map(models.map((m) => [m.id, m]))
+  const downUntil = new Map<string, number>()
+  const doFetch = options.fetch ?? ((u, i) => fetch(u, i))
+  const timeoutMs = options.timeoutMs ?? 120_000
+  const downForMs = options.downForMs ?? 30_000
+
+  return {
+    models: () => local.models(),
+    tokenize: (model, text) => local.tokenize(model, text),
+    async generate(req, { signal, onProgress } = {}) {
+      const served = byId.get(req.model)
+      if (!served) throw new RangeError(`unknown model ${JSON.stringify(req.model)}`)
+      const pipe = served.pipeline
+      const spec = pipe.spec
+      const dims = [spec.tokenWindow, spec.hiddenSize]
+      const tensors = {
+        prompt_embeds: float32(await pipe.encodePrompt(req.prompt, req.truncate), dims),
+        ...(req.guidanceScale > 1
+          ? {
+              negative_prompt_embeds: float32(
+                await pipe.encodePrompt(req.negativePrompt, req.truncate),
+                dims,
+              ),
+            }
+          : {}),
+      }
+      const body = encodeJob({
+        header: {
+          model: req.model,
+          digest: spec.digest,
+          seed: req.seed,
+          steps: req.steps,
+          guidanceScale: req.guidanceScale,
+          width: req.width,
+          height: req.height,
+          scheduler: req.scheduler,
+          n: req.n,
+          prompt: req.prompt,
+          negativePrompt: req.negativePrompt,
+        },
+        tensors,
+      })
+      const key = await sha256Hex(body)
+      const deadline = Date.now() + timeoutMs
+      const now = Date.now()
+      const order = [...options.urls].sort(
+        (a, b) => Number((downUntil.get(a) ?? 0) > now) - Number((downUntil.get(b) ?? 0) > now),
+      )
+      let last: BackendError = new BackendError(503, 'no GPU backend is reachable')
+      for (const base of order) {
+        if (Date.now() >= deadline)
+          throw new BackendError(504, 'the GPU backend did not finish before the deadline')
+        const url = new URL('/v1/jobs', base).toString()
+        const ts = Date.now()
+        const sig = AbortSignal.any([
+          AbortSignal.timeout(Math.max(1, deadline - ts)),
+          ...(signal ? [signal] : []),
+        ])
+        let res: Response
+        try {
+          res = await doFetch(url, {
+            method: 'POST',
+            body,
+            signal: sig,
+            headers: {
+              'content-type': JOB_CONTENT_TYPE,
+              [HEADERS.timestamp]: String(ts),
+              [HEADERS.signature]: await signRequest(
+                options.secret,
+                ts,
+                new URL(url).pathname,
+                body,
+              ),
+              [HEADERS.deadline]: String(deadline),
+              [HEADERS.idempotency]: key,
+            },
+          })
+        } catch (e) {
+          signal?.throwIfAborted()
+          if ((e as Error).name === 'TimeoutError')
+            throw new BackendError(504, `GPU backend ${base} timed out`)
+          downUntil.set(base, Date.now() + downForMs)
+          last = new BackendError(
+            503,
+            `GPU backend ${base} is unreachable: ${(e as Error).message}`,
+          )
+          continue
+        }
+        if (res.status >= 500 && res.status !== 504) {
+          // The backend is up but failing: try the next one; the job is idempotent.
+          downUntil.set(base, Date.now() + downForMs)
+          last = new BackendError(502, `GPU backend ${base} answered ${res.status}`)
+          await res.body?.cancel()
+          continue
+        }
+        if (!res.ok || res.headers.get('content-type') !== FRAMES_CONTENT_TYPE || !res.body) {
+          await res.body?.cancel()
+          throw new BackendError(
+            res.status === 504 ? 504 : 502,
+            `GPU backend ${base} refused the job (${res.status})`,
+          )
+        }
+        return await readImages(res.body, base, req.n, onProgress)
+      }
+      throw last
+    },
+  }
+}
+
+async function readImages(
+  body: ReadableStream<Uint8Array>,
+  base: string,
+  n: number,
+  onProgress?: (p: { step: number; totalSteps: number; image: number }) => void,
+): Promise<GeneratedImage[]> {
+  const images: GeneratedImage[] = []
+  try {
+    for await (const f of readFrames(body)) {
+      if (f.kind === 'P') onProgress?.(f.progress)
+      else if (f.kind === 'I') {
+        if (!isPng(f.png))
+          throw new BackendError(502, `GPU backend ${base} sent an image that is not a PNG`)
+        images.push({ bytes: f.png, contentType: 'image/png', ...f.meta })
+      } else if (f.kind === 'E')
+        throw new BackendError(
+          f.error.status === 504 ? 504 : 502,
+          `GPU backend ${base}: ${f.error.detail}`,
+        )
+      else if (f.kind === 'D') {
+        if (images.length !== n)
+          throw new BackendError(502, `GPU backend ${base} sent ${images.length} of ${n} images`)
+        return images
+      }
+    }
+  } catch (e) {
+    if (e instanceof BackendError) throw e
+    if ((e as Error).name === 'TimeoutError')
+      throw new BackendError(504, `GPU backend ${base} timed out`)
+    throw new BackendError(
+      502,
+      `GPU backend ${base} sent a malformed response: ${(e as Error).message}`,
+    )
+  }
+  throw new BackendError(502, `GPU backend ${base} ended the response early`)
+}
+
+function isPng(b: Uint8Array): boolean {
+  return b.length > 8 && b[0] === 0x89 && b[1] === 0x50 && b[2] === 0x4e && b[3] === 0x47
+}

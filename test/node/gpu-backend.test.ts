@@ -1,0 +1,179 @@
+/**
+ * The GPU backend service end to end on onnxruntime-node (CPU), reached by the edge's remote
+ * engine over real HTTP: same images as the local pipeline, idempotent retries, failover, and a
+ * clear 502/503/504 for every way a backend can fail.
+ */
+import { serve, type ServerType } from '@hono/node-server'
+import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createBackendApp } from '../../src/gpu/backend-service'
+import type { GenerateRequest } from '../../src/gpu/engine-types'
+import { createNodeBackend } from '../../src/gpu/ort-node'
+import { encodeJob, HEADERS, JOB_CONTENT_TYPE, signRequest } from '../../src/gpu/protocol'
+import { BackendError, createRemoteEngine } from '../../src/gpu/remote-engine'
+import { folderSource } from '../../src/node/folder-source'
+import { createPipelineEngine, type ServedModel } from '../../src/pipeline/engine'
+import { loadModel } from '../../src/pipeline/model'
+import { StableDiffusionPipeline } from '../../src/pipeline/stable-diffusion'
+import { GOLDEN } from './golden'
+
+const SECRET = 'test-secret-0123456789'
+const DIR = join(GOLDEN, 'pipeline', 'tiny-sd-optimum')
+
+let models: ServedModel[]
+let server: ServerType
+let base: string
+const started: string[] = []
+const extra: Server[] = []
+
+const request = (over: Partial<GenerateRequest> = {}): GenerateRequest => ({
+  model: 'tiny',
+  prompt: 'a red circle',
+  negativePrompt: '',
+  seed: 7,
+  steps: 4,
+  guidanceScale: 7.5,
+  width: 64,
+  height: 64,
+  scheduler: 'euler_a',
+  n: 1,
+  truncate: true,
+  ...over,
+})
+
+/** A plain HTTP server with a handler, on a free port. */
+async function listen(handler: Parameters<typeof createServer>[1]): Promise<string> {
+  const s = createServer(handler)
+  extra.push(s)
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
+  return `http://127.0.0.1:${(s.address() as AddressInfo).port}`
+}
+
+beforeAll(async () => {
+  const model = await loadModel(folderSource(DIR), createNodeBackend('cpu'))
+  models = [{ id: 'tiny', pipeline: new StableDiffusionPipeline(model) }]
+  const app = createBackendApp({
+    models,
+    secret: SECRET,
+    provider: 'cpu',
+    onJobStart: (k) => started.push(k),
+  })
+  server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' })
+  await new Promise((r) => server.once('listening', r))
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+})
+
+afterAll(() => {
+  server?.close()
+  for (const s of extra) s.close()
+})
+
+describe('gpu backend service', () => {
+  it('returns the same PNG bytes as the local pipeline, with progress', async () => {
+    const remote = createRemoteEngine(models, { urls: [base], secret: SECRET })
+    const steps: number[] = []
+    const [got] = await remote.generate(request(), { onProgress: (p) => steps.push(p.step) })
+    const [want] = await createPipelineEngine(models).generate(request())
+    expect(Buffer.from(got.bytes).equals(Buffer.from(want.bytes))).toBe(true)
+    expect(got.seed).toBe(7)
+    expect(steps).toEqual([1, 2, 3, 4])
+  })
+
+  it('runs concurrent identical jobs once (idempotency key)', async () => {
+    const remote = createRemoteEngine(models, { urls: [base], secret: SECRET })
+    const before = started.length
+    const req = request({ seed: 99, n: 2 })
+    const results = await Promise.all([
+      remote.generate(req),
+      remote.generate(req),
+      remote.generate(req),
+    ])
+    expect(started.length - before).toBe(1)
+    for (const r of results) {
+      expect(r).toHaveLength(2)
+      expect(Buffer.from(r[1].bytes).equals(Buffer.from(results[0][1].bytes))).toBe(true)
+    }
+  })
+
+  it('fails over from a dead backend to a live one', async () => {
+    const dead = 'http://127.0.0.1:9' // discard port: connection refused
+    const remote = createRemoteEngine(models, { urls: [dead, base], secret: SECRET })
+    const [img] = await remote.generate(request({ seed: 3 }))
+    expect(img.bytes.length).toBeGreaterThan(100)
+  })
+
+  it('gives 503 when no backend is reachable', async () => {
+    const remote = createRemoteEngine(models, { urls: ['http://127.0.0.1:9'], secret: SECRET })
+    await expect(remote.generate(request())).rejects.toMatchObject({
+      name: 'BackendError',
+      status: 503,
+    })
+  })
+
+  it('gives 502 when the backend refuses the signature', async () => {
+    const remote = createRemoteEngine(models, { urls: [base], secret: 'wrong-secret' })
+    const err = await remote.generate(request()).catch((e) => e)
+    expect(err).toBeInstanceOf(BackendError)
+    expect(err.status).toBe(502)
+    expect(err.message).toMatch(/refused the job \(401\)/)
+  })
+
+  it('refuses an expired timestamp and a tampered body', async () => {
+    const body = encodeJob({
+      header: {
+        ...request(),
+        model: 'tiny',
+        digest: models[0].pipeline.spec.digest,
+        guidanceScale: 1,
+      } as never,
+      tensors: {},
+    })
+    const old = Date.now() - 5 * 60_000
+    const post = async (ts: number, b: Uint8Array, sig: string) =>
+      fetch(`${base}/v1/jobs`, {
+        method: 'POST',
+        body: b,
+        headers: {
+          'content-type': JOB_CONTENT_TYPE,
+          [HEADERS.timestamp]: String(ts),
+          [HEADERS.signature]: sig,
+        },
+      })
+    const expired = await post(old, body, await signRequest(SECRET, old, '/v1/jobs', body))
+    expect(expired.status).toBe(401)
+    expect(await expired.json()).toMatchObject({ detail: 'request signature expired' })
+    const now = Date.now()
+    const tampered = body.slice()
+    tampered[tampered.length - 1] ^= 1
+    const bad = await post(now, tampered, await signRequest(SECRET, now, '/v1/jobs', body))
+    expect(bad.status).toBe(401)
+    expect(bad.headers.get('content-type')).toBe('application/problem+json')
+  })
+
+  it('gives 502 for a backend that returns garbage', async () => {
+    const garbage = await listen((_q, r) => {
+      r.writeHead(200, { 'content-type': 'application/vnd.tti.frames' })
+      r.end('I\x00\x00\x00\x10not a png at all')
+    })
+    const remote = createRemoteEngine(models, { urls: [garbage], secret: SECRET })
+    await expect(remote.generate(request())).rejects.toMatchObject({ status: 502 })
+  })
+
+  it('gives 504 for a backend that is too slow', async () => {
+    const slow = await listen(() => {
+      /* never answers */
+    })
+    const remote = createRemoteEngine(models, { urls: [slow], secret: SECRET, timeoutMs: 300 })
+    await expect(remote.generate(request())).rejects.toMatchObject({ status: 504 })
+  })
+
+  it('reports its models on /healthz', async () => {
+    const res = await fetch(`${base}/healthz`)
+    expect(await res.json()).toMatchObject({
+      ok: true,
+      models: [{ id: 'tiny', digest: models[0].pipeline.spec.digest }],
+    })
+  })
+})
