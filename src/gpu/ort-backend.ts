@@ -4,6 +4,7 @@
  * onnxruntime-common API) to the runtime-neutral `InferenceBackend` of `./tensor`.
  */
 import type { InferenceSession as OrtSession, Tensor as OrtTensor } from 'onnxruntime-common'
+import { providersForComponent } from './providers'
 import type { InferenceBackend, ModelSession, Tensor, TensorType, ValueInfo } from './tensor'
 
 /** The part of an ONNX Runtime module this adapter uses. */
@@ -37,10 +38,10 @@ export function createOrtBackend(ort: OrtModule, options: OrtBackendOptions): In
   }
   return {
     name: options.name,
-    async createSession(model, { externalData } = {}) {
+    async createSession(model, { externalData, label } = {}) {
       const session = await exclusive(() =>
         ort.InferenceSession.create(model, {
-          executionProviders: [...options.executionProviders],
+          executionProviders: providersForComponent(options.executionProviders, label),
           graphOptimizationLevel: 'all',
           ...options.sessionOptions,
           ...(externalData ? { externalData } : {}),

@@ -51,3 +51,20 @@ export function resolveProviders(
   if (list.length === 0) throw new Error('no execution provider configured')
   return list
 }
+
+/**
+ * Components that stay on the CPU provider even when a GPU provider is first in line: the text
+ * encoder runs once per prompt (and is cached), and exported encoders often gather from a
+ * float16 embedding table, which needs WebGPU `shader-f16` (SwiftShader does not offer it).
+ */
+export const CPU_COMPONENTS: readonly string[] = Object.freeze(['text_encoder'])
+
+/** The provider chain for one model component, given the backend's chain. */
+export function providersForComponent(
+  chain: readonly string[],
+  component: string | undefined,
+): string[] {
+  if (component && CPU_COMPONENTS.includes(component) && chain.includes('cpu')) return ['cpu']
+  if (component && CPU_COMPONENTS.includes(component) && chain.includes('wasm')) return ['wasm']
+  return [...chain]
+}
