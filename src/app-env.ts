@@ -1,0 +1,20 @@
+/**
+ * @module
+ * The Hono environment shared by the app, its middleware and routes.
+ */
+import type { ApiKeyRecord } from './keys/api-keys'
+
+/** Bindings and per-request variables of the app. */
+export interface AppEnv {
+  Bindings: Env
+  Variables: {
+    /** The authenticated API key (set by `apiKeyAuth`). */
+    apiKey: ApiKeyRecord
+    /** The parsed JSON body (set by `jsonBody`). */
+    json: unknown
+    /** Charges images against the key's quota (set by `rateLimit`); throws 429 when exhausted. */
+    charge: (cost: number) => Promise<void>
+    /** Whether the request was served from the image cache (read by `requestMetrics`). */
+    cacheStatus: 'HIT' | 'MISS'
+  }
+}

@@ -1,0 +1,77 @@
+/**
+ * @module
+ * POST /v1/images as one domain function: validate, key, look up, charge the quota on a miss,
+ * and hand misses to the request key's single-flight coordinator.
+ */
+import { canonicalRequest, requestKey } from '../cache/cache-key'
+import { lookup, type ImageStoreDeps, type IndexEntry } from '../cache/image-store'
+import type { GenerationOutcome } from '../durable/generation-coordinator'
+import type { GenerateRequest, TextToImageEngine } from '../gpu/engine-types'
+import { ProblemError } from '../problem'
+import { resolveRequest } from './validate'
+
+/** Seconds a client should wait after a failed generation. */
+export const GENERATION_RETRY_AFTER_SECONDS = 5
+
+/** What creating images needs. */
+export interface CreateImagesDeps {
+  engine: Pick<TextToImageEngine, 'models' | 'tokenize'>
+  store: ImageStoreDeps
+  /** The single-flight coordinator of a request key. */
+  coordinator: (requestKey: string) => {
+    run(requestKey: string, req: GenerateRequest): Promise<GenerationOutcome>
+  }
+  /** Charges `cost` images against the caller's quota (0 on a hit); throws 429 when exhausted. */
+  charge: (cost: number) => Promise<void>
+}
+
+/** The images of one request. */
+export interface CreateImagesResult {
+  entry: IndexEntry
+  /** Bytes when already in memory (fresh generations); otherwise read them from the store. */
+  bytes?: Uint8Array[]
+  /** Whether the images were stored before this request needed them. */
+  cached: boolean
+  requestKey: string
+}
+
+/**
+ * Returns the images for a request body, generating them only when no stored entry exists.
+ * `singleImage` (a PNG response) rejects n > 1 with 406 once the body is otherwise valid.
+ */
+export async function createImages(
+  deps: CreateImagesDeps,
+  body: unknown,
+  options: { singleImage: boolean },
+): Promise<CreateImagesResult> {
+  const { model, req, tokens } = resolveRequest(body, deps.engine)
+  if (options.singleImage && req.n > 1) {
+    throw new ProblemError('not-acceptable', {
+      detail: 'image/png holds one image; send Accept: application/json for n > 1',
+    })
+  }
+  const key = await requestKey(canonicalRequest(model, req, tokens))
+
+  const stored = await lookup(deps.store, key)
+  if (stored) {
+    await deps.charge(0)
+    return { entry: stored, cached: true, requestKey: key }
+  }
+
+  await deps.charge(req.n)
+  let outcome: GenerationOutcome
+  try {
+    outcome = await deps.coordinator(key).run(key, req)
+  } catch (e) {
+    console.error(`generation for ${key} failed`, e)
+    throw new ProblemError('generation-failed', {
+      headers: { 'Retry-After': String(GENERATION_RETRY_AFTER_SECONDS) },
+    })
+  }
+  return {
+    entry: outcome.entry,
+    bytes: outcome.bytes,
+    cached: outcome.source === 'stored',
+    requestKey: key,
+  }
+}

@@ -1,0 +1,207 @@
+/**
+ * @module
+ * API keys: `tti_` + base64url(32 random bytes). Only the key's SHA-256 is stored (KV
+ * `keys/<id>`, where the id is the first 16 hex digits of that hash); the stored hash is compared
+ * with `crypto.subtle.timingSafeEqual`. Revocation is written to the key's `KeyGuard` Durable
+ * Object first (strongly consistent, immediate everywhere) and then to KV (eventually consistent).
+ */
+import { ProblemError, throwFieldErrors, type FieldError } from '../problem'
+import { base64url, sha256Hex } from '../util'
+
+/** Scopes a key can hold: `generate` for POST /v1/images, `read` for GET /v1/models. */
+export const SCOPES = Object.freeze(['generate', 'read'] as const)
+
+/** One key scope. */
+export type Scope = (typeof SCOPES)[number]
+
+/** Token bucket of a key: at most `burst` images, refilled evenly over `period_seconds`. */
+export interface RateLimitPolicy {
+  burst: number
+  period_seconds: number
+}
+
+/** What the API shows about a key (never the key or its hash). */
+export interface PublicKeyRecord {
+  id: string
+  name: string
+  scopes: Scope[]
+  created_at: string
+  revoked_at?: string
+  /** Per-key quota; the deployment default applies when absent. */
+  rate_limit?: RateLimitPolicy
+}
+
+/** The stored key record: the public part plus the key's SHA-256 (hex). */
+export interface ApiKeyRecord extends PublicKeyRecord {
+  hash: string
+}
+
+/** The revocation side of a key's Durable Object. */
+export interface RevocationFlag {
+  isRevoked(): Promise<boolean>
+  revoke(): Promise<void>
+}
+
+/** What key operations need: the KV namespace and a way to reach a key's revocation flag. */
+export interface KeyDeps {
+  kv: Pick<KVNamespace, 'get' | 'put' | 'list'>
+  guard: (id: string) => RevocationFlag
+}
+
+const KEY_PREFIX = 'tti_'
+const KEY_PATTERN = /^tti_[A-Za-z0-9_-]{43}$/
+const RECORD_PREFIX = 'keys/'
+
+/** Draws a new API key: 256 random bits, base64url, with the `tti_` prefix. */
+export function generateApiKey(): string {
+  return KEY_PREFIX + base64url(crypto.getRandomValues(new Uint8Array(32)))
+}
+
+/** Compares two equal-length hex digests in constant time. */
+export function digestsEqual(a: string, b: string): boolean {
+  const enc = new TextEncoder()
+  const x = enc.encode(a)
+  const y = enc.encode(b)
+  // Both are SHA-256 hex (64 bytes); unequal lengths can only mean a corrupt record.
+  if (x.byteLength !== y.byteLength) return false
+  return crypto.subtle.timingSafeEqual(x, y)
+}
+
+/** Fields of POST /v1/keys. */
+export interface CreateKeyInput {
+  name: string
+  scopes: Scope[]
+  rate_limit?: RateLimitPolicy
+}
+
+/** Validates a POST /v1/keys body (all fields optional); throws 422 naming bad fields. */
+export function parseCreateKeyInput(body: unknown): CreateKeyInput {
+  const b = (
+    typeof body === 'object' && body !== null && !Array.isArray(body) ? body : {}
+  ) as Record<string, unknown>
+  const errors: FieldError[] = []
+  if (b !== body) errors.push({ field: '(body)', detail: 'must be a JSON object' })
+  for (const k of Object.keys(b)) {
+    if (!['name', 'scopes', 'rate_limit'].includes(k))
+      errors.push({ field: k, detail: 'unknown field' })
+  }
+  const name = b.name ?? 'unnamed'
+  if (typeof name !== 'string' || name.length > 100) {
+    errors.push({ field: 'name', detail: 'must be a string of at most 100 characters' })
+  }
+  const scopes = b.scopes ?? [...SCOPES]
+  if (
+    !Array.isArray(scopes) ||
+    scopes.length === 0 ||
+    !scopes.every((s) => (SCOPES as readonly unknown[]).includes(s))
+  ) {
+    errors.push({ field: 'scopes', detail: `must be a non-empty subset of ${SCOPES.join(', ')}` })
+  }
+  const rl = b.rate_limit as Record<string, unknown> | undefined
+  const int = (v: unknown, max: number) =>
+    Number.isInteger(v) && (v as number) >= 1 && (v as number) <= max
+  if (
+    rl !== undefined &&
+    (typeof rl !== 'object' ||
+      rl === null ||
+      Object.keys(rl).some((k) => k !== 'burst' && k !== 'period_seconds') ||
+      !int(rl.burst, 100_000) ||
+      !int(rl.period_seconds, 86_400))
+  ) {
+    errors.push({
+      field: 'rate_limit',
+      detail: 'must be {burst: 1..100000, period_seconds: 1..86400} (integers)',
+    })
+  }
+  if (errors.length) throwFieldErrors(errors)
+  return {
+    name: name as string,
+    scopes: [...new Set(scopes as Scope[])],
+    ...(rl
+      ? { rate_limit: { burst: rl.burst as number, period_seconds: rl.period_seconds as number } }
+      : {}),
+  }
+}
+
+/** Creates and stores a key; returns the key itself (shown once) and its public record. */
+export async function createKey(
+  deps: KeyDeps,
+  input: CreateKeyInput,
+): Promise<{ key: string; record: PublicKeyRecord }> {
+  const key = generateApiKey()
+  const hash = await sha256Hex(key)
+  const record: ApiKeyRecord = {
+    id: hash.slice(0, 16),
+    name: input.name,
+    scopes: [...input.scopes],
+    created_at: new Date().toISOString(),
+    hash,
+    ...(input.rate_limit ? { rate_limit: input.rate_limit } : {}),
+  }
+  await putRecord(deps.kv, record)
+  return { key, record: toPublic(record) }
+}
+
+/** Lists every key's public record. */
+export async function listKeys(deps: Pick<KeyDeps, 'kv'>): Promise<PublicKeyRecord[]> {
+  const out: PublicKeyRecord[] = []
+  let cursor: string | undefined
+  do {
+    const page = await deps.kv.list<PublicKeyRecord>({ prefix: RECORD_PREFIX, cursor })
+    for (const k of page.keys) if (k.metadata) out.push(k.metadata)
+    cursor = page.list_complete ? undefined : page.cursor
+  } while (cursor)
+  return out.sort((a, b) => a.created_at.localeCompare(b.created_at))
+}
+
+/** Revokes a key: the Durable Object flag first (immediate), then the KV record. */
+export async function revokeKey(deps: KeyDeps, id: string): Promise<PublicKeyRecord> {
+  const record = await getRecord(deps.kv, id)
+  if (!record) throw new ProblemError('not-found', { detail: `no API key with id ${id}` })
+  await deps.guard(id).revoke()
+  if (!record.revoked_at) {
+    record.revoked_at = new Date().toISOString()
+    await putRecord(deps.kv, record)
+  }
+  return toPublic(record)
+}
+
+/**
+ * Resolves a presented key to its record. Throws 401 `unauthorized` for a missing, malformed or
+ * unknown key and 403 `key-revoked` for a revoked one.
+ */
+export async function authenticate(
+  deps: KeyDeps,
+  presented: string | undefined,
+): Promise<ApiKeyRecord> {
+  if (!presented) throw unauthorized('missing API key (send Authorization: Bearer tti_...)')
+  if (!KEY_PATTERN.test(presented)) throw unauthorized('malformed API key')
+  const hash = await sha256Hex(presented)
+  const record = await getRecord(deps.kv, hash.slice(0, 16))
+  if (!record || !digestsEqual(hash, record.hash)) throw unauthorized('invalid API key')
+  if (record.revoked_at || (await deps.guard(record.id).isRevoked())) {
+    throw new ProblemError('key-revoked')
+  }
+  return record
+}
+
+/** A 401 `unauthorized` problem with its `WWW-Authenticate` challenge. */
+export function unauthorized(detail: string): ProblemError {
+  return new ProblemError('unauthorized', {
+    detail,
+    headers: { 'WWW-Authenticate': 'Bearer realm="edge-tti"' },
+  })
+}
+
+async function getRecord(kv: KeyDeps['kv'], id: string): Promise<ApiKeyRecord | null> {
+  if (!/^[0-9a-f]{16}$/.test(id)) return null
+  return kv.get<ApiKeyRecord>(RECORD_PREFIX + id, 'json')
+}
+
+async function putRecord(kv: KeyDeps['kv'], record: ApiKeyRecord): Promise<void> {
+  await kv.put(RECORD_PREFIX + record.id, JSON.stringify(record), { metadata: toPublic(record) })
+}
+
+function toPublic({ hash: _hash, ...rest }: ApiKeyRecord): PublicKeyRecord {
+  return rest
+}

@@ -1,0 +1,96 @@
+/**
+ * @module
+ * RFC 9457 problem details: the one error shape of the API. Domain code and middleware throw a
+ * `ProblemError`; the app's error handler renders it as `application/problem+json`.
+ */
+import { HTTPException } from 'hono/http-exception'
+import type { ContentfulStatusCode } from 'hono/utils/http-status'
+
+/** Prefix of every problem `type`; the slug after it is the stable identifier clients match on. */
+export const PROBLEM_TYPE_BASE = 'https://edge-tti.dev/problems/'
+
+/** Every problem this API emits: slug → HTTP status and the fixed, human-readable title. */
+export const PROBLEM_TYPES = Object.freeze({
+  'malformed-request': { status: 400, title: 'The request body is not valid JSON' },
+  unauthorized: { status: 401, title: 'A valid API key is required' },
+  'key-revoked': { status: 403, title: 'The API key has been revoked' },
+  'insufficient-scope': { status: 403, title: 'The API key lacks the scope this endpoint needs' },
+  'not-found': { status: 404, title: 'Not found' },
+  'not-acceptable': { status: 406, title: 'No acceptable representation' },
+  'payload-too-large': { status: 413, title: 'The request body is too large' },
+  'unsupported-media-type': { status: 415, title: 'The request body must be application/json' },
+  'validation-error': { status: 422, title: 'The request has invalid fields' },
+  'prompt-too-long': { status: 422, title: "The prompt exceeds the model's token window" },
+  'rate-limited': { status: 429, title: 'Rate limit exceeded' },
+  'internal-error': { status: 500, title: 'Internal server error' },
+  'generation-failed': { status: 503, title: 'Image generation failed; retry later' },
+  'admin-disabled': { status: 503, title: 'Admin endpoints are disabled (no ADMIN_TOKEN set)' },
+} as const satisfies Record<string, { status: ContentfulStatusCode; title: string }>)
+
+/** A stable problem identifier, e.g. `validation-error`. */
+export type ProblemSlug = keyof typeof PROBLEM_TYPES
+
+/** Optional parts of a problem: detail text, extension members and response headers. */
+export interface ProblemInit {
+  detail?: string
+  /** Extension members merged into the body (e.g. `errors`, `limit`). */
+  extensions?: Record<string, unknown>
+  headers?: Record<string, string>
+}
+
+/** An HTTP error carrying an RFC 9457 problem; `getResponse()` renders problem+json. */
+export class ProblemError extends HTTPException {
+  /** The problem's slug (the last segment of its `type`). */
+  readonly slug: ProblemSlug
+  /** Extension members of the body. */
+  readonly extensions: Record<string, unknown>
+  /** Headers to send with the problem (e.g. `Retry-After`). */
+  readonly headers: Record<string, string>
+
+  constructor(slug: ProblemSlug, init: ProblemInit = {}) {
+    const { status, title } = PROBLEM_TYPES[slug]
+    super(status, { message: init.detail ?? title })
+    this.slug = slug
+    this.extensions = init.extensions ?? {}
+    this.headers = init.headers ?? {}
+  }
+
+  /** Renders the problem; `instance` is the request path when known. */
+  override getResponse(instance?: string): Response {
+    return problemResponse(this.slug, {
+      detail: this.message,
+      extensions: { ...(instance ? { instance } : {}), ...this.extensions },
+      headers: this.headers,
+    })
+  }
+}
+
+/** Builds a problem+json response for `slug`. */
+export function problemResponse(slug: ProblemSlug, init: ProblemInit = {}): Response {
+  const { status, title } = PROBLEM_TYPES[slug]
+  const body = {
+    type: PROBLEM_TYPE_BASE + slug,
+    title,
+    status,
+    ...(init.detail ? { detail: init.detail } : {}),
+    ...init.extensions,
+  }
+  return new Response(JSON.stringify(body), {
+    status,
+    headers: { 'Content-Type': 'application/problem+json', ...init.headers },
+  })
+}
+
+/** One field error, as listed in a `validation-error` problem's `errors`. */
+export interface FieldError {
+  field: string
+  detail: string
+}
+
+/** Throws 422 `validation-error` listing `errors`, each named in `detail`. */
+export function throwFieldErrors(errors: FieldError[]): never {
+  throw new ProblemError('validation-error', {
+    detail: errors.map((e) => `${e.field}: ${e.detail}`).join('; '),
+    extensions: { errors },
+  })
+}

@@ -1,0 +1,244 @@
+/**
+ * Generation through the real app and the real engine (`getEngine`, the bundled model): cache
+ * hits, permanent URLs, prompt normalization by token ids, single flight, failures.
+ * Engine wrappers only count, delay or fail calls; the model is always the real one.
+ */
+import { env } from 'cloudflare:test'
+import { afterEach, beforeAll, describe, expect, it } from 'vitest'
+import {
+  installEngineProvider,
+  installedEngine,
+  type EngineProvider,
+} from '../../src/engine-provider'
+import type { TextToImageEngine } from '../../src/gpu/engine-types'
+import { call, createKey, eventually, expectProblem, metric, postImages } from './helpers'
+
+let key: string
+let modelId: string
+/** Small, cheap requests: few steps at the model's default size. */
+const base = { steps: 2 }
+
+let restore: (() => void) | undefined
+
+/** Wraps the installed engine's `generate` until the test ends. */
+function wrapGenerate(
+  wrap: (inner: TextToImageEngine['generate']) => TextToImageEngine['generate'],
+): void {
+  const previous: EngineProvider = installEngineProvider(async (e) => {
+    const engine = await previous(e)
+    return {
+      models: () => engine.models(),
+      tokenize: (model, text) => engine.tokenize(model, text),
+      generate: wrap((req, opts) => engine.generate(req, opts)),
+    }
+  })!
+  restore = () => installEngineProvider(previous)
+}
+
+afterEach(() => {
+  restore?.()
+  restore = undefined
+})
+
+beforeAll(async () => {
+  key = (await createKey({ name: 'generation', rate_limit: { burst: 1000, period_seconds: 60 } }))
+    .key
+  modelId = (await installedEngine(env)).models()[0].id
+})
+
+const bytesOf = async (res: Response) => new Uint8Array(await res.arrayBuffer())
+
+describe('POST /v1/images', () => {
+  it('MISS then HIT with identical bytes, ETag, immutable caching and the permanent URL', async () => {
+    const body = { ...base, prompt: 'a red circle', seed: 11 }
+    const first = await postImages(key, body)
+    expect(first.status).toBe(200)
+    expect(first.headers.get('Content-Type')).toBe('image/png')
+    expect(first.headers.get('X-Cache')).toBe('MISS')
+    expect(first.headers.get('X-Seed')).toBe('11')
+    expect(first.headers.get('Cache-Control')).toBe('public, max-age=31536000, immutable')
+    expect(first.headers.get('RateLimit-Limit')).toBe('1000')
+    const bytes = await bytesOf(first)
+    expect([...bytes.slice(1, 4)]).toEqual([0x50, 0x4e, 0x47]) // "PNG"
+    const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes))
+    const sha = [...digest].map((b) => b.toString(16).padStart(2, '0')).join('')
+    expect(first.headers.get('ETag')).toBe(`"${sha}"`)
+
+    const second = await postImages(key, body)
+    expect(second.headers.get('X-Cache')).toBe('HIT')
+    expect(second.headers.get('ETag')).toBe(`"${sha}"`)
+    expect(await bytesOf(second)).toEqual(bytes)
+
+    const permanent = await call(`/v1/images/${sha}.png`)
+    expect(permanent.status).toBe(200)
+    expect(permanent.headers.get('Cache-Control')).toBe('public, max-age=31536000, immutable')
+    expect(await bytesOf(permanent)).toEqual(bytes)
+    const again = await call(`/v1/images/${sha}.png`) // now possibly from the Cache API
+    expect(await bytesOf(again)).toEqual(bytes)
+
+    const notModified = await call(`/v1/images/${sha}.png`, {
+      headers: { 'If-None-Match': `"${sha}"` },
+    })
+    expect(notModified.status).toBe(304)
+    expect(notModified.headers.get('ETag')).toBe(`"${sha}"`)
+  })
+
+  it('returns JSON with urls, seeds and hashes for Accept: application/json, n images', async () => {
+    const res = await postImages(
+      key,
+      { ...base, prompt: 'two squares', seed: 7, n: 2 },
+      {
+        Accept: 'application/json',
+      },
+    )
+    expect(res.status).toBe(200)
+    const json = (await res.json()) as {
+      images: { url: string; seed: number; sha256: string; width: number; height: number }[]
+      model: string
+      cached: boolean
+    }
+    expect(json.model).toBe(modelId)
+    expect(json.cached).toBe(false)
+    expect(json.images.map((i) => i.seed)).toEqual([7, 8])
+    for (const img of json.images) {
+      expect(img.url).toBe(`https://tti.test/v1/images/${img.sha256}.png`)
+      const fetched = await call(new URL(img.url).pathname)
+      expect(fetched.status).toBe(200)
+    }
+    const again = await postImages(
+      key,
+      { ...base, prompt: 'two squares', seed: 7, n: 2 },
+      {
+        Accept: 'application/json',
+      },
+    )
+    expect(((await again.json()) as { cached: boolean }).cached).toBe(true)
+  })
+
+  it('draws a random seed when none is given and reports it', async () => {
+    const res = await postImages(
+      key,
+      { ...base, prompt: 'a random seed' },
+      { Accept: 'application/json' },
+    )
+    const seed = Number(res.headers.get('X-Seed'))
+    expect(Number.isInteger(seed) && seed >= 0 && seed < 2 ** 32).toBe(true)
+    const json = (await res.json()) as { images: { seed: number }[] }
+    expect(json.images[0].seed).toBe(seed)
+    // Replaying the drawn seed is a cache hit.
+    const replay = await postImages(key, { ...base, prompt: 'a random seed', seed })
+    expect(replay.headers.get('X-Cache')).toBe('HIT')
+  })
+})
+
+describe('cache key by token ids', () => {
+  it('shares one entry between prompts that tokenize identically (case, whitespace, Unicode spaces)', async () => {
+    const engine = await installedEngine(env)
+    const variants = ['A Blue Square', '  a   blue\tsquare ', 'a\u3000BLUE\u00a0square']
+    const ids = variants.map((p) => engine.tokenize(modelId, p).inputIds)
+    expect(ids[1]).toEqual(ids[0])
+    expect(ids[2]).toEqual(ids[0])
+
+    const first = await postImages(key, { ...base, prompt: variants[0], seed: 21 })
+    expect(first.headers.get('X-Cache')).toBe('MISS')
+    const bytes = await bytesOf(first)
+    for (const prompt of variants.slice(1)) {
+      const res = await postImages(key, { ...base, prompt, seed: 21 })
+      expect(res.headers.get('X-Cache')).toBe('HIT')
+      expect(res.headers.get('X-Request-Key')).toBe(first.headers.get('X-Request-Key'))
+      expect(await bytesOf(res)).toEqual(bytes)
+    }
+  })
+
+  it('keeps prompts that tokenize differently apart (and follows the tokenizer on Unicode forms)', async () => {
+    const engine = await installedEngine(env)
+    const a = await postImages(key, { ...base, prompt: 'a green square', seed: 22 })
+    const b = await postImages(key, { ...base, prompt: 'a green circle', seed: 22 })
+    expect(b.headers.get('X-Cache')).toBe('MISS')
+    expect(b.headers.get('X-Request-Key')).not.toBe(a.headers.get('X-Request-Key'))
+
+    // NFC vs NFD: they share an entry exactly when the model's tokenizer maps them to the same ids.
+    const nfc = 'caf\u00e9 sign'
+    const nfd = 'cafe\u0301 sign'
+    const same =
+      JSON.stringify(engine.tokenize(modelId, nfc).inputIds) ===
+      JSON.stringify(engine.tokenize(modelId, nfd).inputIds)
+    const x = await postImages(key, { ...base, prompt: nfc, seed: 23 })
+    const y = await postImages(key, { ...base, prompt: nfd, seed: 23 })
+    expect(x.headers.get('X-Cache')).toBe('MISS')
+    expect(y.headers.get('X-Cache')).toBe(same ? 'HIT' : 'MISS')
+    expect(y.headers.get('X-Request-Key') === x.headers.get('X-Request-Key')).toBe(same)
+  })
+
+  it('keys scheduler aliases by what they build', async () => {
+    const a = await postImages(key, { ...base, prompt: 'alias', seed: 24, scheduler: 'euler' })
+    const b = await postImages(key, {
+      ...base,
+      prompt: 'alias',
+      seed: 24,
+      scheduler: 'EulerDiscreteScheduler',
+    })
+    expect(a.status).toBe(200)
+    expect(b.headers.get('X-Cache')).toBe('HIT')
+  })
+})
+
+describe('single flight', () => {
+  it('50 concurrent identical requests run exactly one generation and get identical bytes', async () => {
+    let calls = 0
+    wrapGenerate((inner) => async (req, opts) => {
+      calls++
+      await new Promise((r) => setTimeout(r, 300)) // keep the flight open while the others arrive
+      return inner(req, opts)
+    })
+    const startedBefore = await metric('tti_generations_started_total')
+    const body = { ...base, prompt: 'fifty at once', seed: 31 }
+    const responses = await Promise.all(Array.from({ length: 50 }, () => postImages(key, body)))
+    expect(responses.map((r) => r.status)).toEqual(new Array(50).fill(200))
+    const bodies = await Promise.all(responses.map(bytesOf))
+    for (const b of bodies) expect(b).toEqual(bodies[0])
+    expect(calls).toBe(1)
+    expect((await metric('tti_generations_started_total')) - startedBefore).toBe(1)
+  })
+
+  it('a failed generation answers every waiter 503 + Retry-After, caches nothing, and is retried', async () => {
+    let calls = 0
+    wrapGenerate(() => async () => {
+      calls++
+      await new Promise((r) => setTimeout(r, 100))
+      throw new Error('injected engine failure')
+    })
+    const failedBefore = await metric('tti_generations_failed_total')
+    const body = { ...base, prompt: 'doomed', seed: 41 }
+    const responses = await Promise.all(Array.from({ length: 5 }, () => postImages(key, body)))
+    for (const res of responses) {
+      expect(res.headers.get('Retry-After')).toBe('5')
+      await expectProblem(res, 503, 'generation-failed')
+    }
+    expect(calls).toBe(1)
+    expect((await metric('tti_generations_failed_total')) - failedBefore).toBe(1)
+    restore!()
+    restore = undefined
+    const retry = await postImages(key, body)
+    expect(retry.status).toBe(200)
+    expect(retry.headers.get('X-Cache')).toBe('MISS')
+    expect(await env.INDEX.get(retry.headers.get('X-Request-Key')!)).not.toBe(null)
+  })
+})
+
+describe('metrics', () => {
+  it('counts requests, hits and misses', async () => {
+    const hitsBefore = await metric('tti_cache_hits_total')
+    await postImages(key, { ...base, prompt: 'a red circle', seed: 11 })
+    await eventually(async () => {
+      expect(await metric('tti_cache_hits_total')).toBeGreaterThan(hitsBefore)
+    })
+    const text = await (
+      await call('/metrics', { headers: { Authorization: 'Bearer test-admin-token' } })
+    ).text()
+    expect(text).toContain('# TYPE tti_generation_duration_seconds histogram')
+    expect(text).toMatch(
+      /tti_requests_total\{method="POST",route="\/v1\/images",status="200"\} \d+/,
+    )
+  })
+})
