@@ -1,39 +1,53 @@
 /**
- * Benchmark (not a test): where the time of one generation goes.
+ * Benchmark (not a test): where the time of a generation goes, per backend.
  *
- *   npm run bench
+ *   npm run bench                # all backends; BENCH_RUNS=5 by default
  *
- * For each model at 64x64, 20 steps, guidance 7.5 on onnxruntime-node (CPU): whole-image time,
- * time inside ONNX sessions, and the pipeline's own overhead (everything else: tokenizer,
- * randn, schedulers, guidance, RGB conversion). Prints a Markdown table.
+ * For each model at 64x64, 20 DDIM steps, guidance 7.5 (batched guidance halves):
+ * - whole-image time, time inside ONNX sessions, UNet time per step, and the pipeline's own
+ *   overhead (everything else: tokenizer, randn, schedulers, guidance, RGB conversion);
+ * - images per second at batch 1 and batch 4 (n = 4 in one call);
+ * on WebAssembly (onnxruntime-web in Node, one thread as in workerd), onnxruntime-node CPU, and
+ * WebGPU (onnxruntime-node over SwiftShader where no GPU exists); then the edge-to-backend
+ * overhead per image (signed HTTP job to the backend service on localhost vs the same pipeline
+ * called in-process). Prints Markdown tables.
  */
+import { serve } from '@hono/node-server'
 import { existsSync } from 'node:fs'
+import type { AddressInfo } from 'node:net'
 import { cpus } from 'node:os'
 import { fileURLToPath } from 'node:url'
+import { createBackendApp } from '../src/gpu/backend-service'
 import { createNodeBackend } from '../src/gpu/ort-node'
+import { createWebBackend } from '../src/gpu/ort-web'
+import { createRemoteEngine } from '../src/gpu/remote-engine'
 import type { InferenceBackend, ModelSession } from '../src/gpu/tensor'
 import { folderSource } from '../src/node/folder-source'
+import { createPipelineEngine } from '../src/pipeline/engine'
 import { loadModel } from '../src/pipeline/model'
-import { encodePng } from '../src/pipeline/png'
-import { StableDiffusionPipeline } from '../src/pipeline/stable-diffusion'
+import { StableDiffusionPipeline, type GenerateParams } from '../src/pipeline/stable-diffusion'
 
 const root = (p: string) => fileURLToPath(new URL(`../${p}`, import.meta.url))
 const MODELS: [string, string][] = [
-  ['tiny-shapes (bundled)', root('models/tiny-shapes')],
+  ['tiny-shapes', root('models/tiny-shapes')],
   ['tiny-sd (golden)', root('../shared/golden/pipeline/tiny-sd-optimum')],
 ]
 const RUNS = Number(process.env.BENCH_RUNS ?? 5)
+const ICD = '/usr/lib/chromium/vk_swiftshader_icd.json'
+process.env.VK_ICD_FILENAMES ??= ICD
 
-/** Wraps a backend so every session run adds its wall time to `timer.ms` and counts calls. */
-function timed(
-  backend: InferenceBackend,
-  timer: { ms: number; calls: Record<string, number>; perCall: Record<string, number> },
-): InferenceBackend {
+interface Timer {
+  ms: number
+  unetMs: number
+  unetCalls: number
+}
+
+/** Wraps a backend so every session run adds its wall time to the timer. */
+function timed(backend: InferenceBackend, timer: Timer): InferenceBackend {
   return {
     name: backend.name,
     async createSession(model, options) {
       const s = await backend.createSession(model, options)
-      const label = options?.label ?? 'model'
       const wrapped: ModelSession = {
         inputs: s.inputs,
         outputs: s.outputs,
@@ -45,8 +59,10 @@ function timed(
           } finally {
             const dt = performance.now() - t0
             timer.ms += dt
-            timer.calls[label] = (timer.calls[label] ?? 0) + 1
-            timer.perCall[label] = (timer.perCall[label] ?? 0) + dt
+            if (options?.label === 'unet') {
+              timer.unetMs += dt
+              timer.unetCalls++
+            }
           }
         },
       }
@@ -55,56 +71,100 @@ function timed(
   }
 }
 
-async function main() {
-  console.log(
-    `machine: ${cpus().length} x ${cpus()[0]?.model}, node ${process.version}, runs per row: ${RUNS}\n`,
-  )
-  console.log(
-    '| model | backend | image (ms) | in ONNX (ms) | UNet per step (ms) | overhead (ms) | overhead % | PNG encode (ms) |',
-  )
-  console.log('|---|---|---:|---:|---:|---:|---:|---:|')
-  for (const [name, dir] of MODELS) {
-    if (!existsSync(dir)) continue
-    const timer = {
-      ms: 0,
-      calls: {} as Record<string, number>,
-      perCall: {} as Record<string, number>,
-    }
-    const model = await loadModel(folderSource(dir), timed(createNodeBackend('cpu'), timer))
-    const pipe = new StableDiffusionPipeline(model)
-    const params = {
-      prompt: 'a small red circle on a white background',
-      seed: 1,
-      steps: 20,
-      guidanceScale: 7.5,
-      width: 64,
-      height: 64,
-      scheduler: 'DDIMScheduler',
-    }
-    await pipe.generate(params) // warm-up (also fills the prompt-embedding cache, as a server would)
-    let total = 0
-    let png = 0
-    timer.ms = 0
-    timer.calls = {}
-    timer.perCall = {}
-    for (let r = 0; r < RUNS; r++) {
-      const t0 = performance.now()
-      const res = await pipe.generate({ ...params, seed: r })
-      total += performance.now() - t0
-      const t1 = performance.now()
-      encodePng(res.images[0])
-      png += performance.now() - t1
-    }
-    const onnx = timer.ms / RUNS
-    const image = total / RUNS
-    const unetStep = timer.perCall.unet / timer.calls.unet
-    console.log(
-      `| ${name} | ${createNodeBackend('cpu').name} | ${image.toFixed(1)} | ${onnx.toFixed(1)} | ${unetStep.toFixed(2)} | ${(image - onnx).toFixed(2)} | ${(((image - onnx) / image) * 100).toFixed(1)} | ${(png / RUNS).toFixed(2)} |`,
-    )
-  }
+const PARAMS: GenerateParams = {
+  prompt: 'a small red circle on a white background',
+  seed: 1,
+  steps: 20,
+  guidanceScale: 7.5,
+  width: 64,
+  height: 64,
+  scheduler: 'DDIMScheduler',
 }
 
-main().catch((e) => {
-  console.error(e)
-  process.exit(1)
-})
+async function measure(pipe: StableDiffusionPipeline, timer: Timer, runs: number, n: number) {
+  await pipe.generate({ ...PARAMS, numImages: n }) // warm-up; fills the prompt-embedding cache as a server would
+  Object.assign(timer, { ms: 0, unetMs: 0, unetCalls: 0 })
+  const t0 = performance.now()
+  for (let r = 0; r < runs; r++) await pipe.generate({ ...PARAMS, seed: r, numImages: n })
+  const call = (performance.now() - t0) / runs
+  return { call, onnx: timer.ms / runs, unetStep: timer.unetMs / timer.unetCalls }
+}
+
+async function main() {
+  const cpu = cpus()
+  console.log(
+    `machine: ${cpu.length} x ${cpu[0]?.model}, node ${process.version}; ${RUNS} runs per cell (WebGPU: 1)`,
+  )
+  console.log('settings: 64x64, 20 DDIM steps, guidance 7.5, times in ms\n')
+  console.log(
+    '| model | backend | image | in ONNX | UNet/step | overhead | overhead % | img/s (n=1) | img/s (n=4) |',
+  )
+  console.log('|---|---|---:|---:|---:|---:|---:|---:|---:|')
+  const backends: [string, () => InferenceBackend, number][] = [
+    ['wasm (ort-web, 1 thread)', () => createWebBackend('node'), RUNS],
+    ['ort-node cpu', () => createNodeBackend('cpu'), RUNS],
+  ]
+  if (existsSync(process.env.VK_ICD_FILENAMES))
+    backends.push(['ort-node webgpu (SwiftShader)', () => createNodeBackend('webgpu'), 1])
+  for (const [name, dir] of MODELS) {
+    if (!existsSync(dir)) continue
+    for (const [label, make, runs] of backends) {
+      const timer: Timer = { ms: 0, unetMs: 0, unetCalls: 0 }
+      const pipe = new StableDiffusionPipeline(
+        await loadModel(folderSource(dir), timed(make(), timer)),
+      )
+      const one = await measure(pipe, timer, runs, 1)
+      const four = await measure(pipe, timer, runs, 4)
+      const overhead = one.call - one.onnx
+      console.log(
+        `| ${name} | ${label} | ${one.call.toFixed(1)} | ${one.onnx.toFixed(1)} | ${one.unetStep.toFixed(2)} | ${overhead.toFixed(2)} | ${((overhead / one.call) * 100).toFixed(1)} | ${(1000 / one.call).toFixed(2)} | ${((4 * 1000) / four.call).toFixed(2)} |`,
+      )
+    }
+  }
+
+  // Edge-to-backend overhead: the same CPU pipeline, in-process vs through the signed HTTP job.
+  const dir = MODELS.find(([, d]) => existsSync(d))![1]
+  const model = await loadModel(folderSource(dir), createNodeBackend('cpu'))
+  const models = [{ id: 'm', pipeline: new StableDiffusionPipeline(model) }]
+  const app = createBackendApp({ models, secret: 'bench-secret', resultTtlMs: 0 })
+  const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' })
+  await new Promise((r) => server.once('listening', r))
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  const local = createPipelineEngine(models)
+  const remote = createRemoteEngine(models, { urls: [url], secret: 'bench-secret' })
+  const req = {
+    model: 'm',
+    prompt: PARAMS.prompt,
+    negativePrompt: '',
+    seed: 0,
+    steps: 20,
+    guidanceScale: 7.5,
+    width: 64,
+    height: 64,
+    scheduler: 'DDIMScheduler',
+    n: 1,
+    truncate: true,
+  }
+  const time = async (engine: typeof local) => {
+    await engine.generate(req)
+    const t0 = performance.now()
+    for (let r = 0; r < RUNS; r++) await engine.generate({ ...req, seed: 1000 + r })
+    return (performance.now() - t0) / RUNS
+  }
+  const inProcess = await time(local)
+  const viaHttp = await time(remote)
+  server.close()
+  console.log('\n| path (ort-node cpu, PNG included) | ms per image |')
+  console.log('|---|---:|')
+  console.log(`| in-process engine | ${inProcess.toFixed(1)} |`)
+  console.log(`| edge client → backend service over HTTP | ${viaHttp.toFixed(1)} |`)
+  console.log(`| edge-to-backend overhead | ${(viaHttp - inProcess).toFixed(1)} |`)
+}
+
+main().then(
+  () => process.exit(0),
+  (e) => {
+    console.error(e)
+    process.exit(1)
+  },
+)
