@@ -46,11 +46,14 @@ export class ProblemError extends HTTPException {
   readonly extensions: Record<string, unknown>
   /** Headers to send with the problem (e.g. `Retry-After`). */
   readonly headers: Record<string, string>
+  /** The occurrence-specific explanation, when there is more to say than the title. */
+  readonly detail: string | undefined
 
   constructor(slug: ProblemSlug, init: ProblemInit = {}) {
     const { status, title } = PROBLEM_TYPES[slug]
     super(status, { message: init.detail ?? title })
     this.slug = slug
+    this.detail = init.detail
     this.extensions = init.extensions ?? {}
     this.headers = init.headers ?? {}
   }
@@ -58,7 +61,7 @@ export class ProblemError extends HTTPException {
   /** Renders the problem; `instance` is the request path when known. */
   override getResponse(instance?: string): Response {
     return problemResponse(this.slug, {
-      detail: this.message,
+      detail: this.detail,
       extensions: { ...(instance ? { instance } : {}), ...this.extensions },
       headers: this.headers,
     })

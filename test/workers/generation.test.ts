@@ -242,3 +242,18 @@ describe('metrics', () => {
     )
   })
 })
+
+describe('truncate', () => {
+  it('cuts an over-long prompt to the window and keys it by the ids the model keeps', async () => {
+    const engine = await installedEngine(env)
+    const window = engine.models()[0].maxPromptTokens
+    const head = 'red '.repeat(window)
+    const a = await postImages(key, { ...base, prompt: `${head} circle`, seed: 61, truncate: true })
+    expect(a.status).toBe(200)
+    expect(a.headers.get('X-Cache')).toBe('MISS')
+    // Differs only past the window: the model sees the same ids, so it is the same image.
+    const b = await postImages(key, { ...base, prompt: `${head} square`, seed: 61, truncate: true })
+    expect(b.headers.get('X-Cache')).toBe('HIT')
+    expect(await bytesOf(b)).toEqual(await bytesOf(a))
+  })
+})

@@ -1,0 +1,80 @@
+/**
+ * @module
+ * `npm run keys -- <command>`: manages API keys of a running server (`npm start`) through its
+ * admin endpoints, with the admin token from `ADMIN_TOKEN` or `.dev.vars`.
+ *
+ * @example
+ * npm run keys -- create --name alice --scopes generate,read --burst 60 --period 60
+ * npm run keys -- list
+ * npm run keys -- revoke 3f2a9c0d1e4b5a67
+ *
+ * The server URL defaults to http://localhost:8787 (`TTI_URL` overrides it).
+ */
+import { readFileSync } from 'node:fs'
+import { parseArgs } from 'node:util'
+
+/** Reads `ADMIN_TOKEN` from the environment or a `.dev.vars` file. */
+export function adminToken(devVarsPath = '.dev.vars'): string {
+  if (process.env.ADMIN_TOKEN) return process.env.ADMIN_TOKEN
+  let text: string
+  try {
+    text = readFileSync(devVarsPath, 'utf8')
+  } catch {
+    throw new Error(`no ADMIN_TOKEN: set it or create ${devVarsPath} (see .dev.vars.example)`)
+  }
+  const m = text.match(/^\s*ADMIN_TOKEN\s*=\s*"?([^"\n]*)"?\s*$/m)
+  if (!m?.[1]) throw new Error(`${devVarsPath} has no ADMIN_TOKEN line`)
+  return m[1]
+}
+
+async function main(): Promise<void> {
+  const { positionals, values } = parseArgs({
+    allowPositionals: true,
+    options: {
+      name: { type: 'string' },
+      scopes: { type: 'string' },
+      burst: { type: 'string' },
+      period: { type: 'string' },
+    },
+  })
+  const [command, id] = positionals
+  const base = process.env.TTI_URL ?? 'http://localhost:8787'
+  const headers = { Authorization: `Bearer ${adminToken()}`, 'Content-Type': 'application/json' }
+  let res: Response
+  if (command === 'create') {
+    const body: Record<string, unknown> = {}
+    if (values.name) body.name = values.name
+    if (values.scopes) body.scopes = values.scopes.split(',')
+    if (values.burst || values.period) {
+      body.rate_limit = {
+        burst: Number(values.burst ?? 30),
+        period_seconds: Number(values.period ?? 60),
+      }
+    }
+    res = await fetch(`${base}/v1/keys`, { method: 'POST', headers, body: JSON.stringify(body) })
+  } else if (command === 'list') {
+    res = await fetch(`${base}/v1/keys`, { headers })
+  } else if (command === 'revoke' && id) {
+    res = await fetch(`${base}/v1/keys/${encodeURIComponent(id)}`, { method: 'DELETE', headers })
+  } else {
+    console.error(
+      'usage: npm run keys -- create [--name N] [--scopes generate,read] [--burst B --period S]',
+    )
+    console.error('       npm run keys -- list | revoke <id>')
+    process.exit(2)
+  }
+  const text = await res.text()
+  console.log(
+    res.headers.get('content-type')?.includes('json')
+      ? JSON.stringify(JSON.parse(text), null, 2)
+      : text,
+  )
+  if (!res.ok) process.exit(1)
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  main().catch((e) => {
+    console.error(e instanceof Error ? e.message : e)
+    process.exit(1)
+  })
+}
