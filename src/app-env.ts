@@ -12,8 +12,11 @@ export interface AppEnv {
     apiKey: ApiKeyRecord
     /** The parsed JSON body (set by `jsonBody`). */
     json: unknown
-    /** Charges images against the key's quota (set by `rateLimit`); throws 429 when exhausted. */
-    charge: (cost: number) => Promise<void>
+    /**
+     * Charges images against the key's quota (set by `rateLimit`); throws 429 when exhausted.
+     * Resolves to a function that refunds the charge.
+     */
+    charge: (cost: number) => Promise<() => Promise<void>>
     /** Whether the request was served from the image cache (read by `requestMetrics`). */
     cacheStatus: 'HIT' | 'MISS'
   }

@@ -85,6 +85,15 @@ export class KeyGuard extends DurableObject<Env> {
     await this.ctx.storage.put('revoked', true)
   }
 
+  /** Gives back tokens taken for work that did not happen (a failed generation). */
+  async refund(cost: number, policy: RateLimitPolicy): Promise<QuotaResult> {
+    const now = Date.now()
+    const refilled = takeTokens(this.bucket, 0, policy, now).state
+    this.bucket = { tokens: Math.min(policy.burst, refilled.tokens + cost), updatedAt: now }
+    await this.ctx.storage.put('bucket', this.bucket)
+    return takeTokens(this.bucket, 0, policy, now).result
+  }
+
   /** Takes `cost` tokens if available (0 to only read the state). */
   async take(cost: number, policy: RateLimitPolicy): Promise<QuotaResult> {
     const { state, result } = takeTokens(this.bucket, cost, policy, Date.now())

@@ -21,8 +21,11 @@ export interface CreateImagesDeps {
   coordinator: (requestKey: string) => {
     run(requestKey: string, req: GenerateRequest): Promise<GenerationOutcome>
   }
-  /** Charges `cost` images against the caller's quota (0 on a hit); throws 429 when exhausted. */
-  charge: (cost: number) => Promise<void>
+  /**
+   * Charges `cost` images against the caller's quota (0 on a hit); throws 429 when exhausted.
+   * Resolves to a refund, used when the generation fails.
+   */
+  charge: (cost: number) => Promise<() => Promise<void>>
 }
 
 /** The images of one request. */
@@ -58,12 +61,13 @@ export async function createImages(
     return { entry: stored, cached: true, requestKey: key }
   }
 
-  await deps.charge(req.n)
+  const refund = await deps.charge(req.n)
   let outcome: GenerationOutcome
   try {
     outcome = await deps.coordinator(key).run(key, req)
   } catch (e) {
     console.error(`generation for ${key} failed`, e)
+    await refund().catch((r) => console.warn('quota refund failed', r))
     throw new ProblemError('generation-failed', {
       headers: { 'Retry-After': String(GENERATION_RETRY_AFTER_SECONDS) },
     })

@@ -128,8 +128,13 @@ export async function createKey(
   deps: KeyDeps,
   input: CreateKeyInput,
 ): Promise<{ key: string; record: PublicKeyRecord }> {
-  const key = generateApiKey()
-  const hash = await sha256Hex(key)
+  let key: string
+  let hash: string
+  do {
+    key = generateApiKey()
+    hash = await sha256Hex(key)
+    // Ids are 64-bit hash prefixes: never let a (vanishingly unlikely) collision overwrite a key.
+  } while (await getRecord(deps.kv, hash.slice(0, 16)))
   const record: ApiKeyRecord = {
     id: hash.slice(0, 16),
     name: input.name,

@@ -1,7 +1,8 @@
 /**
  * @module
  * `rateLimit`: the per-key generation quota. It gives the route a `charge(cost)` (the route
- * charges generated images, and 0 for cache hits) backed by the key's `KeyGuard` token bucket,
+ * charges generated images, and 0 for cache hits; the returned `refund` undoes a charge whose
+ * generation failed) backed by the key's `KeyGuard` token bucket,
  * and sets `RateLimit-*` headers (IETF draft-ietf-httpapi-ratelimit-headers) on the response.
  */
 import { createMiddleware } from 'hono/factory'
@@ -30,6 +31,9 @@ export function rateLimit(options: { defaults: RateLimitPolicy }) {
     let last: QuotaResult | undefined
     c.set('charge', async (cost) => {
       last = await guard.take(cost, policy)
+      const refund = async () => {
+        last = await guard.refund(cost, policy)
+      }
       if (!last.allowed) {
         throw new ProblemError('rate-limited', {
           detail: `this request needs ${cost} image credits; the key's quota is ${policy.burst} per ${policy.period_seconds} s`,
@@ -37,6 +41,7 @@ export function rateLimit(options: { defaults: RateLimitPolicy }) {
           extensions: { retry_after: last.retryAfterSeconds },
         })
       }
+      return refund
     })
     await next()
     if (last) {

@@ -9,7 +9,7 @@ import type { ModelInfo } from '../gpu/engine-types'
 import { apiKeyAuth } from '../middleware/auth'
 
 /** A model as the API shows it (snake_case, like request fields). */
-export function describeModel(m: ModelInfo) {
+export function publicModel(m: ModelInfo) {
   const l = m.limits
   return {
     id: m.id,
@@ -34,6 +34,6 @@ export function describeModel(m: ModelInfo) {
 export function modelRoutes(options: { engine: EngineProvider }) {
   return new Hono<AppEnv>().get('/', apiKeyAuth({ scope: 'read' }), async (c) => {
     const engine = await options.engine(c.env)
-    return c.json({ models: engine.models().map(describeModel) })
+    return c.json({ models: engine.models().map(publicModel) })
   })
 }

@@ -215,13 +215,19 @@ describe('single flight', () => {
       expect(res.headers.get('Retry-After')).toBe('5')
       await expectProblem(res, 503, 'generation-failed')
     }
-    expect(calls).toBe(1)
-    expect((await metric('tti_generations_failed_total')) - failedBefore).toBe(1)
+    // A failed generation is refunded: a key with room for one image can fail and still generate.
+    const { key: tight } = await createKey({ rate_limit: { burst: 1, period_seconds: 3600 } })
+    const refunded = await postImages(tight, { ...body, seed: 42 })
+    expect(refunded.status).toBe(503)
+    expect(refunded.headers.get('RateLimit-Remaining')).toBe('1')
+    expect(calls).toBe(2)
+    expect((await metric('tti_generations_failed_total')) - failedBefore).toBe(2)
     restore!()
     restore = undefined
     const retry = await postImages(key, body)
     expect(retry.status).toBe(200)
     expect(retry.headers.get('X-Cache')).toBe('MISS')
+    expect((await postImages(tight, { ...body, seed: 42 })).status).toBe(200)
     expect(await env.INDEX.get(retry.headers.get('X-Request-Key')!)).not.toBe(null)
   })
 })

@@ -79,5 +79,11 @@ describe('storeImages', () => {
     const second = await env.IMAGES.head(imageObjectKey(sha))
     expect(second?.uploaded.getTime()).toBe(first?.uploaded.getTime())
     expect(second?.etag).toBe(first?.etag)
+    // The put itself is create-only too, should two writers pass the existence check at once.
+    const overwrite = await env.IMAGES.put(imageObjectKey(sha), new Uint8Array([1, 2, 3]), {
+      onlyIf: { etagDoesNotMatch: '*' },
+    })
+    expect(overwrite).toBe(null)
+    expect((await env.IMAGES.head(imageObjectKey(sha)))?.etag).toBe(first?.etag)
   })
 })
