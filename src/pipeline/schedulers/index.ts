@@ -79,7 +79,9 @@ export function createScheduler(
   const className = alias?.className ?? name
   const Cls = SCHEDULER_CLASSES[className]
   if (!Cls) {
-    throw new SchedulerError(`unknown scheduler ${JSON.stringify(name)}; expected one of ${SCHEDULER_NAMES.join(', ')}`)
+    throw new SchedulerError(
+      `unknown scheduler ${JSON.stringify(name)}; expected one of ${SCHEDULER_NAMES.join(', ')}`,
+    )
   }
   return new Cls({ ...config, ...alias?.overrides, ...overrides })
 }

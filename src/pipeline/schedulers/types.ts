@@ -52,5 +52,10 @@ export interface Scheduler {
   /** Scales the model input for timestep `t` (e.g. Euler divides by sqrt(σ²+1)). */
   scaleModelInput(sample: Float32Array, t: number): Float32Array
   /** One reverse-diffusion step from `t` given the model's output. Throws before `setTimesteps`. */
-  step(modelOutput: Float32Array, t: number, sample: Float32Array, options?: StepOptions): StepOutput
+  step(
+    modelOutput: Float32Array,
+    t: number,
+    sample: Float32Array,
+    options?: StepOptions,
+  ): StepOutput
 }
