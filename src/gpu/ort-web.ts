@@ -13,11 +13,14 @@ import type { InferenceBackend } from './tensor'
 export function createWebBackend(
   runtime: Exclude<Runtime, 'workerd'>,
   providers?: string | readonly string[],
+  options: { wasmPaths?: string } = {},
 ): InferenceBackend {
   // In Node, onnxruntime-web only serves to measure the in-edge WebAssembly path.
   const executionProviders = runtime === 'node' ? ['wasm'] : resolveProviders(runtime, providers)
   if (!executionProviders.includes('wasm')) executionProviders.push('wasm')
   ort.env.wasm.numThreads = 1
+  // Where the page serves onnxruntime-web's .wasm files, when a bundler moved the glue code.
+  if (options.wasmPaths) ort.env.wasm.wasmPaths = options.wasmPaths
   ort.env.logLevel = 'error'
   return createOrtBackend(ort as unknown as OrtModule, {
     name: `onnxruntime-web:${executionProviders.join('>')}`,

@@ -53,3 +53,22 @@ export async function readJson<T = Record<string, unknown>>(
     throw new ModelLoadError(`${source.label}: ${path} is not valid JSON (${(e as Error).message})`)
   }
 }
+
+/** A `ModelSource` over HTTP (browsers, Deno): files are fetched relative to `baseUrl`. */
+export function fetchSource(baseUrl: string, fetchFn: typeof fetch = fetch): ModelSource {
+  const base = baseUrl.endsWith('/') ? baseUrl : `${baseUrl}/`
+  const get = (p: string) => fetchFn(new URL(p, base))
+  return {
+    label: base,
+    has: async (p) => {
+      const res = await get(p)
+      await res.body?.cancel()
+      return res.ok
+    },
+    async readBytes(p) {
+      const res = await get(p)
+      if (!res.ok) throw new ModelLoadError(`${base}: missing model file ${p} (HTTP ${res.status})`)
+      return new Uint8Array(await res.arrayBuffer())
+    },
+  }
+}
