@@ -5,6 +5,11 @@
  */
 import { getImage, IMMUTABLE, type ImageStoreDeps } from './image-store'
 
+/** The permanent URL path of an image. */
+export function imagePath(sha256: string): string {
+  return `/v1/images/${sha256}.png`
+}
+
 /** Headers every image response carries. */
 export function imageHeaders(sha256: string): Record<string, string> {
   return { 'Content-Type': 'image/png', ETag: `"${sha256}"`, 'Cache-Control': IMMUTABLE }

@@ -7,7 +7,7 @@ import { Hono } from 'hono'
 import type { AppEnv } from '../app-env'
 import { coordinator, storeDeps } from '../bindings'
 import { getImage, IMMUTABLE } from '../cache/image-store'
-import { imageHeaders, matchesEtag, serveImage } from '../cache/serve-image'
+import { imageHeaders, imagePath, matchesEtag, serveImage } from '../cache/serve-image'
 import type { EngineProvider } from '../engine-provider'
 import { createImages } from '../images/create-images'
 import { negotiateImageType } from '../images/negotiate'
@@ -54,7 +54,7 @@ export function imageRoutes(options: {
         c.header('Cache-Control', 'no-store')
         return c.json({
           images: result.entry.images.map((img) => ({
-            url: new URL(`/v1/images/${img.sha256}.png`, c.req.url).href,
+            url: new URL(imagePath(img.sha256), c.req.url).href,
             seed: img.seed,
             sha256: img.sha256,
             width: img.width,
@@ -66,7 +66,7 @@ export function imageRoutes(options: {
       }
       const bytes = result.bytes?.[0] ?? (await getImage(storeDeps(c.env), first.sha256))?.body
       if (!bytes) throw new Error(`indexed image ${first.sha256} is missing from R2`)
-      c.header('Content-Location', `/v1/images/${first.sha256}.png`)
+      c.header('Content-Location', imagePath(first.sha256))
       return c.body(
         bytes as Uint8Array<ArrayBuffer> | ReadableStream,
         200,
@@ -82,9 +82,9 @@ export function imageRoutes(options: {
       return c.body(null, 304, { ETag: `"${sha256}"`, 'Cache-Control': IMMUTABLE })
     }
     const res = await serveImage(
-      { images: c.env.IMAGES, cache: typeof caches === 'undefined' ? undefined : caches.default },
+      { ...storeDeps(c.env), cache: typeof caches === 'undefined' ? undefined : caches.default },
       sha256,
-      new URL(c.req.url).origin + `/v1/images/${sha256}.png`,
+      new URL(imagePath(sha256), c.req.url).href,
       (p) => c.executionCtx.waitUntil(p),
     )
     if (!res) throw new ProblemError('not-found', { detail: `no image ${sha256}` })
