@@ -61,9 +61,10 @@ export function fetchSource(baseUrl: string, fetchFn: typeof fetch = fetch): Mod
   return {
     label: base,
     has: async (p) => {
-      const res = await get(p)
-      await res.body?.cancel()
-      return res.ok
+      // file:// fetches (Deno) reject for a missing file instead of answering 404.
+      const res = await get(p).catch(() => undefined)
+      await res?.body?.cancel()
+      return !!res?.ok
     },
     async readBytes(p) {
       const res = await get(p)
