@@ -162,6 +162,16 @@ export async function loadModel(
       `${source.label}: text_encoder input_ids has unsupported type ${ids.type}`,
     )
   }
+  for (const [component, v] of [
+    ['unet', pick(unet.inputs, 'unet', ['sample'])],
+    ['vae_decoder', pick(vaeDecoder.inputs, 'vae_decoder', ['latent_sample'])],
+  ] as const) {
+    if (v.type !== 'float32') {
+      throw new ModelLoadError(
+        `${source.label}: ${component} takes ${v.type} ${v.name}; only float32 exports are supported`,
+      )
+    }
+  }
   const ts = pick(unet.inputs, 'unet', ['timestep'])
   if (!['float32', 'float16', 'int64', 'int32'].includes(ts.type)) {
     throw new ModelLoadError(`${source.label}: unet timestep has unsupported type ${ts.type}`)
