@@ -104,7 +104,7 @@ async function main() {
     ['wasm (ort-web, 1 thread)', () => createWebBackend('node'), RUNS],
     ['ort-node cpu', () => createNodeBackend('cpu'), RUNS],
   ]
-  if (existsSync(process.env.VK_ICD_FILENAMES))
+  if (existsSync(process.env.VK_ICD_FILENAMES ?? ICD))
     backends.push(['ort-node webgpu (SwiftShader)', () => createNodeBackend('webgpu'), 1])
   for (const [name, dir] of MODELS) {
     if (!existsSync(dir)) continue

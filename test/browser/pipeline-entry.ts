@@ -1,27 +1,26 @@
 /**
  * Browser entry for the pipeline test: the unchanged `src/pipeline` over onnxruntime-web,
- * loading a model folder over HTTP. The page calls `window.runGolden(caseJson)`.
+ * loading a model folder over HTTP. The test driver calls `runGolden(caseUrl, providers)`.
  */
 import { createWebBackend } from '../../src/gpu/ort-web'
 import { loadModel } from '../../src/pipeline/model'
 import { fetchSource } from '../../src/pipeline/model-source'
 import { StableDiffusionPipeline } from '../../src/pipeline/stable-diffusion'
 
-declare global {
-  interface Window {
-    runGolden(
-      caseUrl: string,
-      providers: string,
-    ): Promise<{ latents: number[]; image: number[]; backend: string }>
-  }
-}
+/** What the page exposes to the test driver. */
+type RunGolden = (
+  caseUrl: string,
+  providers: string,
+) => Promise<{ latents: number[]; image: number[]; backend: string }>
 
-window.runGolden = async (caseUrl, providers) => {
-  const ref = await (await fetch(caseUrl)).json()
+// The project typechecks against workers types, not the DOM; the page needs only these two.
+const page = globalThis as unknown as { runGolden: RunGolden; location: { href: string } }
+
+page.runGolden = async (caseUrl, providers) => {
+  const ref = (await (await fetch(new URL(caseUrl, page.location.href))).json()) as any
   const backend = createWebBackend('browser', providers, { wasmPaths: '/ort/' })
-  const pipe = new StableDiffusionPipeline(
-    await loadModel(fetchSource(new URL('/model/', location.href).href), backend),
-  )
+  const model = await loadModel(fetchSource(new URL('/model/', page.location.href).href), backend)
+  const pipe = new StableDiffusionPipeline(model)
   const inp = ref.inputs
   const res = await pipe.generate({
     prompt: inp.prompt,

@@ -86,8 +86,8 @@ describe.skipIf(!existsSync(CHROMIUM))('pipeline in headless Chromium', () => {
       const errors: string[] = []
       page.on('pageerror', (e) => errors.push(e.message))
       await page.goto(`${base}/`)
-      await page.waitForFunction(() => typeof window.runGolden === 'function')
-      const got = await page.evaluate(() => window.runGolden('/case.json', 'wasm'))
+      await page.waitForFunction(() => typeof (globalThis as any).runGolden === 'function')
+      const got = await page.evaluate(() => (globalThis as any).runGolden('/case.json', 'wasm'))
       expect(errors).toEqual([])
       expect(got.backend).toBe('onnxruntime-web:wasm')
       const ref = goldenJson(`pipeline/cases/${CASE}.json`)

@@ -41,7 +41,7 @@ describe.each(LAYOUTS)('reference generations on %s', (layout) => {
     expect(s.digest).toMatch(/^[0-9a-f]{64}$/)
   })
 
-  it.each(index.cases.map((c: any) => ({ ...c })))('$name', async (c: any) => {
+  it.each(index.cases as any[])('$name', async (c) => {
     const ref = goldenJson(`pipeline/cases/${c.json}`)
     const inp = ref.inputs
     // Text encoder parity on the reference ids.
