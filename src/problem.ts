@@ -24,6 +24,9 @@ export const PROBLEM_TYPES = Object.freeze({
   'rate-limited': { status: 429, title: 'Rate limit exceeded' },
   'internal-error': { status: 500, title: 'Internal server error' },
   'generation-failed': { status: 503, title: 'Image generation failed; retry later' },
+  'backend-error': { status: 502, title: 'The GPU backend failed or sent an invalid response' },
+  'backend-unavailable': { status: 503, title: 'No GPU backend is reachable; retry later' },
+  'backend-timeout': { status: 504, title: 'The GPU backend did not finish in time' },
   'admin-disabled': { status: 503, title: 'Admin endpoints are disabled (no ADMIN_TOKEN set)' },
 } as const satisfies Record<string, { status: ContentfulStatusCode; title: string }>)
 

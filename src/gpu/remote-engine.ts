@@ -22,13 +22,22 @@ import { float32 } from './tensor'
 /** A generation failure caused by the backend, with the HTTP status to report. */
 export class BackendError extends Error {
   override name = 'BackendError'
-  /** Builds the error. */
+  /** Builds the error; the message starts with `[backend NNN]` so the status survives RPC. */
   constructor(
     readonly status: 502 | 503 | 504,
     message: string,
   ) {
-    super(message)
+    super(`[backend ${status}] ${message}`)
   }
+}
+
+/**
+ * The backend status carried by an error, also after a Durable Object RPC boundary turned the
+ * `BackendError` into a plain `Error` (only the message crosses it), or undefined.
+ */
+export function backendStatus(error: unknown): 502 | 503 | 504 | undefined {
+  const m = /\[backend (50[234])\]/.exec(error instanceof Error ? error.message : String(error))
+  return m ? (Number(m[1]) as 502 | 503 | 504) : undefined
 }
 
 /** Options of `createRemoteEngine`. */

@@ -7,8 +7,16 @@ import { canonicalRequest, requestKey } from '../cache/cache-key'
 import { lookup, type ImageStoreDeps, type IndexEntry } from '../cache/image-store'
 import type { GenerationOutcome } from '../durable/generation-coordinator'
 import type { GenerateRequest, TextToImageEngine } from '../gpu/engine-types'
-import { ProblemError } from '../problem'
+import { backendStatus } from '../gpu/remote-engine'
+import { ProblemError, type ProblemSlug } from '../problem'
 import { resolveRequest } from './validate'
+
+/** The problem for each GPU backend failure status (see `BackendError`). */
+const BACKEND_PROBLEMS = Object.freeze({
+  502: 'backend-error',
+  503: 'backend-unavailable',
+  504: 'backend-timeout',
+} as const satisfies Record<502 | 503 | 504, ProblemSlug>)
 
 /** Seconds a client should wait after a failed generation. */
 export const GENERATION_RETRY_AFTER_SECONDS = 5
@@ -68,7 +76,8 @@ export async function createImages(
   } catch (e) {
     console.error(`generation for ${key} failed`, e)
     await refund().catch((r) => console.warn('quota refund failed', r))
-    throw new ProblemError('generation-failed', {
+    const status = backendStatus(e)
+    throw new ProblemError(status ? BACKEND_PROBLEMS[status] : 'generation-failed', {
       headers: { 'Retry-After': String(GENERATION_RETRY_AFTER_SECONDS) },
     })
   }
