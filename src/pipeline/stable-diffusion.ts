@@ -220,16 +220,14 @@ export class StableDiffusionPipeline {
       for (let k = 0; k < numel; k++) latents[i * numel + k] = Math.fround(noise[k] * sigma)
     }
 
-    // 4. Denoising loop.
+    // 4. Denoising loop. Batch rows: [uncond_0..uncond_{n-1}, cond_0..cond_{n-1}] under CFG.
+    const row = (a: Float32Array, r: number) => a.subarray(r * numel, (r + 1) * numel)
     const modelInput = new Float32Array(halves * n * numel)
     for (let step = 0; step < timesteps.length; step++) {
       signal?.throwIfAborted()
       const t = timesteps[step]
       for (let i = 0; i < n; i++) {
-        const scaled = schedulers[i].scaleModelInput(
-          latents.subarray(i * numel, (i + 1) * numel),
-          t,
-        )
+        const scaled = schedulers[i].scaleModelInput(row(latents, i), t)
         for (let half = 0; half < halves; half++) modelInput.set(scaled, (half * n + i) * numel)
       }
       const out = await this.#model.unet.run({
@@ -240,21 +238,13 @@ export class StableDiffusionPipeline {
       const noisePred = asFloat32(out[spec.io.noisePred])
       const next = new Float32Array(n * numel)
       for (let i = 0; i < n; i++) {
-        let eps = noisePred.subarray(
-          (halves - 1) * n * numel + i * numel,
-          ((halves - 1) * n + i + 1) * numel,
-        )
+        const text = row(noisePred, (halves - 1) * n + i)
+        let eps = text
         if (doCfg) {
-          const u = noisePred.subarray(i * numel, (i + 1) * numel)
-          eps = guide(u, eps, p.guidanceScale)
-          if (p.guidanceRescale > 0)
-            eps = rescaleNoiseCfg(
-              eps,
-              noisePred.subarray(n * numel + i * numel, n * numel + (i + 1) * numel),
-              p.guidanceRescale,
-            )
+          eps = guide(row(noisePred, i), text, p.guidanceScale)
+          if (p.guidanceRescale > 0) eps = rescaleNoiseCfg(eps, text, p.guidanceRescale)
         }
-        const res = schedulers[i].step(eps, t, latents.subarray(i * numel, (i + 1) * numel), {
+        const res = schedulers[i].step(eps, t, row(latents, i), {
           eta: 0,
           generator: generators[i],
         })
