@@ -135,6 +135,18 @@ export function alphasCumprod(betas: Float32Array): Float32Array {
   return out
 }
 
+/**
+ * ᾱ_t from a scheduler config: the training β (`betasFromConfig`), rescaled to zero terminal SNR
+ * when `rescale_betas_zero_snr` is set (Lin et al. 2023, Algorithm 1), then cumulated.
+ */
+export function alphasCumprodFromConfig(
+  config: Parameters<typeof betasFromConfig>[0] & { rescale_betas_zero_snr?: boolean },
+): Float32Array {
+  let betas = betasFromConfig(config)
+  if (config.rescale_betas_zero_snr) betas = rescaleZeroTerminalSnr(betas)
+  return alphasCumprod(betas)
+}
+
 /** Validates a step count, the one check every `setTimesteps` shares. */
 export function checkNumInferenceSteps(n: number, numTrainTimesteps: number): void {
   if (!Number.isInteger(n) || n < 1) {

@@ -9,12 +9,16 @@ import {
   SchedulerError,
   checkNumInferenceSteps,
   indexForTimestep,
-  interpOnIndex,
   resolveConfig,
-  spacedTimesteps,
   type Widen,
 } from './common'
-import { scaleBySigma, sigmaInitNoise, sigmaTrainingSchedule } from './euler'
+import {
+  discreteSigmaSchedule,
+  scaleBySigma,
+  sigmaInitNoise,
+  sigmaPredictX0,
+  sigmaTrainingSchedule,
+} from './sigmas'
 import type { Scheduler, SchedulerConfig, StepOptions, StepOutput } from './types'
 
 const f = Math.fround
@@ -72,12 +76,9 @@ export class EulerAncestralDiscreteScheduler implements Scheduler {
     const n = numInferenceSteps
     const c = this.config
     checkNumInferenceSteps(n, c.num_train_timesteps)
-    const ts = spacedTimesteps(c.timestep_spacing, n, c.num_train_timesteps, c.steps_offset).map(f)
-    this.schedule = ts
-    this.sigmaSchedule = Float32Array.from([
-      ...ts.map((t) => interpOnIndex(t, this.trainSigmas)),
-      0,
-    ])
+    const { timesteps, sigmas } = discreteSigmaSchedule(c, n, this.trainSigmas)
+    this.schedule = timesteps
+    this.sigmaSchedule = Float32Array.from([...sigmas, 0])
     this.stepIndex = null
   }
 
@@ -100,20 +101,15 @@ export class EulerAncestralDiscreteScheduler implements Scheduler {
     const sig = this.sigmaSchedule as Float32Array
     const sigma = sig[i]
     const next = sig[i + 1]
-    const s2 = f(f(sigma * sigma) + 1)
-    const vOut = f(-sigma / f(Math.sqrt(s2)))
     const sq = f(sigma * sigma)
     const nq = f(next * next)
     const up = f(Math.sqrt(f(f(nq * f(sq - nq)) / sq)))
     const down = f(Math.sqrt(f(nq - f(up * up))))
     const dt = f(down - sigma)
-    const v = this.config.prediction_type === 'v_prediction'
-    const x0 = new Float32Array(sample.length)
+    const x0 = sigmaPredictX0(this.config.prediction_type, modelOutput, sample, sigma)
     const prev = new Float32Array(sample.length)
     for (let k = 0; k < sample.length; k++) {
-      const m = modelOutput[k]
       const s = sample[k]
-      x0[k] = v ? f(f(m * vOut) + f(s / s2)) : f(s - f(sigma * m))
       const d = f(f(s - x0[k]) / sigma)
       prev[k] = f(s + f(d * dt))
     }

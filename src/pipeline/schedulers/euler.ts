@@ -13,20 +13,19 @@
 import {
   BASE_DEFAULTS,
   SchedulerError,
-  alphasCumprod,
-  betasFromConfig,
   checkNumInferenceSteps,
   indexForTimestep,
-  interpOnIndex,
-  karrasSigmas,
-  linspaceF64,
-  rescaleZeroTerminalSnr,
   resolveConfig,
-  sigmaToT,
-  spacedTimesteps,
-  trainSigmas,
   type Widen,
 } from './common'
+import {
+  checkOneSigmaSpacing,
+  discreteSigmaSchedule,
+  scaleBySigma,
+  sigmaInitNoise,
+  sigmaPredictX0,
+  sigmaTrainingSchedule,
+} from './sigmas'
 import type { Scheduler, SchedulerConfig, StepOutput } from './types'
 
 const f = Math.fround
@@ -46,42 +45,6 @@ export const EULER_DEFAULTS = Object.freeze({
   final_sigmas_type: 'zero',
 })
 
-/**
- * The training σ_t, ascending in t; with `rescale_betas_zero_snr` the last ᾱ is set to 2⁻²⁴ (as
- * diffusers does) so σ_T stays finite.
- */
-export function sigmaTrainingSchedule(config: {
-  num_train_timesteps: number
-  beta_start: number
-  beta_end: number
-  beta_schedule: string
-  trained_betas?: readonly number[] | null
-  rescale_betas_zero_snr?: boolean
-}): Float32Array {
-  let betas = betasFromConfig(config)
-  if (config.rescale_betas_zero_snr) betas = rescaleZeroTerminalSnr(betas)
-  const ac = alphasCumprod(betas)
-  if (config.rescale_betas_zero_snr) ac[ac.length - 1] = 2 ** -24
-  return trainSigmas(ac)
-}
-
-/**
- * diffusers' `init_noise_sigma` for σ-schedulers: σ_max for linspace/trailing spacing, else
- * √(σ_max² + 1) (the leading schedule's first σ is below σ_max of the latents' prior), in float32.
- */
-export function sigmaInitNoise(sigmas: ArrayLike<number>, spacing: string): number {
-  let max = 0
-  for (let i = 0; i < sigmas.length; i++) max = Math.max(max, sigmas[i])
-  max = f(max)
-  return spacing === 'linspace' || spacing === 'trailing' ? max : f(Math.sqrt(f(f(max * max) + 1)))
-}
-
-/** x / √(σ² + 1): the EDM c_in preconditioning that diffusers' `scale_model_input` applies. */
-export function scaleBySigma(sample: Float32Array, sigma: number): Float32Array {
-  const d = f(Math.sqrt(f(f(sigma * sigma) + 1)))
-  return sample.map((x) => f(x / d))
-}
-
 /** Euler (Karras et al. Algorithm 2, no churn) over σ interpolated at the spaced timesteps. */
 export class EulerDiscreteScheduler implements Scheduler {
   /** The diffusers class name. */
@@ -94,7 +57,6 @@ export class EulerDiscreteScheduler implements Scheduler {
   readonly timestepsDtype = 'float32' as const
   /** Training σ_t, ascending in t (float32). */
   readonly trainSigmas: Float32Array
-  private readonly logSigmas: Float32Array
   private schedule: number[] = []
   private sigmaSchedule: Float32Array | undefined = undefined
   private stepIndex: number | null = null
@@ -102,12 +64,7 @@ export class EulerDiscreteScheduler implements Scheduler {
   constructor(config: SchedulerConfig = {}) {
     const c = resolveConfig(EULER_DEFAULTS, config)
     this.config = c
-    const sigmaKinds = [c.use_karras_sigmas, c.use_exponential_sigmas, c.use_beta_sigmas]
-    if (sigmaKinds.filter(Boolean).length > 1) {
-      throw new SchedulerError(
-        'EulerDiscreteScheduler: only one of use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas',
-      )
-    }
+    checkOneSigmaSpacing(this.className, c)
     if (c.use_beta_sigmas) {
       throw new SchedulerError('EulerDiscreteScheduler: use_beta_sigmas is not supported')
     }
@@ -127,7 +84,6 @@ export class EulerDiscreteScheduler implements Scheduler {
       )
     }
     this.trainSigmas = sigmaTrainingSchedule(c)
-    this.logSigmas = this.trainSigmas.map((s) => f(Math.log(s)))
   }
 
   /** The timesteps set by `setTimesteps` (empty before). */
@@ -153,18 +109,10 @@ export class EulerDiscreteScheduler implements Scheduler {
     const n = numInferenceSteps
     const c = this.config
     checkNumInferenceSteps(n, c.num_train_timesteps)
-    let ts = spacedTimesteps(c.timestep_spacing, n, c.num_train_timesteps, c.steps_offset).map(f)
-    let sigmas: ArrayLike<number> = ts.map((t) => interpOnIndex(t, this.trainSigmas))
-    if (c.use_karras_sigmas || c.use_exponential_sigmas) {
-      const sMin = c.sigma_min ?? sigmas[sigmas.length - 1]
-      const sMax = c.sigma_max ?? sigmas[0]
-      sigmas = c.use_karras_sigmas
-        ? karrasSigmas(sMin, sMax, n)
-        : linspaceF64(Math.log(sMax), Math.log(sMin), n).map(Math.exp)
-      ts = Array.from(sigmas, (s) => f(sigmaToT(s, this.logSigmas)))
-    }
+    const schedule = discreteSigmaSchedule(c, n, this.trainSigmas)
+    let ts = schedule.timesteps
     const last = c.final_sigmas_type === 'sigma_min' ? this.trainSigmas[0] : 0
-    const sig = Float32Array.from([...Array.from(sigmas), last])
+    const sig = Float32Array.from([...schedule.sigmas, last])
     if (c.timestep_type === 'continuous' && c.prediction_type === 'v_prediction') {
       // EDM's c_noise = ¼·ln σ (Karras et al. Table 1).
       ts = Array.from(sig.subarray(0, n), (s) => f(0.25 * f(Math.log(s))))
@@ -191,17 +139,11 @@ export class EulerDiscreteScheduler implements Scheduler {
     // NOTE: s_churn/s_tmin/s_tmax/s_noise stay at diffusers' defaults (γ = 0, σ̂ = σ), so no
     // noise is drawn.
     const sigmaHat = sigma
-    const s2 = f(f(sigma * sigma) + 1)
-    const vOut = f(-sigma / f(Math.sqrt(s2)))
-    const x0 = new Float32Array(sample.length)
+    const x0 = sigmaPredictX0(pt, modelOutput, sample, sigmaHat)
     const prev = new Float32Array(sample.length)
     const dt = f(sig[i + 1] - sigmaHat)
     for (let k = 0; k < sample.length; k++) {
-      const m = modelOutput[k]
       const s = sample[k]
-      if (pt === 'epsilon') x0[k] = f(s - f(sigmaHat * m))
-      else if (pt === 'sample') x0[k] = m
-      else x0[k] = f(f(m * vOut) + f(s / s2)) // v-prediction: c_out·v + c_skip·x
       const d = f(f(s - x0[k]) / sigmaHat)
       prev[k] = f(s + f(d * dt))
     }

@@ -14,18 +14,18 @@
 import {
   BASE_DEFAULTS,
   SchedulerError,
-  alphasCumprod,
-  betasFromConfig,
   checkNumInferenceSteps,
   indexForTimestep,
-  interpOnIndex,
-  karrasSigmas,
-  linspaceF64,
   resolveConfig,
-  sigmaToT,
-  spacedTimesteps,
-  trainSigmas,
 } from './common'
+import {
+  checkOneSigmaSpacing,
+  discreteSigmaSchedule,
+  scaleBySigma,
+  sigmaInitNoise,
+  sigmaPredictX0,
+  sigmaTrainingSchedule,
+} from './sigmas'
 import type { Scheduler, SchedulerConfig, StepOutput } from './types'
 
 const f = Math.fround
@@ -74,7 +74,6 @@ export class LMSDiscreteScheduler implements Scheduler {
   readonly timestepsDtype = 'float32' as const
   /** σ_t = sqrt((1 − ᾱ_t)/ᾱ_t) for every training step (float32, ascending in t). */
   readonly trainSigmas: Float32Array
-  private readonly logSigmas: Float32Array
   private schedule: number[] = []
   private sigmaList = new Float32Array(0)
   private stepIndex: number | null = null
@@ -83,17 +82,11 @@ export class LMSDiscreteScheduler implements Scheduler {
   constructor(config: SchedulerConfig = {}) {
     this.config = resolveConfig(LMS_DEFAULTS, config)
     const c = this.config
-    const flags = [c.use_karras_sigmas, c.use_exponential_sigmas, c.use_beta_sigmas]
-    if (flags.filter(Boolean).length > 1) {
-      throw new SchedulerError(
-        'LMSDiscreteScheduler: only one of use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas',
-      )
-    }
+    checkOneSigmaSpacing(this.className, c)
     if (c.use_beta_sigmas) {
       throw new SchedulerError('LMSDiscreteScheduler: use_beta_sigmas is not supported')
     }
-    this.trainSigmas = trainSigmas(alphasCumprod(betasFromConfig(c)))
-    this.logSigmas = this.trainSigmas.map((s) => f(Math.log(s)))
+    this.trainSigmas = sigmaTrainingSchedule(c)
   }
 
   /** The timesteps set by `setTimesteps` (empty before). */
@@ -108,14 +101,8 @@ export class LMSDiscreteScheduler implements Scheduler {
 
   /** √(σ_max² + 1) for `leading` spacing, σ_max otherwise (float32, like diffusers). */
   get initNoiseSigma(): number {
-    let max = 0
-    for (const s of this.sigmaList.length > 0 ? this.sigmaList : this.trainSigmas) {
-      if (s > max) max = s
-    }
-    const spacing = this.config.timestep_spacing
-    return spacing === 'linspace' || spacing === 'trailing'
-      ? max
-      : f(Math.sqrt(f(f(max * max) + 1)))
+    const sigmas = this.sigmaList.length > 0 ? this.sigmaList : this.trainSigmas
+    return sigmaInitNoise(sigmas, this.config.timestep_spacing)
   }
 
   /** Builds the σ schedule for `numInferenceSteps` steps and clears the derivative history. */
@@ -123,17 +110,11 @@ export class LMSDiscreteScheduler implements Scheduler {
     const c = this.config
     const T = c.num_train_timesteps
     checkNumInferenceSteps(numInferenceSteps, T)
-    let ts = spacedTimesteps(c.timestep_spacing, numInferenceSteps, T, c.steps_offset).map(f)
-    let sig = ts.map((t) => interpOnIndex(t, this.trainSigmas))
-    if (c.use_karras_sigmas || c.use_exponential_sigmas) {
-      // Karras et al. 2022, eq. 5 (ρ = 7) or log-uniform σ; t recovered from σ by log-interpolation.
-      const lo = sig[sig.length - 1]
-      const hi = sig[0]
-      sig = c.use_karras_sigmas
-        ? Array.from(karrasSigmas(lo, hi, numInferenceSteps))
-        : Array.from(linspaceF64(Math.log(hi), Math.log(lo), numInferenceSteps), Math.exp)
-      ts = sig.map((s) => f(sigmaToT(s, this.logSigmas)))
-    }
+    const { timesteps: ts, sigmas: sig } = discreteSigmaSchedule(
+      c,
+      numInferenceSteps,
+      this.trainSigmas,
+    )
     sig.push(0)
     this.sigmaList = Float32Array.from(sig)
     this.schedule = ts
@@ -144,8 +125,7 @@ export class LMSDiscreteScheduler implements Scheduler {
   /** Divides by sqrt(σ² + 1) so the model sees unit-variance input. */
   scaleModelInput(sample: Float32Array, t: number): Float32Array {
     const sigma = this.sigmaList[this.currentIndex(t)]
-    const d = f(Math.sqrt(f(f(sigma * sigma) + 1)))
-    return sample.map((v) => f(v / d))
+    return scaleBySigma(sample, sigma)
   }
 
   /**
@@ -171,18 +151,9 @@ export class LMSDiscreteScheduler implements Scheduler {
     const sigma = this.sigmaList[i]
     const pt = this.config.prediction_type
     const len = sample.length
-    const x0 = new Float32Array(len)
+    const x0 = sigmaPredictX0(pt, modelOutput, sample, sigma)
     const derivative = new Float32Array(len)
-    const vScale = f(-sigma / f(Math.sqrt(f(f(sigma * sigma) + 1))))
-    const vDiv = f(f(sigma * sigma) + 1)
-    for (let k = 0; k < len; k++) {
-      const m = modelOutput[k]
-      const s = sample[k]
-      if (pt === 'epsilon') x0[k] = f(s - f(sigma * m))
-      else if (pt === 'v_prediction') x0[k] = f(f(m * vScale) + f(s / vDiv))
-      else x0[k] = m
-      derivative[k] = f(f(s - x0[k]) / sigma)
-    }
+    for (let k = 0; k < len; k++) derivative[k] = f(f(sample[k] - x0[k]) / sigma)
     this.derivatives.push(derivative)
     if (this.derivatives.length > LMS_ORDER) this.derivatives.shift()
 
