@@ -18,18 +18,24 @@
 import {
   BASE_DEFAULTS,
   SchedulerError,
-  alphasCumprod,
-  arangeF64,
-  betasFromConfig,
   checkNumInferenceSteps,
   karrasSigmas,
   linspaceF64,
-  rescaleZeroTerminalSnr,
   resolveConfig,
   roundHalfEven,
   sigmaToT,
   trainSigmas,
 } from './common'
+import {
+  alphaSigma,
+  checkOneSigmaSpacing,
+  lambdaOf,
+  logSigmasOf,
+  multistepIndexForTimestep,
+  multistepTimesteps,
+  sigmaSafeAlphasCumprod,
+  vpConvertModelOutput,
+} from './sigmas'
 import type { Scheduler, SchedulerConfig, StepOutput } from './types'
 
 const f = Math.fround
@@ -68,17 +74,6 @@ export function parseLambdaMinClipped(v: unknown): number {
     throw new SchedulerError(`lambda_min_clipped must be a number, got ${JSON.stringify(v)}`)
   }
   return x
-}
-
-/** α_t = 1/√(σ²+1), σ_t = σ·α_t: the VP (α, σ) of a VE σ, in float32 like diffusers. */
-function alphaSigma(sigma: number): [number, number] {
-  const alpha = f(1 / f(Math.sqrt(f(f(sigma * sigma) + 1))))
-  return [alpha, f(sigma * alpha)]
-}
-
-/** λ = log α − log σ (half log-SNR); +∞ at σ = 0. */
-function lambdaOf(alpha: number, sigma: number): number {
-  return f(f(Math.log(alpha)) - f(Math.log(sigma)))
 }
 
 /** Multistep DPM-Solver(++) over the VP schedule, driven by diffusers' step-index bookkeeping. */
@@ -143,13 +138,7 @@ export class DPMSolverMultistepScheduler implements Scheduler {
         "DPMSolverMultistepScheduler: final_sigmas_type 'zero' needs algorithm_type dpmsolver++; use 'sigma_min'",
       )
     }
-    if (
-      [c.use_karras_sigmas, c.use_exponential_sigmas, c.use_beta_sigmas].filter(Boolean).length > 1
-    ) {
-      throw new SchedulerError(
-        'DPMSolverMultistepScheduler: only one of use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas',
-      )
-    }
+    checkOneSigmaSpacing(this.className, c)
     if (c.thresholding) unsupported('thresholding')
     if (c.variance_type !== null) unsupported(`variance_type ${c.variance_type}`)
     if (c.use_exponential_sigmas) unsupported('use_exponential_sigmas')
@@ -157,13 +146,9 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     if (c.use_flow_sigmas) unsupported('use_flow_sigmas')
     if (c.use_dynamic_shifting) unsupported('use_dynamic_shifting')
 
-    let betas = betasFromConfig(c)
-    if (c.rescale_betas_zero_snr) betas = rescaleZeroTerminalSnr(betas)
-    this.alphasCumprod = alphasCumprod(betas)
-    // Close to 0 without being 0, so the first σ is finite (diffusers uses the fp16 subnormal).
-    if (c.rescale_betas_zero_snr) this.alphasCumprod[this.alphasCumprod.length - 1] = 2 ** -24
+    this.alphasCumprod = sigmaSafeAlphasCumprod(c)
     this.trainSigmas = trainSigmas(this.alphasCumprod)
-    this.logSigmas = this.trainSigmas.map((s) => f(Math.log(s)))
+    this.logSigmas = logSigmasOf(this.trainSigmas)
   }
 
   /** The timesteps set by `setTimesteps` (empty before). */
@@ -195,24 +180,7 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     }
     const last = T - clipped
 
-    let ts: number[]
-    switch (c.timestep_spacing) {
-      case 'linspace':
-        ts = Array.from(linspaceF64(0, last - 1, n + 1), roundHalfEven)
-          .reverse()
-          .slice(0, n)
-        break
-      case 'leading': {
-        const ratio = Math.floor(last / (n + 1))
-        ts = Array.from({ length: n }, (_, i) => (n - i) * ratio + c.steps_offset)
-        break
-      }
-      case 'trailing':
-        ts = Array.from(arangeF64(last, 0, -T / n), (v) => roundHalfEven(v) - 1)
-        break
-      default:
-        throw new SchedulerError(`unknown timestep_spacing ${c.timestep_spacing}`)
-    }
+    let ts = multistepTimesteps(c.timestep_spacing, n, T, last, c.steps_offset)
 
     let sig: number[]
     if (c.use_karras_sigmas) {
@@ -249,7 +217,7 @@ export class DPMSolverMultistepScheduler implements Scheduler {
    */
   step(modelOutput: Float32Array, t: number, sample: Float32Array): StepOutput {
     this.checkReady()
-    if (this.stepIndex === null) this.stepIndex = this.indexForTimestep(t)
+    if (this.stepIndex === null) this.stepIndex = multistepIndexForTimestep(this.schedule, t)
     const i = this.stepIndex
     const c = this.config
     const len = this.schedule.length
@@ -284,21 +252,14 @@ export class DPMSolverMultistepScheduler implements Scheduler {
   private convertModelOutput(m: Float32Array, x: Float32Array, i: number): Float32Array {
     const pt = this.config.prediction_type
     const [alpha, sigma] = alphaSigma(this.sigmaList[i])
-    const out = new Float32Array(m.length)
-    if (this.config.algorithm_type === 'dpmsolver++') {
-      for (let k = 0; k < m.length; k++) {
-        if (pt === 'epsilon') out[k] = f(f(x[k] - f(sigma * m[k])) / alpha)
-        else if (pt === 'v_prediction') out[k] = f(f(alpha * x[k]) - f(sigma * m[k]))
-        else out[k] = m[k]
-      }
-    } else {
-      for (let k = 0; k < m.length; k++) {
-        if (pt === 'epsilon') out[k] = m[k]
-        else if (pt === 'v_prediction') out[k] = f(f(alpha * m[k]) + f(sigma * x[k]))
-        else out[k] = f(f(x[k] - f(alpha * m[k])) / sigma)
-      }
-    }
-    return out
+    return vpConvertModelOutput(
+      pt,
+      this.config.algorithm_type === 'dpmsolver++',
+      m,
+      x,
+      alpha,
+      sigma,
+    )
   }
 
   /** First order (DDIM-equivalent): x_t = (σ_t/σ_s)·x − α_t(e^{−h} − 1)·x̂_0 (DPM-Solver++ eq. 5). */
@@ -407,16 +368,6 @@ export class DPMSolverMultistepScheduler implements Scheduler {
       out[k] = f(f(f(f(a * x[k]) + f(b0 * m0[k])) + f(b1 * d1)) + f(b2 * d2))
     }
     return out
-  }
-
-  /** diffusers' `index_for_timestep`: second match if repeated, the last step if absent. */
-  private indexForTimestep(t: number): number {
-    const hits: number[] = []
-    for (let i = 0; i < this.schedule.length && hits.length < 2; i++) {
-      if (this.schedule[i] === t) hits.push(i)
-    }
-    if (hits.length === 0) return this.schedule.length - 1
-    return hits.length > 1 ? hits[1] : hits[0]
   }
 
   private checkReady(): void {

@@ -7,9 +7,11 @@
 import {
   SchedulerError,
   alphasCumprodFromConfig,
+  arangeF64,
   interpOnIndex,
   karrasSigmas,
   linspaceF64,
+  roundHalfEven,
   sigmaToT,
   spacedTimesteps,
   trainSigmas,
@@ -133,4 +135,85 @@ export function sigmaPredictX0(
     else x0[k] = m
   }
   return x0
+}
+
+/** α_t = 1/√(σ²+1), σ_t = σ·α_t: the VP (α, σ) of a VE σ, in float32 like diffusers. */
+export function alphaSigma(sigma: number): [number, number] {
+  const alpha = f(1 / f(Math.sqrt(f(f(sigma * sigma) + 1))))
+  return [alpha, f(sigma * alpha)]
+}
+
+/** λ = log α − log σ, the half log-SNR DPM-Solver steps in (Lu et al. 2022, §3.1); +∞ at σ = 0. */
+export function lambdaOf(alpha: number, sigma: number): number {
+  return f(f(Math.log(alpha)) - f(Math.log(sigma)))
+}
+
+/**
+ * The multistep solvers' `convert_model_output` on the VP schedule x_t = α_t·x_0 + σ_t·ε:
+ * x̂_0 = (x − σ·ε̂)/α (DPM-Solver++ eq. 9's data prediction) when `toX0`, else ε̂ (DPM-Solver's noise
+ * prediction); v-prediction uses x̂_0 = α·x − σ·v, ε̂ = α·v + σ·x (Salimans & Ho 2022).
+ */
+export function vpConvertModelOutput(
+  predictionType: string,
+  toX0: boolean,
+  m: Float32Array,
+  x: Float32Array,
+  alpha: number,
+  sigma: number,
+): Float32Array {
+  const pt = predictionType
+  const out = new Float32Array(m.length)
+  if (toX0) {
+    for (let k = 0; k < m.length; k++) {
+      if (pt === 'epsilon') out[k] = f(f(x[k] - f(sigma * m[k])) / alpha)
+      else if (pt === 'v_prediction') out[k] = f(f(alpha * x[k]) - f(sigma * m[k]))
+      else out[k] = m[k]
+    }
+  } else {
+    for (let k = 0; k < m.length; k++) {
+      if (pt === 'epsilon') out[k] = m[k]
+      else if (pt === 'v_prediction') out[k] = f(f(alpha * m[k]) + f(sigma * x[k]))
+      else out[k] = f(f(x[k] - f(alpha * m[k])) / sigma)
+    }
+  }
+  return out
+}
+
+/**
+ * The integer timesteps of diffusers' multistep solvers (DPM-Solver, UniPC), descending: `linspace`
+ * drops the last of n + 1 rounded points, `leading` uses the ratio ⌊last/(n + 1)⌋, `trailing`
+ * steps by T/n from `last`. `last` is T, or fewer where DPM-Solver clips λ.
+ */
+export function multistepTimesteps(
+  spacing: string,
+  n: number,
+  numTrainTimesteps: number,
+  last: number,
+  stepsOffset: number,
+): number[] {
+  switch (spacing) {
+    case 'linspace':
+      return Array.from(linspaceF64(0, last - 1, n + 1), roundHalfEven)
+        .reverse()
+        .slice(0, n)
+    case 'leading': {
+      const ratio = Math.floor(last / (n + 1))
+      return Array.from({ length: n }, (_, i) => (n - i) * ratio + stepsOffset)
+    }
+    case 'trailing':
+      return Array.from(arangeF64(last, 0, -numTrainTimesteps / n), (v) => roundHalfEven(v) - 1)
+    default:
+      throw new SchedulerError(`unknown timestep_spacing ${spacing}`)
+  }
+}
+
+/**
+ * The multistep solvers' `index_for_timestep`: the second match of `t` when there are two, the
+ * first when one, and the last index when `t` is absent (diffusers does not throw there).
+ */
+export function multistepIndexForTimestep(timesteps: readonly number[], t: number): number {
+  const hits: number[] = []
+  for (let i = 0; i < timesteps.length && hits.length < 2; i++) if (timesteps[i] === t) hits.push(i)
+  if (hits.length === 0) return timesteps.length - 1
+  return hits.length > 1 ? hits[1] : hits[0]
 }

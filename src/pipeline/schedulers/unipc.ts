@@ -18,18 +18,23 @@
 import {
   BASE_DEFAULTS,
   SchedulerError,
-  alphasCumprod,
-  arangeF64,
-  betasFromConfig,
   checkNumInferenceSteps,
   karrasSigmas,
-  linspaceF64,
-  rescaleZeroTerminalSnr,
   resolveConfig,
   roundHalfEven,
   sigmaToT,
   trainSigmas,
 } from './common'
+import {
+  alphaSigma,
+  checkOneSigmaSpacing,
+  lambdaOf,
+  logSigmasOf,
+  multistepIndexForTimestep,
+  multistepTimesteps,
+  sigmaSafeAlphasCumprod,
+  vpConvertModelOutput,
+} from './sigmas'
 import type { Scheduler, SchedulerConfig, StepOutput } from './types'
 
 const f = Math.fround
@@ -61,16 +66,9 @@ export const UNIPC_DEFAULTS = Object.freeze({
   shift_terminal: null as number | null,
 })
 
-/** α_t = 1/√(σ²+1), σ_t = σ·α_t: the VP (α, σ) of a VE σ, in float32 like diffusers. */
-function alphaSigma(sigma: number): [number, number] {
-  const alpha = f(1 / f(Math.sqrt(f(f(sigma * sigma) + 1))))
-  return [alpha, f(sigma * alpha)]
-}
-
-/** λ = log α − log σ (half log-SNR) of a VE σ; +∞ at σ = 0. */
-function lambdaOf(sigma: number): number {
-  const [a, s] = alphaSigma(sigma)
-  return f(f(Math.log(a)) - f(Math.log(s)))
+/** λ of a VE σ (via its VP α, σ); +∞ at σ = 0. */
+function lambdaOfSigma(sigma: number): number {
+  return lambdaOf(...alphaSigma(sigma))
 }
 
 /** Solves the small dense system A·x = b by Gaussian elimination with partial pivoting. */
@@ -159,13 +157,7 @@ export class UniPCMultistepScheduler implements Scheduler {
         `UniPCMultistepScheduler: final_sigmas_type must be 'zero' or 'sigma_min', got ${c.final_sigmas_type}`,
       )
     }
-    if (
-      [c.use_karras_sigmas, c.use_exponential_sigmas, c.use_beta_sigmas].filter(Boolean).length > 1
-    ) {
-      throw new SchedulerError(
-        'UniPCMultistepScheduler: only one of use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas',
-      )
-    }
+    checkOneSigmaSpacing(this.className, c)
     if (!c.predict_x0 && c.final_sigmas_type === 'zero') {
       // The noise-prediction update multiplies σ_t = 0 by e^{h} − 1 = ∞ on the last step: diffusers
       // silently returns NaN there; fail clearly instead.
@@ -180,13 +172,9 @@ export class UniPCMultistepScheduler implements Scheduler {
     if (c.use_flow_sigmas) unsupported('use_flow_sigmas')
     if (c.use_dynamic_shifting) unsupported('use_dynamic_shifting')
 
-    let betas = betasFromConfig(c)
-    if (c.rescale_betas_zero_snr) betas = rescaleZeroTerminalSnr(betas)
-    this.alphasCumprod = alphasCumprod(betas)
-    // Close to 0 without being 0, so the first σ is finite (diffusers uses the fp16 subnormal).
-    if (c.rescale_betas_zero_snr) this.alphasCumprod[this.alphasCumprod.length - 1] = 2 ** -24
+    this.alphasCumprod = sigmaSafeAlphasCumprod(c)
     this.trainSigmas = trainSigmas(this.alphasCumprod)
-    this.logSigmas = this.trainSigmas.map((s) => f(Math.log(s)))
+    this.logSigmas = logSigmasOf(this.trainSigmas)
   }
 
   /** The timesteps set by `setTimesteps` (empty before). */
@@ -205,24 +193,7 @@ export class UniPCMultistepScheduler implements Scheduler {
     const T = c.num_train_timesteps
     const n = numInferenceSteps
     checkNumInferenceSteps(n, T)
-    let ts: number[]
-    switch (c.timestep_spacing) {
-      case 'linspace':
-        ts = Array.from(linspaceF64(0, T - 1, n + 1), roundHalfEven)
-          .reverse()
-          .slice(0, n)
-        break
-      case 'leading': {
-        const ratio = Math.floor(T / (n + 1))
-        ts = Array.from({ length: n }, (_, i) => (n - i) * ratio + c.steps_offset)
-        break
-      }
-      case 'trailing':
-        ts = Array.from(arangeF64(T, 0, -T / n), (v) => roundHalfEven(v) - 1)
-        break
-      default:
-        throw new SchedulerError(`unknown timestep_spacing ${c.timestep_spacing}`)
-    }
+    let ts = multistepTimesteps(c.timestep_spacing, n, T, T, c.steps_offset)
 
     let sig: number[]
     let sigmaLast: number
@@ -259,7 +230,7 @@ export class UniPCMultistepScheduler implements Scheduler {
    */
   step(modelOutput: Float32Array, t: number, sample: Float32Array): StepOutput {
     this.checkReady()
-    if (this.stepIndex === null) this.stepIndex = this.indexForTimestep(t)
+    if (this.stepIndex === null) this.stepIndex = multistepIndexForTimestep(this.schedule, t)
     const i = this.stepIndex
     const c = this.config
     const len = this.schedule.length
@@ -287,21 +258,7 @@ export class UniPCMultistepScheduler implements Scheduler {
   private convertModelOutput(m: Float32Array, x: Float32Array, i: number): Float32Array {
     const pt = this.config.prediction_type
     const [alpha, sigma] = alphaSigma(this.sigmaList[i])
-    const out = new Float32Array(m.length)
-    if (this.config.predict_x0) {
-      for (let k = 0; k < m.length; k++) {
-        if (pt === 'epsilon') out[k] = f(f(x[k] - f(sigma * m[k])) / alpha)
-        else if (pt === 'v_prediction') out[k] = f(f(alpha * x[k]) - f(sigma * m[k]))
-        else out[k] = m[k]
-      }
-    } else {
-      for (let k = 0; k < m.length; k++) {
-        if (pt === 'epsilon') out[k] = m[k]
-        else if (pt === 'v_prediction') out[k] = f(f(alpha * m[k]) + f(sigma * x[k]))
-        else out[k] = f(f(x[k] - f(alpha * m[k])) / sigma)
-      }
-    }
-    return out
+    return vpConvertModelOutput(pt, this.config.predict_x0, m, x, alpha, sigma)
   }
 
   /**
@@ -312,10 +269,10 @@ export class UniPCMultistepScheduler implements Scheduler {
     const s = this.sigmaList
     const [alphaT, sigmaT] = alphaSigma(s[tIdx])
     const [alphaS0, sigmaS0] = alphaSigma(s[s0Idx])
-    const lambdaS0 = lambdaOf(s[s0Idx])
-    const h = f(lambdaOf(s[tIdx]) - lambdaS0)
+    const lambdaS0 = lambdaOfSigma(s[s0Idx])
+    const h = f(lambdaOfSigma(s[tIdx]) - lambdaS0)
     const rks: number[] = []
-    for (let k = 1; k < order; k++) rks.push(f(f(lambdaOf(s[s0Idx - k]) - lambdaS0) / h))
+    for (let k = 1; k < order; k++) rks.push(f(f(lambdaOfSigma(s[s0Idx - k]) - lambdaS0) / h))
     rks.push(1)
     const predictX0 = this.config.predict_x0
     const hh = predictX0 ? -h : h
@@ -412,16 +369,6 @@ export class UniPCMultistepScheduler implements Scheduler {
     }
     terms.push({ rho: rhos[rhos.length - 1], d: (j) => f(modelT[j] - m0[j]) })
     return this.combine(co, lastSample, m0, terms)
-  }
-
-  /** diffusers' `index_for_timestep`: second match if repeated, the last step if absent. */
-  private indexForTimestep(t: number): number {
-    const hits: number[] = []
-    for (let i = 0; i < this.schedule.length && hits.length < 2; i++) {
-      if (this.schedule[i] === t) hits.push(i)
-    }
-    if (hits.length === 0) return this.schedule.length - 1
-    return hits.length > 1 ? hits[1] : hits[0]
   }
 
   private checkReady(): void {
