@@ -147,6 +147,68 @@ export function alphasCumprodFromConfig(
   return alphasCumprod(betas)
 }
 
+/**
+ * diffusers' `final_alpha_cumprod`, the ᾱ used past the last step: 1 with `set_alpha_to_one` (as in
+ * the DDIM paper), else ᾱ_0 (SD's configs).
+ */
+export function finalAlphaCumprod(setAlphaToOne: boolean, alphasCumprod: Float32Array): number {
+  return setAlphaToOne ? 1 : alphasCumprod[0]
+}
+
+/**
+ * x̂_0 (when `toX0`) or ε̂ from a model output on the VP schedule x_t = α_t·x_0 + σ_t·ε (DDPM/DDIM's
+ * α = √ᾱ_t, σ = √(1 − ᾱ_t); Ho et al. eq. 15, DDIM eq. 9, DPM-Solver++ eq. 9): x̂_0 = (x − σ·ε̂)/α,
+ * ε̂ = (x − α·x̂_0)/σ; v-prediction uses x̂_0 = α·x − σ·v, ε̂ = α·v + σ·x (Salimans & Ho 2022).
+ */
+export function vpConvertModelOutput(
+  predictionType: string,
+  toX0: boolean,
+  m: Float32Array,
+  x: Float32Array,
+  alpha: number,
+  sigma: number,
+): Float32Array {
+  const f = Math.fround
+  const pt = predictionType
+  const out = new Float32Array(m.length)
+  if (toX0) {
+    for (let k = 0; k < m.length; k++) {
+      if (pt === 'epsilon') out[k] = f(f(x[k] - f(sigma * m[k])) / alpha)
+      else if (pt === 'v_prediction') out[k] = f(f(alpha * x[k]) - f(sigma * m[k]))
+      else out[k] = m[k]
+    }
+  } else {
+    for (let k = 0; k < m.length; k++) {
+      if (pt === 'epsilon') out[k] = m[k]
+      else if (pt === 'v_prediction') out[k] = f(f(alpha * m[k]) + f(sigma * x[k]))
+      else out[k] = f(f(x[k] - f(alpha * m[k])) / sigma)
+    }
+  }
+  return out
+}
+
+/** Clamps x̂_0 to ±`range` in place (diffusers' `clip_sample`), returning it. */
+export function clipSample(x0: Float32Array, range: number): Float32Array {
+  for (let k = 0; k < x0.length; k++) x0[k] = Math.min(range, Math.max(-range, x0[k]))
+  return x0
+}
+
+/** ᾱ at an integer timestep; negative indices wrap like the torch indexing diffusers does. */
+export function alphaCumprodAt(className: string, alphasCumprod: Float32Array, t: number): number {
+  const a = alphasCumprod
+  if (!Number.isInteger(t) || t >= a.length || t < -a.length) {
+    throw new SchedulerError(`${className}: timestep ${t} is not a training timestep`)
+  }
+  return a.at(t) as number
+}
+
+/** Rejects `thresholding` (Saharia et al. 2022's dynamic thresholding needs the batch shape). */
+export function checkNoThresholding(className: string, c: { thresholding?: boolean }): void {
+  if (c.thresholding) {
+    throw new SchedulerError(`${className}: thresholding needs the batch shape; not supported`)
+  }
+}
+
 /** Validates a step count, the one check every `setTimesteps` shares. */
 export function checkNumInferenceSteps(n: number, numTrainTimesteps: number): void {
   if (!Number.isInteger(n) || n < 1) {
@@ -240,6 +302,20 @@ export function spacedTimesteps(
     default:
       throw new SchedulerError(`unknown timestep_spacing ${JSON.stringify(spacing)}`)
   }
+}
+
+/**
+ * `spacedTimesteps` as the integer-timestep schedulers (DDIM, DDPM, PNDM) use it: `linspace`
+ * values rounded half-to-even, like diffusers' `.round()` before the int64 cast.
+ */
+export function integerSpacedTimesteps(
+  spacing: string,
+  n: number,
+  numTrainTimesteps: number,
+  stepsOffset: number,
+): number[] {
+  const ts = spacedTimesteps(spacing, n, numTrainTimesteps, stepsOffset)
+  return spacing === 'linspace' ? ts.map(roundHalfEven) : ts
 }
 
 /**

@@ -11,13 +11,15 @@
 import {
   BASE_DEFAULTS,
   SchedulerError,
-  alphasCumprod,
-  betasFromConfig,
+  alphaCumprodAt,
+  alphasCumprodFromConfig,
+  checkNoThresholding,
   checkNumInferenceSteps,
-  rescaleZeroTerminalSnr,
+  clipSample,
+  finalAlphaCumprod,
+  integerSpacedTimesteps,
   resolveConfig,
-  roundHalfEven,
-  spacedTimesteps,
+  vpConvertModelOutput,
   type Widen,
 } from './common'
 import type { Scheduler, SchedulerConfig, StepOptions, StepOutput } from './types'
@@ -56,14 +58,10 @@ export class DDIMScheduler implements Scheduler {
 
   constructor(config: SchedulerConfig = {}) {
     this.config = resolveConfig(DDIM_DEFAULTS, config)
-    if (this.config.thresholding) {
-      throw new SchedulerError('DDIMScheduler: thresholding needs the batch shape; not supported')
-    }
-    let betas = betasFromConfig(this.config)
-    if (this.config.rescale_betas_zero_snr) betas = rescaleZeroTerminalSnr(betas)
-    this.alphasCumprod = alphasCumprod(betas)
+    checkNoThresholding(this.className, this.config)
+    this.alphasCumprod = alphasCumprodFromConfig(this.config)
     // The last step has no ᾱ_{t−1}: SD uses ᾱ_0 (set_alpha_to_one false), the paper uses 1.
-    this.finalAlphaCumprod = this.config.set_alpha_to_one ? 1 : this.alphasCumprod[0]
+    this.finalAlphaCumprod = finalAlphaCumprod(this.config.set_alpha_to_one, this.alphasCumprod)
   }
 
   /** The timesteps set by `setTimesteps` (empty before). */
@@ -75,8 +73,7 @@ export class DDIMScheduler implements Scheduler {
   setTimesteps(numInferenceSteps: number): void {
     const { num_train_timesteps: T, timestep_spacing: spacing, steps_offset } = this.config
     checkNumInferenceSteps(numInferenceSteps, T)
-    const ts = spacedTimesteps(spacing, numInferenceSteps, T, steps_offset)
-    this.schedule = spacing === 'linspace' ? ts.map(roundHalfEven) : ts
+    this.schedule = integerSpacedTimesteps(spacing, numInferenceSteps, T, steps_offset)
     this.numInferenceSteps = numInferenceSteps
   }
 
@@ -114,24 +111,10 @@ export class DDIMScheduler implements Scheduler {
     const sqB = f(Math.sqrt(bT))
 
     const len = sample.length
-    const x0 = new Float32Array(len)
-    const eps = new Float32Array(len)
-    for (let k = 0; k < len; k++) {
-      const m = modelOutput[k]
-      const s = sample[k]
-      if (pt === 'epsilon') {
-        x0[k] = f(f(s - f(sqB * m)) / sqA)
-        eps[k] = m
-      } else if (pt === 'sample') {
-        x0[k] = m
-        eps[k] = f(f(s - f(sqA * m)) / sqB)
-      } else {
-        // v-prediction (Salimans & Ho 2022): x̂_0 = √ᾱ·x − √(1−ᾱ)·v, ε̂ = √ᾱ·v + √(1−ᾱ)·x
-        x0[k] = f(f(sqA * s) - f(sqB * m))
-        eps[k] = f(f(sqA * m) + f(sqB * s))
-      }
-      if (clip_sample) x0[k] = Math.min(clip_sample_range, Math.max(-clip_sample_range, x0[k]))
-    }
+    const x0 = vpConvertModelOutput(pt, true, modelOutput, sample, sqA, sqB)
+    // ε̂ comes from the unclipped x̂_0, as in diffusers.
+    const eps = vpConvertModelOutput(pt, false, modelOutput, sample, sqA, sqB)
+    if (clip_sample) clipSample(x0, clip_sample_range)
 
     const variance = f(f(f(1 - aPrev) / bT) * f(1 - f(aT / aPrev)))
     const std = f(eta * f(Math.sqrt(variance)))
@@ -150,10 +133,6 @@ export class DDIMScheduler implements Scheduler {
 
   /** ᾱ at an integer timestep; negative indices wrap like the torch indexing diffusers does. */
   private alphaAt(t: number): number {
-    const a = this.alphasCumprod
-    if (!Number.isInteger(t) || t >= a.length || t < -a.length) {
-      throw new SchedulerError(`DDIMScheduler: timestep ${t} is not a training timestep`)
-    }
-    return a.at(t) as number
+    return alphaCumprodAt(this.className, this.alphasCumprod, t)
   }
 }

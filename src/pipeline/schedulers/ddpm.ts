@@ -6,13 +6,14 @@
 import {
   BASE_DEFAULTS,
   SchedulerError,
-  alphasCumprod,
-  betasFromConfig,
+  alphaCumprodAt,
+  alphasCumprodFromConfig,
+  checkNoThresholding,
   checkNumInferenceSteps,
-  rescaleZeroTerminalSnr,
+  clipSample,
+  integerSpacedTimesteps,
   resolveConfig,
-  roundHalfEven,
-  spacedTimesteps,
+  vpConvertModelOutput,
   type Widen,
 } from './common'
 import type { Scheduler, SchedulerConfig, StepOptions, StepOutput } from './types'
@@ -53,17 +54,13 @@ export class DDPMScheduler implements Scheduler {
 
   constructor(config: SchedulerConfig = {}) {
     this.config = resolveConfig(DDPM_DEFAULTS, config)
-    if (this.config.thresholding) {
-      throw new SchedulerError('DDPMScheduler: thresholding needs the batch shape; not supported')
-    }
+    checkNoThresholding(this.className, this.config)
     if (!DDPM_VARIANCE_TYPES.includes(this.config.variance_type)) {
       throw new SchedulerError(
         `DDPMScheduler: unsupported variance_type ${JSON.stringify(this.config.variance_type)}; expected one of ${DDPM_VARIANCE_TYPES.join(', ')}`,
       )
     }
-    let betas = betasFromConfig(this.config)
-    if (this.config.rescale_betas_zero_snr) betas = rescaleZeroTerminalSnr(betas)
-    this.alphasCumprod = alphasCumprod(betas)
+    this.alphasCumprod = alphasCumprodFromConfig(this.config)
   }
 
   /** The timesteps set by `setTimesteps` (empty before). */
@@ -75,8 +72,7 @@ export class DDPMScheduler implements Scheduler {
   setTimesteps(numInferenceSteps: number): void {
     const { num_train_timesteps: T, timestep_spacing: spacing, steps_offset } = this.config
     checkNumInferenceSteps(numInferenceSteps, T)
-    const ts = spacedTimesteps(spacing, numInferenceSteps, T, steps_offset)
-    this.schedule = spacing === 'linspace' ? ts.map(roundHalfEven) : ts
+    this.schedule = integerSpacedTimesteps(spacing, numInferenceSteps, T, steps_offset)
     this.numInferenceSteps = numInferenceSteps
   }
 
@@ -111,15 +107,8 @@ export class DDPMScheduler implements Scheduler {
     const sqB = f(Math.sqrt(bT))
 
     const len = sample.length
-    const x0 = new Float32Array(len)
-    for (let k = 0; k < len; k++) {
-      const m = modelOutput[k]
-      const s = sample[k]
-      if (pt === 'epsilon') x0[k] = f(f(s - f(sqB * m)) / sqA)
-      else if (pt === 'sample') x0[k] = m
-      else x0[k] = f(f(sqA * s) - f(sqB * m))
-      if (clip_sample) x0[k] = Math.min(clip_sample_range, Math.max(-clip_sample_range, x0[k]))
-    }
+    const x0 = vpConvertModelOutput(pt, true, modelOutput, sample, sqA, sqB)
+    if (clip_sample) clipSample(x0, clip_sample_range)
 
     const x0Coef = f(f(f(Math.sqrt(aPrev)) * curBeta) / bT)
     const xtCoef = f(f(f(Math.sqrt(curAlpha)) * bPrev) / bT)
@@ -159,10 +148,6 @@ export class DDPMScheduler implements Scheduler {
 
   /** ᾱ at an integer timestep; negative indices wrap like the torch indexing diffusers does. */
   private alphaAt(t: number): number {
-    const a = this.alphasCumprod
-    if (!Number.isInteger(t) || t >= a.length || t < -a.length) {
-      throw new SchedulerError(`DDPMScheduler: timestep ${t} is not a training timestep`)
-    }
-    return a.at(t) as number
+    return alphaCumprodAt(this.className, this.alphasCumprod, t)
   }
 }

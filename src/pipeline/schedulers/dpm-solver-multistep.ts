@@ -25,6 +25,7 @@ import {
   roundHalfEven,
   sigmaToT,
   trainSigmas,
+  vpConvertModelOutput,
 } from './common'
 import {
   alphaSigma,
@@ -34,7 +35,6 @@ import {
   multistepIndexForTimestep,
   multistepTimesteps,
   sigmaSafeAlphasCumprod,
-  vpConvertModelOutput,
 } from './sigmas'
 import type { Scheduler, SchedulerConfig, StepOutput } from './types'
 

@@ -16,6 +16,7 @@ import {
   BASE_DEFAULTS,
   SchedulerError,
   checkNumInferenceSteps,
+  clipSample,
   indexForTimestep,
   resolveConfig,
 } from './common'
@@ -141,7 +142,7 @@ export class HeunDiscreteScheduler implements Scheduler {
 
     const len = sample.length
     const x0 = sigmaPredictX0(pt, modelOutput, sample, sigmaIn)
-    if (clip_sample) for (let k = 0; k < len; k++) x0[k] = Math.min(r, Math.max(-r, x0[k]))
+    if (clip_sample) clipSample(x0, r)
 
     const prev = new Float32Array(len)
     if (first) {

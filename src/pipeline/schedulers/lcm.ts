@@ -7,12 +7,13 @@
 import {
   BASE_DEFAULTS,
   SchedulerError,
-  alphasCumprod,
-  betasFromConfig,
+  alphasCumprodFromConfig,
+  checkNoThresholding,
   checkNumInferenceSteps,
+  finalAlphaCumprod,
   indexForTimestep,
-  rescaleZeroTerminalSnr,
   resolveConfig,
+  vpConvertModelOutput,
   type Widen,
 } from './common'
 import type { Scheduler, SchedulerConfig, StepOptions, StepOutput } from './types'
@@ -60,13 +61,9 @@ export class LCMScheduler implements Scheduler {
 
   constructor(config: SchedulerConfig = {}) {
     this.config = resolveConfig(LCM_DEFAULTS, config)
-    if (this.config.thresholding) {
-      throw new SchedulerError('LCMScheduler: thresholding needs the batch shape; not supported')
-    }
-    let betas = betasFromConfig(this.config)
-    if (this.config.rescale_betas_zero_snr) betas = rescaleZeroTerminalSnr(betas)
-    this.alphasCumprod = alphasCumprod(betas)
-    this.finalAlphaCumprod = this.config.set_alpha_to_one ? 1 : this.alphasCumprod[0]
+    checkNoThresholding(this.className, this.config)
+    this.alphasCumprod = alphasCumprodFromConfig(this.config)
+    this.finalAlphaCumprod = finalAlphaCumprod(this.config.set_alpha_to_one, this.alphasCumprod)
   }
 
   /** The timesteps set by `setTimesteps` (empty before). */
@@ -128,17 +125,13 @@ export class LCMScheduler implements Scheduler {
     const { prediction_type: pt, clip_sample, clip_sample_range } = this.config
 
     const len = sample.length
-    const denoised = new Float32Array(len)
-    for (let k = 0; k < len; k++) {
-      const m = modelOutput[k]
-      const s = sample[k]
-      let x0: number
-      if (pt === 'epsilon') x0 = f(f(s - f(sqB * m)) / sqA)
-      else if (pt === 'sample') x0 = m
-      else x0 = f(f(sqA * s) - f(sqB * m))
-      if (clip_sample) x0 = Math.min(clip_sample_range, Math.max(-clip_sample_range, x0))
-      denoised[k] = f(f(cOut * x0) + f(cSkip * s))
-    }
+    const x0 = vpConvertModelOutput(pt, true, modelOutput, sample, sqA, sqB)
+    const r = clip_sample_range
+    const denoised = x0.map((x, k) => {
+      // NOTE: the clamped value is not rounded to float32 before c_out multiplies it (kept as is).
+      const c = clip_sample ? Math.min(r, Math.max(-r, x)) : x
+      return f(f(cOut * c) + f(cSkip * sample[k]))
+    })
 
     let prev = denoised
     if (i !== n - 1) {

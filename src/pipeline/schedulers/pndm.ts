@@ -8,12 +8,12 @@
 import {
   BASE_DEFAULTS,
   SchedulerError,
-  alphasCumprod,
-  betasFromConfig,
+  alphaCumprodAt,
+  alphasCumprodFromConfig,
   checkNumInferenceSteps,
+  finalAlphaCumprod,
+  integerSpacedTimesteps,
   resolveConfig,
-  roundHalfEven,
-  spacedTimesteps,
   type Widen,
 } from './common'
 import type { Scheduler, SchedulerConfig, StepOutput } from './types'
@@ -58,8 +58,8 @@ export class PNDMScheduler implements Scheduler {
     if (this.config.prediction_type === 'sample') {
       throw new SchedulerError('PNDMScheduler: prediction_type "sample" is not supported')
     }
-    this.alphasCumprod = alphasCumprod(betasFromConfig(this.config))
-    this.finalAlphaCumprod = this.config.set_alpha_to_one ? 1 : this.alphasCumprod[0]
+    this.alphasCumprod = alphasCumprodFromConfig(this.config)
+    this.finalAlphaCumprod = finalAlphaCumprod(this.config.set_alpha_to_one, this.alphasCumprod)
   }
 
   /** The timesteps set by `setTimesteps` (PRK ones first, then PLMS; empty before). */
@@ -75,8 +75,7 @@ export class PNDMScheduler implements Scheduler {
     const n = numInferenceSteps
     const { num_train_timesteps: T, timestep_spacing: spacing, steps_offset } = this.config
     checkNumInferenceSteps(n, T)
-    const desc = spacedTimesteps(spacing, n, T, steps_offset)
-    const asc = (spacing === 'linspace' ? desc.map(roundHalfEven) : desc).reverse()
+    const asc = integerSpacedTimesteps(spacing, n, T, steps_offset).reverse()
     let plms: number[]
     if (this.config.skip_prk_steps) {
       this.prkTimesteps = []
@@ -223,10 +222,6 @@ export class PNDMScheduler implements Scheduler {
 
   /** ᾱ at an integer timestep; negative indices wrap like the torch indexing diffusers does. */
   private alphaAt(t: number): number {
-    const a = this.alphasCumprod
-    if (!Number.isInteger(t) || t >= a.length || t < -a.length) {
-      throw new SchedulerError(`PNDMScheduler: timestep ${t} is not a training timestep`)
-    }
-    return a.at(t) as number
+    return alphaCumprodAt(this.className, this.alphasCumprod, t)
   }
 }

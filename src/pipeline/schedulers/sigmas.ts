@@ -149,37 +149,6 @@ export function lambdaOf(alpha: number, sigma: number): number {
 }
 
 /**
- * The multistep solvers' `convert_model_output` on the VP schedule x_t = α_t·x_0 + σ_t·ε:
- * x̂_0 = (x − σ·ε̂)/α (DPM-Solver++ eq. 9's data prediction) when `toX0`, else ε̂ (DPM-Solver's noise
- * prediction); v-prediction uses x̂_0 = α·x − σ·v, ε̂ = α·v + σ·x (Salimans & Ho 2022).
- */
-export function vpConvertModelOutput(
-  predictionType: string,
-  toX0: boolean,
-  m: Float32Array,
-  x: Float32Array,
-  alpha: number,
-  sigma: number,
-): Float32Array {
-  const pt = predictionType
-  const out = new Float32Array(m.length)
-  if (toX0) {
-    for (let k = 0; k < m.length; k++) {
-      if (pt === 'epsilon') out[k] = f(f(x[k] - f(sigma * m[k])) / alpha)
-      else if (pt === 'v_prediction') out[k] = f(f(alpha * x[k]) - f(sigma * m[k]))
-      else out[k] = m[k]
-    }
-  } else {
-    for (let k = 0; k < m.length; k++) {
-      if (pt === 'epsilon') out[k] = m[k]
-      else if (pt === 'v_prediction') out[k] = f(f(alpha * m[k]) + f(sigma * x[k]))
-      else out[k] = f(f(x[k] - f(alpha * m[k])) / sigma)
-    }
-  }
-  return out
-}
-
-/**
  * The integer timesteps of diffusers' multistep solvers (DPM-Solver, UniPC), descending: `linspace`
  * drops the last of n + 1 rounded points, `leading` uses the ratio ⌊last/(n + 1)⌋, `trailing`
  * steps by T/n from `last`. `last` is T, or fewer where DPM-Solver clips λ.

@@ -24,6 +24,7 @@ import {
   roundHalfEven,
   sigmaToT,
   trainSigmas,
+  vpConvertModelOutput,
 } from './common'
 import {
   alphaSigma,
@@ -33,7 +34,6 @@ import {
   multistepIndexForTimestep,
   multistepTimesteps,
   sigmaSafeAlphasCumprod,
-  vpConvertModelOutput,
 } from './sigmas'
 import type { Scheduler, SchedulerConfig, StepOutput } from './types'
 
