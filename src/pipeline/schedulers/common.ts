@@ -1,7 +1,8 @@
 /**
  * @module
  * The training noise schedule and config handling that every scheduler shares: one place for
- * β schedules, ᾱ (alphas_cumprod) and config validation, so schedulers only hold their solver.
+ * β schedules, ᾱ (alphas_cumprod), timestep spacing, the VP x̂_0/ε̂ conversion and config
+ * validation, so schedulers only hold their solver. σ-space pieces live in `sigmas.ts`.
  */
 import type { SchedulerConfig } from './types'
 

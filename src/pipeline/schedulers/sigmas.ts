@@ -1,8 +1,8 @@
 /**
  * @module
  * The σ-space pieces the σ-schedulers share (Euler, Euler a, Heun, LMS, DPM-Solver++, UniPC): the
- * training σ_t, the inference σ schedule and its timesteps, σ-space preconditioning and the
- * conversions of a model output to x̂_0. Each solver keeps its own update rule.
+ * training σ_t, the inference σ schedule and its timesteps, σ-space preconditioning, the VE x̂_0
+ * conversion and the VP (α, σ, λ) of a σ. Each solver keeps its own update rule.
  */
 import {
   SchedulerError,
