@@ -4,21 +4,21 @@
  * `npm start` serves real images with nothing to download.
  */
 import { mapSource, type ModelSource } from '../pipeline/model-source'
-import modelIndex from '../../../shared/golden/pipeline/tiny-sd-optimum/model_index.json'
-import schedulerConfig from '../../../shared/golden/pipeline/tiny-sd-optimum/scheduler/scheduler_config.json'
-import vocab from '../../../shared/golden/pipeline/tiny-sd-optimum/tokenizer/vocab.json'
-import merges from '../../../shared/golden/pipeline/tiny-sd-optimum/tokenizer/merges.txt'
-import tokenizerConfig from '../../../shared/golden/pipeline/tiny-sd-optimum/tokenizer/tokenizer_config.json'
-import specialTokens from '../../../shared/golden/pipeline/tiny-sd-optimum/tokenizer/special_tokens_map.json'
-import textEncoderConfig from '../../../shared/golden/pipeline/tiny-sd-optimum/text_encoder/config.json'
-import textEncoder from '../../../shared/golden/pipeline/tiny-sd-optimum/text_encoder/model.onnx'
-import unetConfig from '../../../shared/golden/pipeline/tiny-sd-optimum/unet/config.json'
-import unet from '../../../shared/golden/pipeline/tiny-sd-optimum/unet/model.onnx'
-import vaeConfig from '../../../shared/golden/pipeline/tiny-sd-optimum/vae_decoder/config.json'
-import vaeDecoder from '../../../shared/golden/pipeline/tiny-sd-optimum/vae_decoder/model.onnx'
+import modelIndex from '../../models/tiny-shapes/model_index.json'
+import schedulerConfig from '../../models/tiny-shapes/scheduler/scheduler_config.json'
+import vocab from '../../models/tiny-shapes/tokenizer/vocab.json'
+import merges from '../../models/tiny-shapes/tokenizer/merges.txt'
+import tokenizerConfig from '../../models/tiny-shapes/tokenizer/tokenizer_config.json'
+import specialTokens from '../../models/tiny-shapes/tokenizer/special_tokens_map.json'
+import textEncoderConfig from '../../models/tiny-shapes/text_encoder/config.json'
+import textEncoder from '../../models/tiny-shapes/text_encoder/model.onnx'
+import unetConfig from '../../models/tiny-shapes/unet/config.json'
+import unet from '../../models/tiny-shapes/unet/model.onnx'
+import vaeConfig from '../../models/tiny-shapes/vae_decoder/config.json'
+import vaeDecoder from '../../models/tiny-shapes/vae_decoder/model.onnx'
 
 /** Public id of the bundled model. */
-export const BUNDLED_MODEL_ID = 'tiny-sd'
+export const BUNDLED_MODEL_ID = 'tiny-shapes'
 
 const json = (v: unknown) => JSON.stringify(v)
 
