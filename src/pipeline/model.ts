@@ -244,11 +244,30 @@ function numberOr(v: unknown, fallback: number): number {
 const hex = (b: ArrayBuffer) =>
   [...new Uint8Array(b)].map((x) => x.toString(16).padStart(2, '0')).join('')
 
-/** SHA-256 over `path NUL sha256(bytes) LF` for every file, sorted by path. */
+/**
+ * SHA-256 over `path NUL sha256(content) LF` for every file, sorted by path. JSON files count by
+ * their canonical form (sorted keys, no whitespace), so the same model has the same digest
+ * whether its configs come from disk or from bundled modules that re-serialise them.
+ */
 async function digestFiles(files: [string, Uint8Array][]): Promise<string> {
   const lines: string[] = []
   for (const [p, bytes] of [...files].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
-    lines.push(`${p}\0${hex(await crypto.subtle.digest('SHA-256', bytes))}\n`)
+    const content = p.endsWith('.json')
+      ? new TextEncoder().encode(canonicalJson(JSON.parse(new TextDecoder().decode(bytes))))
+      : bytes
+    lines.push(`${p}\0${hex(await crypto.subtle.digest('SHA-256', content))}\n`)
   }
   return hex(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(lines.join(''))))
+}
+
+/** JSON with object keys sorted at every level. */
+function canonicalJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`
+  if (v && typeof v === 'object') {
+    const entries = Object.keys(v)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonicalJson((v as Record<string, unknown>)[k])}`)
+    return `{${entries.join(',')}}`
+  }
+  return JSON.stringify(v)
 }

@@ -1,0 +1,228 @@
+/**
+ * Edge to GPU backend through the binding, on the real local stack: `wrangler dev` (workerd with
+ * local KV, R2 and Durable Objects) configured with `GPU_BACKEND_URLS` / `GPU_BACKEND_SECRET`,
+ * and the backend service on localhost (onnxruntime-node, CPU). Checks the image against the
+ * in-edge WebAssembly path, and that a backend that is down, refuses the signature, is slow or
+ * answers garbage gives the client a 503/502/504 problem with nothing cached.
+ */
+import { serve, type ServerType } from '@hono/node-server'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { createServer, type Server } from 'node:http'
+import { createServer as netServer, type AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createBackendApp } from '../../src/gpu/backend-service'
+import { createNodeBackend } from '../../src/gpu/ort-node'
+import { createWebBackend } from '../../src/gpu/ort-web'
+import { folderSource } from '../../src/node/folder-source'
+import { createPipelineEngine } from '../../src/pipeline/engine'
+import { loadModel } from '../../src/pipeline/model'
+import { StableDiffusionPipeline } from '../../src/pipeline/stable-diffusion'
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url))
+/** The folder `src/models/bundled.ts` imports: the backend must serve the same files. */
+const MODEL_DIR = join(ROOT, 'models/tiny-shapes')
+/** The model id `npm run gpu` gives a folder (its name), which is the bundled model's id. */
+const MODEL_ID = 'tiny-shapes'
+const SECRET = randomBytes(16).toString('hex')
+const ADMIN = randomBytes(16).toString('hex')
+
+const freePort = () =>
+  new Promise<number>((resolve) => {
+    const s = netServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as AddressInfo
+      s.close(() => resolve(port))
+    })
+  })
+
+/** A running `wrangler dev` with extra vars; stopped by `stop()`. */
+async function startWorker(vars: Record<string, string>) {
+  const port = await freePort()
+  const state = mkdtempSync(join(tmpdir(), 'tti-edge-backend-'))
+  const args = [
+    'wrangler',
+    'dev',
+    '--port',
+    String(port),
+    '--ip',
+    '127.0.0.1',
+    '--persist-to',
+    state,
+  ]
+  for (const [k, v] of Object.entries({ ADMIN_TOKEN: ADMIN, ...vars }))
+    args.push('--var', `${k}:${v}`)
+  const child: ChildProcess = spawn('npx', [...args, '--show-interactive-dev-session=false'], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+    env: { ...process.env, CI: '1' },
+  })
+  let log = ''
+  child.stdout!.on('data', (d) => (log += d))
+  child.stderr!.on('data', (d) => (log += d))
+  const base = `http://127.0.0.1:${port}`
+  const deadline = Date.now() + 120_000
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`wrangler dev exited:\n${log}`)
+    if (
+      await fetch(`${base}/healthz`).then(
+        (r) => r.ok,
+        () => false,
+      )
+    )
+      break
+    if (Date.now() > deadline) throw new Error(`wrangler dev did not start:\n${log}`)
+    await new Promise((r) => setTimeout(r, 500))
+  }
+  const key = await fetch(`${base}/v1/keys`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ name: 'edge-backend-test' }),
+  }).then((r) => r.json() as Promise<{ key: string }>)
+  const generate = (body: object) =>
+    fetch(`${base}/v1/images`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${key.key}`,
+        'content-type': 'application/json',
+        accept: 'image/png',
+      },
+      body: JSON.stringify(body),
+    })
+  const stop = () => {
+    try {
+      process.kill(-child.pid!, 'SIGTERM')
+    } catch {
+      /* gone */
+    }
+    rmSync(state, { recursive: true, force: true })
+  }
+  return { base, generate, stop, log: () => log }
+}
+
+const REQUEST = {
+  prompt: 'a large red circle in the centre on a white background',
+  seed: 11,
+  steps: 8,
+}
+
+describe('edge → GPU backend through wrangler dev', () => {
+  let backend: ServerType
+  let backendUrl: string
+  let jobs = 0
+  const extra: Server[] = []
+  const listen = async (handler: Parameters<typeof createServer>[1]) => {
+    const s = createServer(handler)
+    extra.push(s)
+    await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
+    return `http://127.0.0.1:${(s.address() as AddressInfo).port}`
+  }
+
+  beforeAll(async () => {
+    const model = await loadModel(folderSource(MODEL_DIR), createNodeBackend('cpu'))
+    const app = createBackendApp({
+      models: [{ id: MODEL_ID, pipeline: new StableDiffusionPipeline(model) }],
+      secret: SECRET,
+      onJobStart: () => jobs++,
+    })
+    backend = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' })
+    await new Promise((r) => backend.once('listening', r))
+    backendUrl = `http://127.0.0.1:${(backend.address() as AddressInfo).port}`
+  })
+  afterAll(() => {
+    backend?.close()
+    extra.forEach((s) => s.close())
+  })
+
+  it('generates on the backend; the image matches the in-edge WebAssembly path', async () => {
+    const worker = await startWorker({ GPU_BACKEND_URLS: backendUrl, GPU_BACKEND_SECRET: SECRET })
+    try {
+      const res = await worker.generate(REQUEST)
+      expect(res.status, worker.log()).toBe(200)
+      expect(res.headers.get('x-cache')).toBe('MISS')
+      expect(jobs).toBe(1)
+      const remote = new Uint8Array(await res.arrayBuffer())
+      const again = await worker.generate(REQUEST)
+      expect(again.headers.get('x-cache')).toBe('HIT')
+      expect(Buffer.from(await again.arrayBuffer()).equals(Buffer.from(remote))).toBe(true)
+      expect(jobs).toBe(1)
+
+      // The in-edge path: the same pipeline on onnxruntime-web's WebAssembly build, as in workerd.
+      const wasm = createPipelineEngine([
+        {
+          id: MODEL_ID,
+          pipeline: new StableDiffusionPipeline(
+            await loadModel(folderSource(MODEL_DIR), createWebBackend('node')),
+          ),
+        },
+      ])
+      const info = wasm.models()[0]
+      const [local] = await wasm.generate({
+        model: info.id,
+        prompt: REQUEST.prompt,
+        negativePrompt: '',
+        seed: REQUEST.seed,
+        steps: REQUEST.steps,
+        guidanceScale: info.defaults.guidance_scale,
+        width: info.defaults.width,
+        height: info.defaults.height,
+        scheduler: info.defaults.scheduler,
+        n: 1,
+        truncate: false,
+      })
+      const { decodePngRgb } = await import('./png-decode')
+      const a = decodePngRgb(remote)
+      const b = decodePngRgb(local.bytes)
+      let differ = 0
+      for (let i = 0; i < a.length; i++) {
+        expect(Math.abs(a[i] - b[i])).toBeLessThanOrEqual(1)
+        if (a[i] !== b[i]) differ++
+      }
+      expect(differ / a.length).toBeLessThan(0.01)
+    } finally {
+      worker.stop()
+    }
+  })
+
+  it('maps backend failures to 502/503/504 problems and caches nothing', async () => {
+    const garbage = await listen((_q, r) => {
+      r.writeHead(200, { 'content-type': 'application/vnd.tti.frames' })
+      r.end('Ixxxxnot a frame')
+    })
+    const slow = await listen(() => {
+      /* never answers */
+    })
+    const cases: [string, Record<string, string>, number][] = [
+      ['down', { GPU_BACKEND_URLS: 'http://127.0.0.1:9', GPU_BACKEND_SECRET: SECRET }, 503],
+      [
+        'wrong signature',
+        { GPU_BACKEND_URLS: backendUrl, GPU_BACKEND_SECRET: 'not-the-secret' },
+        502,
+      ],
+      ['garbage', { GPU_BACKEND_URLS: garbage, GPU_BACKEND_SECRET: SECRET }, 502],
+      [
+        'slow',
+        { GPU_BACKEND_URLS: slow, GPU_BACKEND_SECRET: SECRET, GPU_BACKEND_TIMEOUT_MS: '1500' },
+        504,
+      ],
+    ]
+    for (const [name, vars, status] of cases) {
+      const worker = await startWorker(vars)
+      try {
+        for (let attempt = 0; attempt < 2; attempt++) {
+          const res = await worker.generate({ ...REQUEST, seed: 500 })
+          expect(res.status, `${name}: ${worker.log()}`).toBe(status)
+          expect(res.headers.get('content-type')).toBe('application/problem+json')
+          const body = (await res.json()) as { type: string; status: number }
+          expect(body.status).toBe(status)
+        }
+      } finally {
+        worker.stop()
+      }
+    }
+  })
+})
