@@ -1,0 +1,836 @@
+#!/usr/bin/env python3
+"""Train the bundled tiny-shapes text-to-image model end to end and export it as ONNX.
+
+Stages: synthetic world -> BPE tokenizer -> KL autoencoder (64x64x3 <-> 8x8x4) ->
+latent diffusion UNet + CLIP-style text encoder (trained jointly, epsilon prediction,
+SD noise schedule) -> Python DDIM evaluation on held-out combos -> ONNX export.
+
+Usage:  /usr/bin/python3 training/train.py --out models/tiny-shapes
+        /usr/bin/python3 training/train.py --out /tmp/smoke --smoke
+"""
+import argparse
+import collections
+import json
+import math
+import os
+import random
+import re
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+T0 = time.time()
+
+
+def log(*a):
+    print(f"[{time.time() - T0:7.1f}s]", *a, flush=True)
+
+
+# ----------------------------------------------------------------------------- world
+COLORS = collections.OrderedDict([
+    ("red", (220, 20, 20)), ("green", (20, 160, 40)), ("blue", (30, 60, 220)),
+    ("yellow", (240, 220, 20)), ("purple", (130, 30, 170)), ("orange", (245, 130, 10)),
+    ("white", (255, 255, 255)), ("black", (0, 0, 0)),
+])
+BACKGROUNDS = collections.OrderedDict([
+    ("white", (255, 255, 255)), ("black", (0, 0, 0)), ("gray", (128, 128, 128)), ("pink", (255, 190, 200)),
+])
+SHAPES = ["circle", "square", "triangle"]
+FILL_RATIO = {"circle": math.pi / 4, "square": 1.0, "triangle": 0.5}
+SIZES = collections.OrderedDict([("small", [16, 18, 20]), ("large", [28, 30, 32])])
+SIZE_WORDS = {"small": ["small", "little", "tiny"], "large": ["large", "big"]}
+POSITIONS = collections.OrderedDict([
+    ("centre", (32, 32)), ("left", (18, 32)), ("right", (46, 32)), ("top", (32, 18)), ("bottom", (32, 46)),
+    ("top left", (18, 18)), ("top right", (46, 18)), ("bottom left", (18, 46)), ("bottom right", (46, 46)),
+])
+CENTRE_PHRASES = ["in the centre", "in the center", "in the middle", "at the centre"]
+TEMPLATES = [
+    "a {size} {color} {shape} {pos} on a {bg} background",
+    "{size} {color} {shape} {pos}, {bg} background",
+    "a {bg} background with a {size} {color} {shape} {pos}",
+    "{color} {shape}, {size}, {pos}, on {bg}",
+    "a {size} {color} {shape} on a {bg} background {pos}",
+    "{bg} background, {size} {color} {shape} {pos}",
+    "a {size} {color} {shape} on {bg}, {pos}",
+]
+NOPOS_TEMPLATE = "a {size} {color} {shape} on a {bg} background"  # position omitted => centre
+IMG = 64
+_YY, _XX = np.mgrid[0:IMG, 0:IMG].astype(np.float32) + 0.5
+
+
+def pos_phrase(rng, pos):
+    if pos == "centre":
+        return rng.choice(CENTRE_PHRASES)
+    opts = ["in the " + pos, "at the " + pos]
+    if " " in pos:
+        opts.append("in the " + pos + " corner")
+    return rng.choice(opts)
+
+
+def make_caption(rng, color, shape, bg, size, pos):
+    sw = rng.choice(SIZE_WORDS[size])
+    if pos == "centre" and rng.random() < 0.3:
+        return NOPOS_TEMPLATE.format(size=sw, color=color, shape=shape, bg=bg)
+    t = rng.choice(TEMPLATES)
+    return t.format(size=sw, color=color, shape=shape, bg=bg, pos=pos_phrase(rng, pos))
+
+
+def render(color, shape, bg, px, pos):
+    """Flat-colour render, no antialiasing. Circle/square are centred on the position;
+    the triangle (apex up) has its centroid on the position (clamped into the canvas)."""
+    img = np.empty((IMG, IMG, 3), np.uint8)
+    img[:] = BACKGROUNDS[bg]
+    cx, cy = POSITIONS[pos]
+    s = float(px)
+    if shape == "circle":
+        m = (_XX - cx) ** 2 + (_YY - cy) ** 2 <= (s / 2) ** 2
+    elif shape == "square":
+        m = (np.abs(_XX - cx) <= s / 2) & (np.abs(_YY - cy) <= s / 2)
+    else:
+        top = cy - 2 * s / 3
+        top = min(max(top, 0.0), IMG - s)
+        v = (_YY - top) / s
+        m = (v >= 0) & (v <= 1) & (np.abs(_XX - cx) <= v * s / 2)
+    img[m] = COLORS[color]
+    return img
+
+
+def all_combos():
+    return [(c, s, b) for c in COLORS for s in SHAPES for b in BACKGROUNDS if c != b]
+
+
+def split_combos(seed, frac=0.2):
+    """Deterministic hold-out of >= frac of (colour, shape, background) combos, such that every
+    held-out combo's (colour,shape), (colour,bg) and (shape,bg) pairs still occur in training."""
+    combos = all_combos()
+    rng = random.Random(seed)
+    order = combos[:]
+    rng.shuffle(order)
+    n_hold = math.ceil(frac * len(combos))
+    held = []
+    train = set(combos)
+    for c in order:
+        if len(held) >= n_hold:
+            break
+        rest = train - {c}
+        ok = (any(x[0] == c[0] and x[1] == c[1] for x in rest) and any(x[0] == c[0] and x[2] == c[2] for x in rest)
+              and any(x[1] == c[1] and x[2] == c[2] for x in rest))
+        if ok:
+            held.append(c)
+            train = rest
+    train = [c for c in combos if c in train]
+    return train, sorted(held, key=combos.index)
+
+
+def enumerate_images(combos):
+    attrs, imgs = [], []
+    for (c, s, b) in combos:
+        for size, pxs in SIZES.items():
+            for px in pxs:
+                for pos in POSITIONS:
+                    attrs.append((c, s, b, size, px, pos))
+                    imgs.append(render(c, s, b, px, pos))
+    return attrs, np.stack(imgs)
+
+
+# ----------------------------------------------------------------------------- judge (pixel rules)
+FG_NAMES = list(COLORS)
+FG_RGB = np.array([COLORS[k] for k in FG_NAMES], np.float32)
+POS_NAMES = list(POSITIONS)
+POS_XY = np.array([POSITIONS[k] for k in POS_NAMES], np.float32)
+
+
+def judge(img, bg, thresh=50.0):
+    """img uint8 HxWx3 -> (colour, shape, position) or None. Non-background pixels are those
+    farther than `thresh` from the background RGB; colour = most common nearest palette colour;
+    shape = fill ratio of that colour's bounding box; position = nearest centre to its centroid."""
+    x = img.astype(np.float32)
+    d = np.sqrt(((x - np.array(BACKGROUNDS[bg], np.float32)) ** 2).sum(-1))
+    m = d > thresh
+    if m.sum() < 20:
+        return None
+    px = x[m]
+    near = np.argmin(((px[:, None, :] - FG_RGB[None]) ** 2).sum(-1), 1)
+    cnt = np.bincount(near, minlength=len(FG_NAMES))
+    ci = int(cnt.argmax())
+    full = np.zeros(m.shape, bool)
+    full[m] = near == ci
+    ys, xs = np.nonzero(full)
+    area = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
+    fill = len(ys) / area
+    shape = min(FILL_RATIO, key=lambda k: abs(FILL_RATIO[k] - fill))
+    cen = np.array([xs.mean() + 0.5, ys.mean() + 0.5], np.float32)
+    pos = POS_NAMES[int(np.argmin(((POS_XY - cen) ** 2).sum(-1)))]
+    return FG_NAMES[ci], shape, pos
+
+
+# ----------------------------------------------------------------------------- BPE tokenizer
+def bytes_to_unicode():
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs]))
+
+
+PAT = re.compile(r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[^\W\d_]+|\d|(?:[^\s\w]|_)+""", re.IGNORECASE)
+BYTE_ENC = bytes_to_unicode()
+
+
+def pretokenize(text):
+    text = re.sub(r"\s+", " ", text).strip().lower()
+    return ["".join(BYTE_ENC[b] for b in tok.encode("utf-8")) for tok in PAT.findall(text)]
+
+
+def learn_bpe(texts, max_merges=1000):
+    freqs = collections.Counter()
+    for t in texts:
+        freqs.update(pretokenize(t))
+    words = {w: tuple(w[:-1]) + (w[-1] + "</w>",) for w in freqs}
+    merges = []
+    while len(merges) < max_merges:
+        pairs = collections.Counter()
+        for w, sym in words.items():
+            for a, b in zip(sym, sym[1:]):
+                pairs[(a, b)] += freqs[w]
+        if not pairs:
+            break
+        best = max(pairs.items(), key=lambda kv: (kv[1], [-ord(ch) for ch in kv[0][0] + " " + kv[0][1]]))[0]
+        merges.append(best)
+        for w, sym in words.items():
+            out, i = [], 0
+            while i < len(sym):
+                if i < len(sym) - 1 and sym[i] == best[0] and sym[i + 1] == best[1]:
+                    out.append(sym[i] + sym[i + 1])
+                    i += 2
+                else:
+                    out.append(sym[i])
+                    i += 1
+            words[w] = tuple(out)
+    return merges
+
+
+class Tokenizer:
+    """CLIP-convention BPE tokenizer: ids = [BOS] + bpe[:window-2] + [EOS], padded with EOS."""
+
+    def __init__(self, merges, window):
+        v = list(BYTE_ENC.values())
+        v = v + [x + "</w>" for x in v]
+        v += ["".join(m) for m in merges]
+        v += ["<|startoftext|>", "<|endoftext|>"]
+        self.vocab = {t: i for i, t in enumerate(v)}
+        self.ranks = {m: i for i, m in enumerate(merges)}
+        self.merges = merges
+        self.window = window
+        self.bos = self.vocab["<|startoftext|>"]
+        self.eos = self.vocab["<|endoftext|>"]
+        self.cache = {}
+
+    def bpe(self, token):
+        word = tuple(token[:-1]) + (token[-1] + "</w>",)
+        while len(word) > 1:
+            pairs = set(zip(word, word[1:]))
+            best = min(pairs, key=lambda p: self.ranks.get(p, 1e18))
+            if best not in self.ranks:
+                break
+            out, i = [], 0
+            while i < len(word):
+                if i < len(word) - 1 and word[i] == best[0] and word[i + 1] == best[1]:
+                    out.append(word[i] + word[i + 1])
+                    i += 2
+                else:
+                    out.append(word[i])
+                    i += 1
+            word = tuple(out)
+        return word
+
+    def encode(self, text):
+        ids = []
+        for tok in pretokenize(text):
+            ids += [self.vocab[s] for s in self.bpe(tok)]
+        return ids
+
+    def __call__(self, text):
+        if text not in self.cache:
+            ids = [self.bos] + self.encode(text)[: self.window - 2] + [self.eos]
+            ids += [self.eos] * (self.window - len(ids))
+            self.cache[text] = ids
+        return self.cache[text]
+
+
+# ----------------------------------------------------------------------------- models
+class Attention(nn.Module):
+    def __init__(self, d, ctx_d, heads):
+        super().__init__()
+        self.h, self.dh = heads, d // heads
+        self.q = nn.Linear(d, d, bias=False)
+        self.k = nn.Linear(ctx_d, d, bias=False)
+        self.v = nn.Linear(ctx_d, d, bias=False)
+        self.o = nn.Linear(d, d)
+
+    def forward(self, x, ctx=None, mask=None):
+        ctx = x if ctx is None else ctx
+        B = x.shape[0]
+        q = self.q(x).reshape(B, -1, self.h, self.dh).transpose(1, 2)
+        k = self.k(ctx).reshape(B, -1, self.h, self.dh).transpose(1, 2)
+        v = self.v(ctx).reshape(B, -1, self.h, self.dh).transpose(1, 2)
+        a = torch.matmul(q, k.transpose(-1, -2)) * (self.dh ** -0.5)
+        if mask is not None:
+            a = a + mask
+        a = a.softmax(-1)
+        return self.o(torch.matmul(a, v).transpose(1, 2).reshape(B, -1, self.h * self.dh))
+
+
+class TextLayer(nn.Module):
+    def __init__(self, d, heads, ff):
+        super().__init__()
+        self.ln1, self.attn = nn.LayerNorm(d), Attention(d, d, heads)
+        self.ln2 = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, ff), nn.GELU(), nn.Linear(ff, d))
+
+    def forward(self, x, mask):
+        x = x + self.attn(self.ln1(x), mask=mask)
+        return x + self.mlp(self.ln2(x))
+
+
+class TextEncoder(nn.Module):
+    """CLIP-style causal pre-LN transformer. pooler_output = state at the first EOS (argmax id)."""
+
+    def __init__(self, vocab, window, d, layers, heads, ff):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, d)
+        self.pos = nn.Parameter(torch.randn(window, d) * 0.01)
+        nn.init.normal_(self.tok.weight, std=0.02)
+        self.layers = nn.ModuleList([TextLayer(d, heads, ff) for _ in range(layers)])
+        self.ln = nn.LayerNorm(d)
+        self.register_buffer("mask", torch.triu(torch.full((window, window), -1e4), 1))
+
+    def forward(self, ids):
+        x = self.tok(ids) + self.pos
+        for l in self.layers:
+            x = l(x, self.mask)
+        x = self.ln(x)
+        idx = ids.argmax(-1)
+        pooled = x.gather(1, idx[:, None, None].expand(-1, 1, x.shape[-1])).squeeze(1)
+        return x, pooled
+
+
+def timestep_embedding(t, dim):
+    """diffusers get_timestep_embedding(flip_sin_to_cos=True, downscale_freq_shift=0)."""
+    half = dim // 2
+    exponent = -math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half
+    emb = t[:, None] * torch.exp(exponent)[None, :]
+    return torch.cat([torch.cos(emb), torch.sin(emb)], -1)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, cin, cout, temb=None, groups=32):
+        super().__init__()
+        self.n1, self.c1 = nn.GroupNorm(groups, cin, eps=1e-6), nn.Conv2d(cin, cout, 3, padding=1)
+        self.t = nn.Linear(temb, cout) if temb else None
+        self.n2, self.c2 = nn.GroupNorm(groups, cout, eps=1e-6), nn.Conv2d(cout, cout, 3, padding=1)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x, emb=None):
+        h = self.c1(F.silu(self.n1(x)))
+        if self.t is not None:
+            h = h + self.t(F.silu(emb))[:, :, None, None]
+        h = self.c2(F.silu(self.n2(h)))
+        return self.skip(x) + h
+
+
+class SpatialTransformer(nn.Module):
+    """GroupNorm -> proj_in -> [self-attn, cross-attn, FF] (pre-LN) -> proj_out, residual."""
+
+    def __init__(self, c, ctx_d, heads):
+        super().__init__()
+        self.norm = nn.GroupNorm(32, c, eps=1e-6)
+        self.proj_in = nn.Linear(c, c)
+        self.ln1, self.attn1 = nn.LayerNorm(c), Attention(c, c, heads)
+        self.ln2, self.attn2 = nn.LayerNorm(c), Attention(c, ctx_d, heads)
+        self.ln3 = nn.LayerNorm(c)
+        self.ff = nn.Sequential(nn.Linear(c, 4 * c), nn.GELU(), nn.Linear(4 * c, c))
+        self.proj_out = nn.Linear(c, c)
+
+    def forward(self, x, ctx):
+        h = self.proj_in(self.norm(x).flatten(2).transpose(1, 2))
+        h = h + self.attn1(self.ln1(h))
+        h = h + self.attn2(self.ln2(h), ctx)
+        h = h + self.ff(self.ln3(h))
+        return x + self.proj_out(h).transpose(1, 2).reshape(x.shape)
+
+
+class UNet(nn.Module):
+    def __init__(self, ch=(64, 128), ctx_d=128, heads=4, temb=256):
+        super().__init__()
+        c0, c1 = ch
+        self.c0 = c0
+        self.time_mlp = nn.Sequential(nn.Linear(c0, temb), nn.SiLU(), nn.Linear(temb, temb))
+        # attention pooling of the text states, added to the timestep embedding (global conditioning)
+        self.pool_q = nn.Parameter(torch.randn(ctx_d) * 0.02)
+        self.pool_k, self.pool_v = nn.Linear(ctx_d, ctx_d), nn.Linear(ctx_d, ctx_d)
+        self.pool_proj = nn.Linear(ctx_d, temb)
+        self.conv_in = nn.Conv2d(4, c0, 3, padding=1)
+        self.d0r, self.d0a = ResBlock(c0, c0, temb), SpatialTransformer(c0, ctx_d, heads)
+        self.down = nn.Conv2d(c0, c0, 3, stride=2, padding=1)
+        self.d1r, self.d1a = ResBlock(c0, c1, temb), SpatialTransformer(c1, ctx_d, heads)
+        self.mr, self.ma = ResBlock(c1, c1, temb), SpatialTransformer(c1, ctx_d, heads)
+        self.u1r, self.u1a = ResBlock(c1 + c1, c1, temb), SpatialTransformer(c1, ctx_d, heads)
+        self.up = nn.Conv2d(c1, c1, 3, padding=1)
+        self.u0r, self.u0a = ResBlock(c1 + c0, c0, temb), SpatialTransformer(c0, ctx_d, heads)
+        self.u0r2, self.u0a2 = ResBlock(c0 + c0, c0, temb), SpatialTransformer(c0, ctx_d, heads)
+        self.out = nn.Sequential(nn.GroupNorm(32, c0, eps=1e-6), nn.SiLU(), nn.Conv2d(c0, 4, 3, padding=1))
+
+    def forward(self, sample, timestep, encoder_hidden_states):
+        ctx = encoder_hidden_states
+        t = timestep.reshape(-1).float()  # [batch] or [1] (broadcast)
+        emb = self.time_mlp(timestep_embedding(t, self.c0))
+        k = self.pool_k(ctx)
+        a = ((k * self.pool_q).sum(-1) * (k.shape[-1] ** -0.5)).softmax(-1)
+        pooled = (a.unsqueeze(-1) * self.pool_v(ctx)).sum(1)
+        emb = emb + self.pool_proj(pooled)
+        h0 = self.conv_in(sample)
+        h1 = self.d0a(self.d0r(h0, emb), ctx)
+        h = self.down(h1)
+        h2 = self.d1a(self.d1r(h, emb), ctx)
+        h = self.ma(self.mr(h2, emb), ctx)
+        h = self.u1a(self.u1r(torch.cat([h, h2], 1), emb), ctx)
+        h = self.up(F.interpolate(h, scale_factor=2.0, mode="nearest"))
+        h = self.u0a(self.u0r(torch.cat([h, h1], 1), emb), ctx)
+        h = self.u0a2(self.u0r2(torch.cat([h, h0], 1), emb), ctx)
+        return self.out(h)
+
+
+class VAEEncoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net1 = nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(12, 32, 3, padding=1))
+        self.r1 = ResBlock(32, 32, groups=8)
+        self.c2 = nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(128, 64, 3, padding=1))
+        self.r2 = ResBlock(64, 64, groups=16)
+        self.c3 = nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(256, 96, 3, padding=1))
+        self.r3 = ResBlock(96, 96, groups=16)
+        self.out = nn.Sequential(nn.GroupNorm(16, 96, eps=1e-6), nn.SiLU(), nn.Conv2d(96, 8, 3, padding=1))
+
+    def forward(self, x):
+        h = self.r1(self.net1(x))
+        h = self.r2(self.c2(h))
+        h = self.r3(self.c3(h))
+        mean, logvar = self.out(h).chunk(2, 1)
+        return mean, logvar.clamp(-30, 20)
+
+
+class VAEDecoder(nn.Module):
+    """8x8x4 -> 64x64x3 in three x2 stages (8->16->32->64), channels 96/64/32 (+3 out)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv_in = nn.Conv2d(4, 96, 3, padding=1)
+        self.r8a, self.r8b = ResBlock(96, 96, groups=16), ResBlock(96, 96, groups=16)
+        self.up16 = nn.Sequential(nn.Conv2d(96, 4 * 64, 3, padding=1), nn.PixelShuffle(2))
+        self.r16 = ResBlock(64, 64, groups=16)
+        self.up32 = nn.Sequential(nn.Conv2d(64, 4 * 32, 3, padding=1), nn.PixelShuffle(2))
+        self.r32 = ResBlock(32, 32, groups=8)
+        self.out = nn.Sequential(nn.GroupNorm(8, 32, eps=1e-6), nn.SiLU(), nn.Conv2d(32, 12, 3, padding=1), nn.PixelShuffle(2))
+
+    def forward(self, z):
+        h = self.r8b(self.r8a(self.conv_in(z)))
+        h = self.r16(self.up16(h))
+        h = self.r32(self.up32(h))
+        return self.out(h)
+
+
+class DecoderExport(nn.Module):
+    def __init__(self, dec):
+        super().__init__()
+        self.dec = dec
+
+    def forward(self, latent_sample):
+        return self.dec(latent_sample)
+
+
+class TextExport(nn.Module):
+    def __init__(self, te):
+        super().__init__()
+        self.te = te
+
+    def forward(self, input_ids):
+        return self.te(input_ids)
+
+
+def nparams(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def to_tensor(imgs):
+    return torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def to_uint8(x):
+    return ((x.clamp(-1, 1) * 0.5 + 0.5) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+def lr_at(step, total, base, warm):
+    if step < warm:
+        return base * (step + 1) / warm
+    p = (step - warm) / max(1, total - warm)
+    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+# ----------------------------------------------------------------------------- sampling
+def sd_alphas_cumprod():
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+    return torch.cumprod(1 - betas, 0).float()
+
+
+@torch.no_grad()
+def ddim_sample(unet, te, tok, prompts, steps, guidance, sf, gen):
+    """DDIMScheduler(timestep_spacing='trailing', set_alpha_to_one=False), eta=0, CFG."""
+    ac = sd_alphas_cumprod()
+    ratio = 1000 // steps
+    ts = (np.round(np.arange(1000, 0, -1000 / steps)).astype(np.int64) - 1).tolist()
+    B = len(prompts)
+    ids = torch.tensor([tok(p) for p in prompts])
+    uids = torch.tensor([tok("")] * B)
+    cond, _ = te(ids)
+    unc, _ = te(uids)
+    x = torch.randn(B, 4, 8, 8, generator=gen)
+    for t in ts:
+        if guidance == 1.0:
+            eps = unet(x, torch.tensor([float(t)]), cond)
+        else:
+            e = unet(torch.cat([x, x]), torch.tensor([float(t)]), torch.cat([unc, cond]))
+            eu, ec = e.chunk(2)
+            eps = eu + guidance * (ec - eu)
+        a = ac[t]
+        ap = ac[t - ratio] if t - ratio >= 0 else ac[0]
+        x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+        x = ap.sqrt() * x0 + (1 - ap).sqrt() * eps
+    return x / sf
+
+
+# ----------------------------------------------------------------------------- main
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="models/tiny-shapes")
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--window", type=int, default=20)
+    ap.add_argument("--vae-steps", type=int, default=1000)
+    ap.add_argument("--vae-batch", type=int, default=32)
+    ap.add_argument("--unet-steps", type=int, default=2000)
+    ap.add_argument("--unet-batch", type=int, default=64)
+    ap.add_argument("--unet-lr", type=float, default=8e-4)
+    ap.add_argument("--eval-n", type=int, default=100)
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--threads", type=int, default=1, help="1 was 4x faster than 2 on the shared 2-core box")
+    args = ap.parse_args()
+    if args.smoke:
+        args.vae_steps, args.unet_steps, args.eval_n = 30, 30, 12
+    torch.set_num_threads(args.threads)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    out = args.out
+    for sub in ["tokenizer", "text_encoder", "unet", "vae_decoder", "scheduler"]:
+        os.makedirs(os.path.join(out, sub), exist_ok=True)
+    stats = {"seed": args.seed}
+
+    # --- world
+    train_c, held_c = split_combos(args.seed)
+    log(f"combos: {len(train_c)} train, {len(held_c)} held out")
+    attrs, imgs = enumerate_images(train_c)
+    hattrs, himgs = enumerate_images(held_c)
+    log(f"unique training images {len(attrs)}, held-out {len(hattrs)}")
+    bad = sum(judge(im, a[2]) != (a[0], a[1], a[5]) for im, a in zip(imgs, attrs))
+    log(f"judge on ground truth renders: {bad} mismatches")
+    world = {
+        "image_size": IMG,
+        "colors": {k: list(v) for k, v in COLORS.items()},
+        "backgrounds": {k: list(v) for k, v in BACKGROUNDS.items()},
+        "shapes": SHAPES,
+        "shape_fill_ratio": FILL_RATIO,
+        "sizes": {k: {"px": v, "words": SIZE_WORDS[k]} for k, v in SIZES.items()},
+        "positions": {k: list(v) for k, v in POSITIONS.items()},
+        "position_phrases": {"centre": CENTRE_PHRASES, "other": ["in the {pos}", "at the {pos}", "in the {pos} corner (corners only)"]},
+        "templates": TEMPLATES,
+        "template_without_position": NOPOS_TEMPLATE,
+        "notes": ("Positions are pixel (x, y) centres in the 64x64 image (origin top left). Circles/squares are centred "
+                  "there; triangles (apex up, base = height = size) have their centroid there, clamped inside the canvas. "
+                  "A caption without a position means centre. Foreground colour always differs from background."),
+        "judge": {"background_distance_threshold": 50, "colour": "most common nearest palette colour among non-background pixels",
+                  "shape": "pixel count / bounding-box area of that colour, nearest of shape_fill_ratio",
+                  "position": "nearest position centre to the centroid"},
+    }
+    json.dump(world, open(os.path.join(out, "world.json"), "w"), indent=2)
+    json.dump([{"color": c, "shape": s, "background": b} for c, s, b in held_c], open(os.path.join(out, "heldout.json"), "w"), indent=2)
+
+    # --- tokenizer
+    rng = random.Random(args.seed)
+    corpus = [make_caption(rng, *a[:3], a[3], a[5]) for a in attrs for _ in range(3)]
+    corpus += [make_caption(rng, *a[:3], a[3], a[5]) for a in hattrs]  # vocabulary only (same words)
+    merges = learn_bpe(corpus)
+    tok = Tokenizer(merges, args.window)
+    words = set(w for t in corpus for w in pretokenize(t))
+    assert all(len(tok.bpe(w)) == 1 for w in words)
+    maxlen = max(len(tok.encode(t)) for t in corpus)
+    assert maxlen <= args.window - 2, maxlen
+    log(f"BPE: {len(merges)} merges, vocab {len(tok.vocab)}, longest caption {maxlen} tokens, window {args.window}")
+    with open(os.path.join(out, "tokenizer", "vocab.json"), "w") as f:
+        json.dump(tok.vocab, f, ensure_ascii=False)
+    with open(os.path.join(out, "tokenizer", "merges.txt"), "w", encoding="utf-8") as f:
+        f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    json.dump({"tokenizer_class": "CLIPTokenizer", "model_max_length": args.window, "do_lower_case": True,
+               "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
+               "pad_token": "<|endoftext|>", "add_prefix_space": False, "errors": "replace",
+               "clean_up_tokenization_spaces": True},
+              open(os.path.join(out, "tokenizer", "tokenizer_config.json"), "w"), indent=2)
+    json.dump({"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
+               "pad_token": "<|endoftext|>"}, open(os.path.join(out, "tokenizer", "special_tokens_map.json"), "w"), indent=2)
+
+    # --- VAE
+    torch.manual_seed(args.seed)
+    enc, dec = VAEEncoder(), VAEDecoder()
+    log(f"VAE params: encoder {nparams(enc)}, decoder {nparams(dec)}")
+    X = to_tensor(imgs)
+    opt = torch.optim.AdamW(list(enc.parameters()) + list(dec.parameters()), lr=2e-3, weight_decay=0.0)
+    g = torch.Generator().manual_seed(args.seed + 1)
+    t_vae = time.time()
+    for step in range(args.vae_steps):
+        for pg in opt.param_groups:
+            pg["lr"] = lr_at(step, args.vae_steps, 2e-3, 50)
+        idx = torch.randint(0, len(X), (args.vae_batch,), generator=g)
+        x = X[idx]
+        mean, logvar = enc(x)
+        z = mean + torch.randn(mean.shape, generator=g) * (0.5 * logvar).exp()
+        rec = dec(z)
+        kl = 0.5 * (mean ** 2 + logvar.exp() - 1 - logvar).mean()
+        lmean = (mean.mean((0, 2, 3)) ** 2).sum()
+        loss = (rec - x).abs().mean() + ((rec - x) ** 2).mean() + 1e-4 * kl + 1e-2 * lmean
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 100 == 0 or step == args.vae_steps - 1:
+            log(f"vae step {step} loss {loss.item():.4f} kl {kl.item():.2f} std {mean.std().item():.2f} "
+                f"logvar {logvar.mean().item():.2f} ({(time.time() - t_vae) / (step + 1):.2f}s/step)")
+    stats["vae_train_s"] = time.time() - t_vae
+    enc.eval()
+    dec.eval()
+    with torch.no_grad():
+        lat = torch.cat([enc(X[i:i + 256])[0] for i in range(0, len(X), 256)])
+        hX = to_tensor(himgs)
+        hlat = torch.cat([enc(hX[i:i + 256])[0] for i in range(0, len(hX), 256)])
+        recs = torch.cat([dec(hlat[i:i + 256]) for i in range(0, len(hlat), 256)])
+        trecs = torch.cat([dec(lat[i:i + 256]) for i in range(0, len(lat), 256)])
+    ch_mean = lat.mean((0, 2, 3))
+    std = lat.std().item()
+    sf = 1.0 / std
+    stats.update(latent_std=std, latent_channel_mean=[round(v, 4) for v in ch_mean.tolist()], scaling_factor=sf)
+    log(f"latent std {std:.4f} -> scaling_factor {sf:.5f}; channel means {ch_mean.tolist()}; "
+        f"mean/std {(ch_mean.abs().max().item() / std):.3f}")
+    for name, r, ims, at in [("train", trecs, imgs, attrs), ("heldout", recs, himgs, hattrs)]:
+        ru = to_uint8(r)
+        mae = np.abs(ru.astype(np.float32) - ims.astype(np.float32)).mean()
+        acc = np.mean([judge(im, a[2]) == (a[0], a[1], a[5]) for im, a in zip(ru, at)])
+        cacc = np.mean([(judge(im, a[2]) or (None,))[0] == a[0] for im, a in zip(ru, at)])
+        log(f"VAE recon {name}: MAE {mae:.2f}/255, judge all-correct {acc:.3f}, colour {cacc:.3f}")
+        stats[f"vae_recon_{name}"] = {"mae_255": float(mae), "judge_all": float(acc), "colour": float(cacc)}
+
+    # --- UNet + text encoder
+    torch.manual_seed(args.seed + 2)
+    te = TextEncoder(len(tok.vocab), args.window, 128, 3, 4, 512)
+    unet = UNet()
+    log(f"params: text encoder {nparams(te)}, unet {nparams(unet)}, vae decoder {nparams(dec)}")
+    stats["params"] = {"text_encoder": nparams(te), "unet": nparams(unet), "vae_decoder": nparams(dec), "vae_encoder": nparams(enc)}
+    L = lat * sf
+    params = list(unet.parameters()) + list(te.parameters())
+    opt = torch.optim.AdamW(params, lr=args.unet_lr, weight_decay=0.01)
+    ema_unet, ema_te = UNet(), TextEncoder(len(tok.vocab), args.window, 128, 3, 4, 512)
+    ema_unet.load_state_dict(unet.state_dict())
+    ema_te.load_state_dict(te.state_dict())
+    ema_p = list(ema_unet.parameters()) + list(ema_te.parameters())
+    for p in ema_p:
+        p.requires_grad_(False)
+    ac = sd_alphas_cumprod()
+    g = torch.Generator().manual_seed(args.seed + 3)
+    crng = random.Random(args.seed + 4)
+    t_unet = time.time()
+    run_loss = None
+    for step in range(args.unet_steps):
+        for pg in opt.param_groups:
+            pg["lr"] = lr_at(step, args.unet_steps, args.unet_lr, 200)
+        idx = torch.randint(0, len(L), (args.unet_batch,), generator=g)
+        caps = []
+        for i in idx.tolist():
+            a = attrs[i]
+            caps.append("" if crng.random() < 0.1 else make_caption(crng, a[0], a[1], a[2], a[3], a[5]))
+        ids = torch.tensor([tok(c) for c in caps])
+        x0 = L[idx]
+        t = torch.randint(0, 1000, (args.unet_batch,), generator=g)
+        noise = torch.randn(x0.shape, generator=g)
+        abar = ac[t][:, None, None, None]
+        xt = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+        ctx, _ = te(ids)
+        pred = unet(xt, t.float(), ctx)
+        snr = ac[t] / (1 - ac[t])
+        w = snr.clamp(max=5.0) / snr
+        loss = (w * ((pred - noise) ** 2).mean((1, 2, 3))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        d = min(0.999, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, p in zip(ema_p, params):
+                pe.mul_(d).add_(p.detach(), alpha=1 - d)
+        run_loss = loss.item() if run_loss is None else 0.98 * run_loss + 0.02 * loss.item()
+        if step % 100 == 0 or step == args.unet_steps - 1:
+            el = time.time() - t_unet
+            log(f"unet step {step} loss {run_loss:.4f} lr {opt.param_groups[0]['lr']:.2e} "
+                f"({el / (step + 1):.2f}s/step, eta {el / (step + 1) * (args.unet_steps - step - 1) / 60:.1f} min)")
+    stats["unet_train_s"] = time.time() - t_unet
+    stats["unet_final_loss"] = run_loss
+    unet, te = ema_unet.eval(), ema_te.eval()
+
+    # --- evaluation on held-out combos (Python DDIM sampler)
+    erng = random.Random(args.seed + 5)
+    prompts, truths = [], []
+    for i in range(args.eval_n):
+        c, s, b = held_c[i % len(held_c)]
+        size = erng.choice(list(SIZES))
+        pos = erng.choice(list(POSITIONS))
+        prompts.append(make_caption(erng, c, s, b, size, pos))
+        truths.append((c, s, b, pos))
+    # a caption without a position phrase means centre
+    for i, p in enumerate(prompts):
+        if not any(w in p for w in ["left", "right", "top", "bottom", "centre", "center", "middle"]):
+            truths[i] = truths[i][:3] + ("centre",)
+    results = {}
+    sheet_imgs = None
+    for gs in [7.5, 1.0]:
+        gen = torch.Generator().manual_seed(args.seed + 6)
+        ims = []
+        t_s = time.time()
+        for i in range(0, len(prompts), 50):
+            z = ddim_sample(unet, te, tok, prompts[i:i + 50], 20, gs, sf, gen)
+            with torch.no_grad():
+                ims.append(to_uint8(dec(z)))
+        ims = np.concatenate(ims)
+        js = [judge(im, tr[2]) for im, tr in zip(ims, truths)]
+        col = np.mean([j is not None and j[0] == tr[0] for j, tr in zip(js, truths)])
+        shp = np.mean([j is not None and j[1] == tr[1] for j, tr in zip(js, truths)])
+        pos = np.mean([j is not None and j[2] == tr[3] for j, tr in zip(js, truths)])
+        allc = np.mean([j is not None and j == (tr[0], tr[1], tr[3]) for j, tr in zip(js, truths)])
+        results[str(gs)] = {"colour": float(col), "shape": float(shp), "position": float(pos), "all": float(allc)}
+        log(f"eval guidance {gs}: colour {col:.3f} shape {shp:.3f} position {pos:.3f} all {allc:.3f} "
+            f"({time.time() - t_s:.1f}s)")
+        if gs == 7.5:
+            sheet_imgs = ims
+    stats["eval"] = results
+    stats["eval_n"] = len(prompts)
+    make_sheet(sheet_imgs, prompts, os.path.join(out, "contact-sheet.png"), n=min(40, len(prompts)))
+
+    # --- export
+    export(out, tok, te, unet, dec, sf, args, stats)
+    stats["total_wall_s"] = time.time() - T0
+    json.dump(stats, open(os.path.join(out, "training_stats.json"), "w"), indent=2)
+    log("done", json.dumps(stats))
+
+
+def make_sheet(ims, prompts, path, n=40, cols=8):
+    from PIL import Image, ImageDraw
+    import textwrap
+    cell_w, cell_h = 128, 128 + 36
+    rows = (n + cols - 1) // cols
+    sheet = Image.new("RGB", (cols * cell_w, rows * cell_h), (255, 255, 255))
+    dr = ImageDraw.Draw(sheet)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        sheet.paste(Image.fromarray(ims[i]).resize((128, 128), Image.NEAREST), (c * cell_w, r * cell_h))
+        dr.multiline_text((c * cell_w + 2, r * cell_h + 129), "\n".join(textwrap.wrap(prompts[i], 24)[:3]),
+                          fill=(0, 0, 0), spacing=0)
+    sheet.save(path)
+
+
+def export(out, tok, te, unet, dec, sf, args, stats):
+    W = args.window
+    opset = 14
+    ids = torch.tensor([tok("a small red circle on a white background"), tok("")])
+    with torch.no_grad():
+        torch.onnx.export(TextExport(te), (ids,), os.path.join(out, "text_encoder", "model.onnx"), opset_version=opset,
+                          input_names=["input_ids"], output_names=["last_hidden_state", "pooler_output"],
+                          dynamic_axes={"input_ids": {0: "batch"}, "last_hidden_state": {0: "batch"}, "pooler_output": {0: "batch"}})
+        ctx, _ = te(ids)
+        sample = torch.randn(2, 4, 8, 8)
+        ts = torch.tensor([500.0])
+        torch.onnx.export(unet, (sample, ts, ctx), os.path.join(out, "unet", "model.onnx"), opset_version=opset,
+                          input_names=["sample", "timestep", "encoder_hidden_states"], output_names=["out_sample"],
+                          dynamic_axes={"sample": {0: "batch", 2: "height", 3: "width"}, "timestep": {0: "steps"},
+                                        "encoder_hidden_states": {0: "batch", 1: "sequence"},
+                                        "out_sample": {0: "batch", 2: "height", 3: "width"}})
+        torch.onnx.export(DecoderExport(dec), (sample,), os.path.join(out, "vae_decoder", "model.onnx"), opset_version=opset,
+                          input_names=["latent_sample"], output_names=["sample"],
+                          dynamic_axes={"latent_sample": {0: "batch", 2: "height", 3: "width"},
+                                        "sample": {0: "batch", 2: "out_height", 3: "out_width"}})
+        # reference tensors for the onnxruntime-node check (training/verify_onnx.js)
+        ref = os.environ.get("VERIFY_DIR", "/tmp/tiny-shapes-verify")
+        os.makedirs(ref, exist_ok=True)
+        ids3 = torch.tensor([tok("large blue triangle in the top left, gray background"), tok(""), tok("a tiny green square")])
+        h3, p3 = te(ids3)
+        s3 = torch.randn(3, 4, 12, 10)
+        t1 = torch.tensor([321.0])
+        u3 = unet(s3, t1, h3)
+        d3 = dec(s3)
+        tensors = {"ids": ids3, "last_hidden_state": h3, "pooler_output": p3, "sample": s3, "timestep": t1,
+                   "out_sample": u3, "decoded": d3}
+        meta = {}
+        for k, v in tensors.items():
+            v = v.contiguous()
+            (v.numpy().astype(np.int64) if v.dtype == torch.int64 else v.numpy().astype(np.float32)).tofile(os.path.join(ref, k + ".bin"))
+            meta[k] = list(v.shape)
+        json.dump(meta, open(os.path.join(ref, "meta.json"), "w"))
+    vocab = len(tok.vocab)
+    json.dump({"architectures": ["CLIPTextModel"], "model_type": "clip_text_model", "hidden_size": 128,
+               "intermediate_size": 512, "num_hidden_layers": 3, "num_attention_heads": 4,
+               "max_position_embeddings": W, "vocab_size": vocab, "hidden_act": "gelu", "layer_norm_eps": 1e-5,
+               "bos_token_id": tok.bos, "eos_token_id": tok.eos, "pad_token_id": tok.eos, "projection_dim": 128},
+              open(os.path.join(out, "text_encoder", "config.json"), "w"), indent=2)
+    json.dump({"_class_name": "UNet2DConditionModel", "_diffusers_version": "0.21.0", "sample_size": 8,
+               "in_channels": 4, "out_channels": 4, "block_out_channels": [64, 128], "layers_per_block": 1,
+               "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+               "mid_block_type": "UNetMidBlock2DCrossAttn",
+               "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+               "cross_attention_dim": 128, "attention_head_dim": [16, 32], "num_attention_heads": 4,
+               "norm_num_groups": 32, "flip_sin_to_cos": True, "freq_shift": 0, "act_fn": "silu",
+               "prediction_type": "epsilon", "timestep_input": "float32 tensor of shape [batch] or [1] (broadcast)",
+               "text_pooling": "attention pooling of encoder_hidden_states added to the time embedding"},
+              open(os.path.join(out, "unet", "config.json"), "w"), indent=2)
+    json.dump({"_class_name": "AutoencoderKL", "_diffusers_version": "0.21.0", "in_channels": 3, "out_channels": 3,
+               "latent_channels": 4, "sample_size": 64, "scaling_factor": round(sf, 6),
+               "block_out_channels": [32, 32, 64, 96], "norm_num_groups": 8, "act_fn": "silu",
+               "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
+               "layers_per_block": 1, "latent_channel_mean": stats["latent_channel_mean"]},
+              open(os.path.join(out, "vae_decoder", "config.json"), "w"), indent=2)
+    json.dump({"_class_name": "DDIMScheduler", "_diffusers_version": "0.21.0", "num_train_timesteps": 1000,
+               "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "trained_betas": None,
+               "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1, "prediction_type": "epsilon",
+               "timestep_spacing": "trailing", "thresholding": False, "rescale_betas_zero_snr": False},
+              open(os.path.join(out, "scheduler", "scheduler_config.json"), "w"), indent=2)
+    json.dump({"_class_name": "OnnxStableDiffusionPipeline", "_diffusers_version": "0.21.0",
+               "feature_extractor": [None, None], "requires_safety_checker": False, "safety_checker": [None, None],
+               "scheduler": ["diffusers", "DDIMScheduler"], "text_encoder": ["diffusers", "OnnxRuntimeModel"],
+               "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "OnnxRuntimeModel"],
+               "vae_decoder": ["diffusers", "OnnxRuntimeModel"], "vae_encoder": [None, None],
+               "_defaults": {"num_inference_steps": 20, "guidance_scale": 7.5, "height": 64, "width": 64}},
+              open(os.path.join(out, "model_index.json"), "w"), indent=2)
+    log("exported ONNX + configs")
+
+
+if __name__ == "__main__":
+    main()
