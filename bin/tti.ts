@@ -1,0 +1,287 @@
+/**
+ * @module
+ * `tti`: the command line of a deployed edge-tti API, built on `src/client`. Run it with
+ * `npm run tti -- …`, `npx tti …` (the `bin/tti.mjs` shim) or `npx tsx bin/tti.ts …`.
+ *
+ * @example
+ * TTI_URL=https://tti.example.com TTI_API_KEY=tti_… tti generate "a red circle" -o circle.png
+ *
+ * Exit codes are part of the interface: 0 ok, 2 usage or validation error, 3 authentication,
+ * 4 rate limited, 5 server or generation failure (including an unreachable server).
+ */
+import { writeFile } from 'node:fs/promises'
+import { parseArgs } from 'node:util'
+import { TtiApiError, TtiClient, type GenerateParams } from '../src/client/index'
+
+/** Exit statuses scripts can rely on. */
+const EXIT = Object.freeze({ ok: 0, usage: 2, auth: 3, rateLimited: 4, server: 5 })
+
+const USAGE = `usage: tti <command> [options]
+
+commands:
+  generate <prompt> -o <file.png>   generate an image (-o - writes the PNG to stdout)
+  models                            list the models the API serves
+  keys create [--name N] [--scopes generate,read] [--burst B --period S]
+  keys list
+  keys revoke <id>
+
+generate options:
+  -o, --output FILE     where to write the PNG; with -n > 1, FILE-1.png, FILE-2.png, …
+  --negative TEXT       negative prompt
+  --seed N              seed (random when omitted; printed either way)
+  --steps N             denoising steps
+  --guidance X          guidance scale
+  --size WxH            image size, e.g. 64x64
+  --scheduler NAME      e.g. ddim, euler, dpmpp_2m (see tti models)
+  --model ID            model id (default: the first served model)
+  -n N                  number of images
+  --truncate            cut an over-long prompt instead of failing
+  --json                print the API's JSON answer instead of one URL per line
+  --[no-]progress       show a progress indicator (default: when stderr is a terminal)
+
+connection (flags override the environment):
+  --url URL             TTI_URL (default http://localhost:8787)
+  --key KEY             TTI_API_KEY (generate, models)
+  --admin-token TOKEN   TTI_ADMIN_TOKEN (keys)
+
+exit codes: 0 ok, 2 usage/validation, 3 authentication, 4 rate limited, 5 server failure`
+
+/** A mistake in the command line: exit 2 with a plain message. */
+class UsageError extends Error {}
+
+/** A missing credential: exit 3 before anything is sent. */
+class AuthError extends Error {}
+
+async function main(argv: string[]): Promise<number> {
+  const { values: v, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    allowNegative: true,
+    options: {
+      output: { type: 'string', short: 'o' },
+      negative: { type: 'string' },
+      seed: { type: 'string' },
+      steps: { type: 'string' },
+      guidance: { type: 'string' },
+      size: { type: 'string' },
+      scheduler: { type: 'string' },
+      model: { type: 'string' },
+      n: { type: 'string', short: 'n' },
+      truncate: { type: 'boolean' },
+      json: { type: 'boolean' },
+      progress: { type: 'boolean' },
+      url: { type: 'string' },
+      key: { type: 'string' },
+      'admin-token': { type: 'string' },
+      name: { type: 'string' },
+      scopes: { type: 'string' },
+      burst: { type: 'string' },
+      period: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  })
+  const [command, ...args] = positionals
+  if (v.help || !command) {
+    console.log(USAGE)
+    return v.help ? EXIT.ok : EXIT.usage
+  }
+  const baseUrl = v.url ?? process.env.TTI_URL ?? 'http://localhost:8787'
+  if (!/^https?:\/\//.test(baseUrl))
+    throw new UsageError(`--url must be http(s)://…, got ${baseUrl}`)
+  const apiKey = v.key ?? process.env.TTI_API_KEY
+  const adminToken = v['admin-token'] ?? process.env.TTI_ADMIN_TOKEN
+  const client = new TtiClient({ baseUrl, apiKey, adminToken })
+  const needKey = () => {
+    if (!apiKey) throw new AuthError('no API key: set TTI_API_KEY or pass --key')
+  }
+  const needAdmin = () => {
+    if (!adminToken)
+      throw new AuthError('no admin token: set TTI_ADMIN_TOKEN or pass --admin-token')
+  }
+
+  switch (command) {
+    case 'generate': {
+      if (args.length !== 1 || !args[0].trim()) {
+        throw new UsageError('generate takes one prompt argument (quote it)')
+      }
+      if (!v.output) throw new UsageError('generate needs -o FILE.png (or -o - for stdout)')
+      const params = generateParams(args[0], v)
+      if (v.output === '-' && (params.n ?? 1) > 1) {
+        throw new UsageError('-o - writes one image; use a file name with -n > 1')
+      }
+      needKey()
+      const stop = progress(v.progress ?? Boolean(process.stderr.isTTY))
+      let result
+      let files: string[]
+      try {
+        result = await client.generate(params)
+        const pngs = await Promise.all(result.images.map((img) => client.image(img.sha256)))
+        files = await writeImages(v.output, pngs)
+      } finally {
+        stop()
+      }
+      if (v.json) console.log(JSON.stringify({ ...result, files }, null, 2))
+      else if (v.output !== '-') for (const img of result.images) console.log(img.url)
+      for (const [i, img] of result.images.entries()) {
+        console.error(
+          `${files[i]}: ${img.width}x${img.height}, seed ${img.seed}${result.cached ? ', cached' : ''}`,
+        )
+      }
+      return EXIT.ok
+    }
+    case 'models': {
+      needKey()
+      const models = await client.models()
+      if (v.json) {
+        console.log(JSON.stringify(models, null, 2))
+        return EXIT.ok
+      }
+      for (const m of models) {
+        const { defaults: d, limits: l } = m
+        console.log(
+          `${m.id}  default ${d.width}x${d.height}, ${d.steps} steps, guidance ${d.guidance_scale}, ${d.scheduler}`,
+        )
+        console.log(
+          `  up to ${l.max_width}x${l.max_height} (multiples of ${l.size_multiple}), steps ${l.min_steps}-${l.max_steps}, guidance ${l.min_guidance_scale}-${l.max_guidance_scale}, ${l.max_images} images, ${m.max_prompt_tokens} prompt tokens`,
+        )
+        console.log(`  schedulers: ${m.schedulers.join(', ')}`)
+      }
+      return EXIT.ok
+    }
+    case 'keys': {
+      const [sub, id] = args
+      let out: unknown
+      if (sub === 'create' && !id) {
+        needAdmin()
+        out = await client.createKey({
+          ...(v.name ? { name: v.name } : {}),
+          ...(v.scopes ? { scopes: v.scopes.split(',').map((s) => s.trim()) } : {}),
+          ...(v.burst || v.period
+            ? {
+                rate_limit: {
+                  burst: integer('--burst', v.burst ?? '30'),
+                  period_seconds: integer('--period', v.period ?? '60'),
+                },
+              }
+            : {}),
+        })
+      } else if (sub === 'list' && !id) {
+        needAdmin()
+        out = { keys: await client.listKeys() }
+      } else if (sub === 'revoke' && id && args.length === 2) {
+        needAdmin()
+        out = await client.revokeKey(id)
+      } else {
+        throw new UsageError('keys takes: create [--name N] [--scopes S] | list | revoke <id>')
+      }
+      console.log(JSON.stringify(out, null, 2))
+      return EXIT.ok
+    }
+    default:
+      throw new UsageError(`unknown command "${command}" (try tti --help)`)
+  }
+}
+
+/** Builds the request body from the flags; format errors are usage errors, bounds the server's. */
+function generateParams(prompt: string, v: Record<string, string | boolean | undefined>) {
+  const params: GenerateParams = { prompt }
+  const str = (k: string) => (typeof v[k] === 'string' ? (v[k] as string) : undefined)
+  if (str('negative') !== undefined) params.negative_prompt = str('negative')
+  if (str('seed') !== undefined) params.seed = integer('--seed', str('seed')!)
+  if (str('steps') !== undefined) params.steps = integer('--steps', str('steps')!)
+  if (str('n') !== undefined) params.n = integer('-n', str('n')!)
+  if (str('guidance') !== undefined) {
+    const g = Number(str('guidance'))
+    if (!str('guidance')!.trim() || !Number.isFinite(g)) {
+      throw new UsageError(`--guidance must be a number, got "${str('guidance')}"`)
+    }
+    params.guidance_scale = g
+  }
+  if (str('size') !== undefined) {
+    const m = str('size')!.match(/^(\d+)x(\d+)$/i)
+    if (!m) throw new UsageError(`--size must look like 64x64, got "${str('size')}"`)
+    params.width = Number(m[1])
+    params.height = Number(m[2])
+  }
+  if (str('scheduler') !== undefined) params.scheduler = str('scheduler')
+  if (str('model') !== undefined) params.model = str('model')
+  if (v.truncate) params.truncate = true
+  return params
+}
+
+function integer(flag: string, text: string): number {
+  if (!/^-?\d+$/.test(text.trim()))
+    throw new UsageError(`${flag} must be an integer, got "${text}"`)
+  return Number(text)
+}
+
+/** Writes the PNGs: `out` itself for one image, `out-1.png`… for several, stdout for `-`. */
+async function writeImages(out: string, pngs: Uint8Array[]): Promise<string[]> {
+  if (out === '-') {
+    await new Promise<void>((resolve, reject) =>
+      process.stdout.write(pngs[0], (e) => (e ? reject(e) : resolve())),
+    )
+    return ['(stdout)']
+  }
+  const files =
+    pngs.length === 1 ? [out] : pngs.map((_, i) => out.replace(/(\.png)?$/i, `-${i + 1}.png`))
+  await Promise.all(files.map((f, i) => writeFile(f, pngs[i])))
+  return files
+}
+
+/**
+ * A spinner with elapsed time on stderr; returns its stop function. The API answers a
+ * generation in one response, so time is the only progress there is to show.
+ */
+function progress(enabled: boolean): () => void {
+  if (!enabled) return () => {}
+  const frames = '⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏'
+  const t0 = Date.now()
+  let i = 0
+  const draw = () =>
+    process.stderr.write(
+      `\r${frames[i++ % frames.length]} generating… ${((Date.now() - t0) / 1000).toFixed(1)}s`,
+    )
+  draw()
+  const timer = setInterval(draw, 100)
+  return () => {
+    clearInterval(timer)
+    process.stderr.write('\r\x1b[K')
+  }
+}
+
+/** Maps an error to its message and exit status. */
+function failure(e: unknown): { message: string; code: number } {
+  if (e instanceof UsageError) return { message: e.message, code: EXIT.usage }
+  if (e instanceof AuthError) return { message: e.message, code: EXIT.auth }
+  // parseArgs rejects unknown flags and missing values with these codes.
+  const code = (e as { code?: string })?.code
+  if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')) {
+    return { message: `${(e as Error).message} (try tti --help)`, code: EXIT.usage }
+  }
+  if (e instanceof TtiApiError) {
+    const what = e.detail ?? e.problem.title
+    if (e.status === 401 || e.status === 403) return { message: what, code: EXIT.auth }
+    if (e.status === 429) {
+      const wait = e.retryAfter === undefined ? '' : ` (retry in ${e.retryAfter} s)`
+      return { message: `rate limited: ${what}${wait}`, code: EXIT.rateLimited }
+    }
+    if (e.status >= 500) return { message: `server error ${e.status}: ${what}`, code: EXIT.server }
+    const message = e.detail ? `${e.problem.title}: ${e.detail}` : e.problem.title
+    return { message, code: EXIT.usage }
+  }
+  // fetch rejects with a TypeError when the server cannot be reached.
+  const cause = (e as { cause?: { message?: string } })?.cause?.message
+  return {
+    message: `${e instanceof Error ? e.message : String(e)}${cause ? ` (${cause})` : ''}`,
+    code: EXIT.server,
+  }
+}
+
+try {
+  process.exitCode = await main(process.argv.slice(2))
+} catch (e) {
+  const { message, code } = failure(e)
+  console.error(`tti: ${message}`)
+  process.exitCode = code
+}

@@ -1,0 +1,266 @@
+/**
+ * @module
+ * A small typed client for the edge-tti API. Runtime-neutral: it needs only `fetch`, so it runs
+ * in Node ≥ 18, Deno, browsers and Workers. Every non-2xx answer (RFC 9457 problem+json) becomes
+ * a `TtiApiError` carrying the problem's status, stable `type` and `detail`.
+ *
+ * @example
+ * const tti = new TtiClient({ baseUrl: 'https://tti.example.com', apiKey: 'tti_…' })
+ * const { images } = await tti.generate({ prompt: 'a red circle', seed: 42, steps: 4 })
+ * const png = await tti.image(images[0].sha256)
+ */
+import { PROBLEM_TYPE_BASE } from '../problem'
+
+/** Prefix of every problem `type`; the rest is the slug (e.g. `rate-limited`). */
+export { PROBLEM_TYPE_BASE }
+
+/** Options of `new TtiClient`. */
+export interface TtiClientOptions {
+  /** The API's origin, e.g. `https://tti.example.com` (a trailing slash is fine). */
+  baseUrl: string
+  /** An API key (`tti_…`) for generation and model listing. */
+  apiKey?: string
+  /** The deployment's `ADMIN_TOKEN`, for the key management methods. */
+  adminToken?: string
+  /** The `fetch` to use (defaults to the global one). */
+  fetch?: typeof fetch
+}
+
+/** The body of `POST /v1/images` (snake_case, exactly as the API takes it). */
+export interface GenerateParams {
+  prompt: string
+  negative_prompt?: string
+  seed?: number
+  steps?: number
+  guidance_scale?: number
+  width?: number
+  height?: number
+  scheduler?: string
+  model?: string
+  n?: number
+  truncate?: boolean
+}
+
+/** One generated image: its permanent URL and content hash. */
+export interface GeneratedImageInfo {
+  url: string
+  seed: number
+  sha256: string
+  width: number
+  height: number
+}
+
+/** The key's quota after a request, from the `RateLimit-*` headers (absent when not sent). */
+export interface RateLimitInfo {
+  limit: number
+  remaining: number
+  resetSeconds: number
+}
+
+/** The answer of `generate`. */
+export interface GenerateResult {
+  images: GeneratedImageInfo[]
+  model: string
+  /** Whether the images were already stored (no generation ran for this request). */
+  cached: boolean
+  rateLimit?: RateLimitInfo
+}
+
+/** A model as `GET /v1/models` describes it. */
+export interface ModelDescription {
+  id: string
+  digest: string
+  max_prompt_tokens: number
+  defaults: {
+    steps: number
+    guidance_scale: number
+    scheduler: string
+    width: number
+    height: number
+  }
+  limits: {
+    max_width: number
+    max_height: number
+    size_multiple: number
+    min_steps: number
+    max_steps: number
+    min_guidance_scale: number
+    max_guidance_scale: number
+    max_images: number
+  }
+  schedulers: string[]
+}
+
+/** A key as the admin API shows it (never the key itself, except at creation). */
+export interface KeyRecord {
+  id: string
+  name: string
+  scopes: string[]
+  created_at: string
+  revoked_at?: string
+  rate_limit?: { burst: number; period_seconds: number }
+}
+
+/** The body of `POST /v1/keys`. */
+export interface CreateKeyParams {
+  name?: string
+  scopes?: string[]
+  rate_limit?: { burst: number; period_seconds: number }
+}
+
+/** A problem+json body (RFC 9457) with the API's extension members. */
+export interface Problem {
+  type: string
+  title: string
+  status: number
+  detail?: string
+  instance?: string
+  /** Field errors of a `validation-error`. */
+  errors?: { field: string; detail: string }[]
+  [extension: string]: unknown
+}
+
+/** An API error: the problem the server sent (or one built from a non-problem answer). */
+export class TtiApiError extends Error {
+  /** HTTP status. */
+  readonly status: number
+  /** The problem's `type` URI; match on `slug` instead to stay independent of the base. */
+  readonly type: string
+  /** The stable identifier after the type base, e.g. `validation-error`, `rate-limited`. */
+  readonly slug: string
+  /** The occurrence-specific explanation, when the server gave one. */
+  readonly detail: string | undefined
+  /** Seconds to wait before retrying, from `Retry-After` (429, 503). */
+  readonly retryAfter: number | undefined
+  /** The whole problem body. */
+  readonly problem: Problem
+
+  constructor(problem: Problem, retryAfter?: number) {
+    super(problem.detail ? `${problem.title}: ${problem.detail}` : problem.title)
+    this.name = 'TtiApiError'
+    this.status = problem.status
+    this.type = problem.type
+    this.slug = problem.type.startsWith(PROBLEM_TYPE_BASE)
+      ? problem.type.slice(PROBLEM_TYPE_BASE.length)
+      : problem.type
+    this.detail = problem.detail
+    this.retryAfter = retryAfter
+    this.problem = problem
+  }
+}
+
+/** A client of one deployment. */
+export class TtiClient {
+  /** The API origin, without a trailing slash. */
+  readonly baseUrl: string
+  readonly #apiKey: string | undefined
+  readonly #adminToken: string | undefined
+  readonly #fetch: typeof fetch
+
+  constructor(options: TtiClientOptions) {
+    if (!/^https?:\/\//.test(options.baseUrl)) {
+      throw new TypeError(`baseUrl must be an http(s) URL, got "${options.baseUrl}"`)
+    }
+    this.baseUrl = options.baseUrl.replace(/\/+$/, '')
+    this.#apiKey = options.apiKey
+    this.#adminToken = options.adminToken
+    // Bound so a global fetch is not called with the client as `this` (browsers reject that).
+    this.#fetch = options.fetch ?? ((input, init) => fetch(input, init))
+  }
+
+  /** Generates (or fetches from the cache) images; resolves to their permanent URLs. */
+  async generate(
+    params: GenerateParams,
+    init: { signal?: AbortSignal } = {},
+  ): Promise<GenerateResult> {
+    const res = await this.#request('/v1/images', this.#apiKey, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+      body: JSON.stringify(params),
+      signal: init.signal,
+    })
+    const body = (await res.json()) as Omit<GenerateResult, 'rateLimit'>
+    const rateLimit = rateLimitOf(res.headers)
+    return { ...body, ...(rateLimit ? { rateLimit } : {}) }
+  }
+
+  /** The PNG bytes of an image by its SHA-256 (its permanent URL needs no key). */
+  async image(sha256: string): Promise<Uint8Array> {
+    if (!/^[0-9a-f]{64}$/.test(sha256)) {
+      throw new TypeError(`not a SHA-256 hex digest: "${sha256}"`)
+    }
+    const res = await this.#request(`/v1/images/${sha256}.png`, undefined, {})
+    return new Uint8Array(await res.arrayBuffer())
+  }
+
+  /** The models this deployment serves (needs a key with the `read` scope). */
+  async models(): Promise<ModelDescription[]> {
+    const res = await this.#request('/v1/models', this.#apiKey, {})
+    return ((await res.json()) as { models: ModelDescription[] }).models
+  }
+
+  /** Creates an API key (admin); the returned `key` is shown only this once. */
+  async createKey(params: CreateKeyParams = {}): Promise<KeyRecord & { key: string }> {
+    const res = await this.#request('/v1/keys', this.#adminToken, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify(params),
+    })
+    return res.json() as Promise<KeyRecord & { key: string }>
+  }
+
+  /** Lists all API keys, revoked ones included (admin). */
+  async listKeys(): Promise<KeyRecord[]> {
+    const res = await this.#request('/v1/keys', this.#adminToken, {})
+    return ((await res.json()) as { keys: KeyRecord[] }).keys
+  }
+
+  /** Revokes a key by id (admin); resolves to its record, now with `revoked_at`. */
+  async revokeKey(id: string): Promise<KeyRecord> {
+    const res = await this.#request(`/v1/keys/${encodeURIComponent(id)}`, this.#adminToken, {
+      method: 'DELETE',
+    })
+    return res.json() as Promise<KeyRecord>
+  }
+
+  async #request(path: string, token: string | undefined, init: RequestInit): Promise<Response> {
+    const headers = new Headers(init.headers)
+    if (token) headers.set('Authorization', `Bearer ${token}`)
+    const res = await this.#fetch(this.baseUrl + path, { ...init, headers })
+    if (!res.ok) throw await toApiError(res)
+    return res
+  }
+}
+
+/** Turns a failed response into a `TtiApiError`, whatever its body (proxies send HTML too). */
+export async function toApiError(res: Response): Promise<TtiApiError> {
+  const retry = Number(res.headers.get('Retry-After') ?? NaN)
+  const retryAfter = Number.isFinite(retry) ? retry : undefined
+  const text = await res.text().catch(() => '')
+  let problem: Problem | undefined
+  try {
+    const body = JSON.parse(text) as Partial<Problem>
+    if (typeof body?.type === 'string' && typeof body.title === 'string') {
+      problem = { ...body, status: res.status } as Problem
+    }
+  } catch {
+    // not JSON: described below from the status line
+  }
+  problem ??= {
+    type: 'about:blank',
+    title: res.statusText || `HTTP ${res.status}`,
+    status: res.status,
+    ...(text ? { detail: text.slice(0, 200) } : {}),
+  }
+  return new TtiApiError(problem, retryAfter)
+}
+
+function rateLimitOf(headers: Headers): RateLimitInfo | undefined {
+  const limit = headers.get('RateLimit-Limit')
+  if (limit === null) return undefined
+  return {
+    limit: Number(limit),
+    remaining: Number(headers.get('RateLimit-Remaining')),
+    resetSeconds: Number(headers.get('RateLimit-Reset')),
+  }
+}

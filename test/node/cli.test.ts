@@ -1,0 +1,247 @@
+/**
+ * The users' side against the real worker (wrangler's local runtime, the bundled model, local
+ * KV/R2/Durable Objects): the typed client `src/client`, and the `tti` CLI run as a child
+ * process, asserting the PNGs it writes and the exit codes scripts rely on.
+ */
+import { execFile } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { TtiApiError, TtiClient } from '../../src/client/index'
+import { startWorker, type RunningWorker } from './worker-server'
+
+let worker: RunningWorker
+let key: string
+let dir: string
+
+beforeAll(async () => {
+  worker = await startWorker()
+  key = (await worker.createKey({ name: 'cli-test' })).key
+  dir = mkdtempSync(path.join(tmpdir(), 'tti-cli-'))
+})
+
+afterAll(async () => {
+  await worker?.stop()
+  if (dir) rmSync(dir, { recursive: true, force: true })
+})
+
+interface Run {
+  code: number
+  stdout: Buffer
+  stderr: string
+}
+
+/**
+ * Runs `tsx bin/tti.ts …args` (what `npx tsx` and `npm run tti --` run, without npm's own
+ * warnings on stderr), or the `bin/tti.mjs` shim, with TTI_* from `env`.
+ */
+function tti(args: string[], env: Record<string, string> = {}, shim = false): Promise<Run> {
+  const [cmd, pre] = shim
+    ? [process.execPath, ['bin/tti.mjs']]
+    : [path.join('node_modules', '.bin', 'tsx'), ['bin/tti.ts']]
+  return new Promise((resolve) => {
+    execFile(
+      cmd,
+      [...pre, ...args],
+      {
+        encoding: 'buffer',
+        env: { PATH: process.env.PATH!, HOME: process.env.HOME ?? tmpdir(), ...env },
+        timeout: 60_000,
+      },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0
+        resolve({ code, stdout, stderr: stderr.toString() })
+      },
+    )
+  })
+}
+
+/** Width and height from a PNG's IHDR, after checking the signature. */
+function pngSize(bytes: Buffer): { width: number; height: number } {
+  expect([...bytes.subarray(0, 8)]).toEqual([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])
+  return { width: bytes.readUInt32BE(16), height: bytes.readUInt32BE(20) }
+}
+
+const user = () => ({ TTI_URL: worker.url, TTI_API_KEY: key })
+
+describe('TtiClient', () => {
+  it('generates, reports a cache hit the second time, and fetches the PNG by hash', async () => {
+    const client = new TtiClient({ baseUrl: `${worker.url}/`, apiKey: key })
+    const params = { prompt: 'a blue square', seed: 7, steps: 2, width: 64, height: 64 }
+    const first = await client.generate(params)
+    expect(first.cached).toBe(false)
+    expect(first.images).toHaveLength(1)
+    const [img] = first.images
+    expect(img).toMatchObject({ seed: 7, width: 64, height: 64 })
+    expect(img.url).toBe(`${worker.url}/v1/images/${img.sha256}.png`)
+    expect(first.rateLimit?.limit).toBeGreaterThan(0)
+
+    const second = await client.generate(params)
+    expect(second.cached).toBe(true)
+    expect(second.images[0].sha256).toBe(img.sha256)
+
+    const png = Buffer.from(await client.image(img.sha256))
+    expect(pngSize(png)).toEqual({ width: 64, height: 64 })
+    const { createHash } = await import('node:crypto')
+    expect(createHash('sha256').update(png).digest('hex')).toBe(img.sha256)
+  })
+
+  it('lists models with their limits and schedulers', async () => {
+    const [model] = await new TtiClient({ baseUrl: worker.url, apiKey: key }).models()
+    expect(model.id).toBeTruthy()
+    expect(model.limits.max_width).toBeGreaterThanOrEqual(64)
+    expect(model.schedulers).toContain('euler')
+  })
+
+  it('turns problem+json answers into TtiApiError with status, slug and detail', async () => {
+    const client = new TtiClient({ baseUrl: worker.url, apiKey: key })
+    const invalid = await client.generate({ prompt: 'x', steps: 0 }).catch((e: unknown) => e)
+    expect(invalid).toBeInstanceOf(TtiApiError)
+    expect(invalid).toMatchObject({
+      status: 422,
+      slug: 'validation-error',
+      type: 'https://edge-tti.dev/problems/validation-error',
+    })
+    expect((invalid as TtiApiError).detail).toMatch(/steps/)
+    expect((invalid as TtiApiError).problem.errors?.[0].field).toBe('steps')
+
+    const anon = new TtiClient({ baseUrl: worker.url, apiKey: 'tti_' + 'A'.repeat(43) })
+    await expect(anon.models()).rejects.toMatchObject({ status: 401, slug: 'unauthorized' })
+    await expect(client.image('0'.repeat(64))).rejects.toMatchObject({
+      status: 404,
+      slug: 'not-found',
+    })
+  })
+
+  it('manages keys with the admin token and reports 429 with Retry-After', async () => {
+    const admin = new TtiClient({ baseUrl: worker.url, adminToken: worker.adminToken })
+    const created = await admin.createKey({
+      name: 'tight',
+      rate_limit: { burst: 1, period_seconds: 3600 },
+    })
+    expect(created.key).toMatch(/^tti_/)
+    expect((await admin.listKeys()).map((k) => k.id)).toContain(created.id)
+
+    const tight = new TtiClient({ baseUrl: worker.url, apiKey: created.key })
+    await tight.generate({ prompt: 'a dot', seed: 1, steps: 1 })
+    const limited = await tight.generate({ prompt: 'a dot', seed: 2, steps: 1 }).catch((e) => e)
+    expect(limited).toMatchObject({ status: 429, slug: 'rate-limited' })
+    expect((limited as TtiApiError).retryAfter).toBeGreaterThan(0)
+
+    expect((await admin.revokeKey(created.id)).revoked_at).toBeTruthy()
+    await expect(tight.models()).rejects.toMatchObject({ status: 403, slug: 'key-revoked' })
+  })
+})
+
+describe('tti CLI', () => {
+  it('generate writes the PNG, prints its permanent URL and exits 0', async () => {
+    const out = path.join(dir, 'circle.png')
+    const args = ['generate', 'a red circle', '-o', out, '--seed', '42', '--steps', '4']
+    const flags = ['--guidance', '7.5', '--size', '64x64', '--scheduler', 'euler']
+    const run = await tti([...args, ...flags, '--negative', 'blurry'], user())
+    expect(run.stderr).toContain('seed 42')
+    expect(run.code).toBe(0)
+    const png = readFileSync(out)
+    expect(pngSize(png)).toEqual({ width: 64, height: 64 })
+    const url = run.stdout.toString().trim()
+    expect(url).toMatch(new RegExp(`^${worker.url}/v1/images/[0-9a-f]{64}\\.png$`))
+    expect(Buffer.from(await (await fetch(url)).arrayBuffer()).equals(png)).toBe(true)
+
+    // Same inputs through --json, the documented flags and the npm bin shim: a cache hit.
+    const again = await tti(
+      [...args, ...flags, '--negative', 'blurry', '--json', '--url', worker.url, '--key', key],
+      {},
+      true,
+    )
+    expect(again.code).toBe(0)
+    const json = JSON.parse(again.stdout.toString())
+    expect(json).toMatchObject({ cached: true, files: [out], images: [{ url, seed: 42 }] })
+  })
+
+  it('writes several images as FILE-1.png… and one to stdout with -o -', async () => {
+    const base = path.join(dir, 'many.png')
+    const many = await tti(['generate', 'two dots', '-o', base, '-n', '2', '--steps', '1'], user())
+    expect(many.code).toBe(0)
+    expect(many.stdout.toString().trim().split('\n')).toHaveLength(2)
+    for (const f of ['many-1.png', 'many-2.png']) {
+      expect(pngSize(readFileSync(path.join(dir, f))).width).toBe(64)
+    }
+
+    const piped = await tti(['generate', 'a dot', '-o', '-', '--steps', '1', '--progress'], user())
+    expect(piped.code).toBe(0)
+    expect(pngSize(piped.stdout).width).toBe(64)
+    expect(piped.stderr).toContain('generating…')
+  })
+
+  it('exits 2 with a plain message on bad input, locally or from the server', async () => {
+    const out = path.join(dir, 'bad.png')
+    const cases: [string[], RegExp][] = [
+      [['generate', 'x', '-o', out, '--size', '64'], /--size must look like 64x64/],
+      [['generate', 'x', '-o', out, '--seed', 'abc'], /--seed must be an integer/],
+      [['generate', '-o', out], /one prompt argument/],
+      [['generate', 'x'], /needs -o/],
+      [['generate', 'x', '-o', out, '--bogus'], /Unknown option '--bogus'/],
+      [['frobnicate'], /unknown command/],
+      [['generate', 'x', '-o', out, '--steps', '0'], /steps: must be between 1 and \d+/],
+      [['generate', 'x', '-o', out, '--scheduler', 'nope'], /scheduler: must be one of/],
+    ]
+    for (const [args, message] of cases) {
+      const run = await tti(args, user())
+      expect({ args, code: run.code }).toEqual({ args, code: 2 })
+      expect(run.stderr).toMatch(message)
+      expect(run.stderr).not.toMatch(/at .*\.ts:\d+/) // no stack traces
+    }
+  })
+
+  it('exits 3 for a missing, invalid or revoked key and 4 when rate limited', async () => {
+    const out = path.join(dir, 'auth.png')
+    const gen = ['generate', 'x', '-o', out, '--steps', '1']
+    const missing = await tti(gen, { TTI_URL: worker.url })
+    expect([missing.code, missing.stderr]).toEqual([
+      3,
+      'tti: no API key: set TTI_API_KEY or pass --key\n',
+    ])
+    const wrong = await tti(gen, {
+      ...user(),
+      TTI_API_KEY: `tti_${randomBytes(32).toString('base64url')}`,
+    })
+    expect([wrong.code, wrong.stderr]).toEqual([3, 'tti: invalid API key\n'])
+
+    const adminEnv = { TTI_URL: worker.url, TTI_ADMIN_TOKEN: worker.adminToken }
+    const created = await tti(
+      ['keys', 'create', '--name', 'ci', '--burst', '1', '--period', '3600'],
+      adminEnv,
+    )
+    expect(created.code).toBe(0)
+    const record = JSON.parse(created.stdout.toString())
+    expect(record).toMatchObject({ name: 'ci', rate_limit: { burst: 1, period_seconds: 3600 } })
+    const listed = await tti(['keys', 'list'], adminEnv)
+    expect(JSON.parse(listed.stdout.toString()).keys.map((k: { id: string }) => k.id)).toContain(
+      record.id,
+    )
+
+    const ci = { TTI_URL: worker.url, TTI_API_KEY: record.key }
+    expect((await tti([...gen, '--seed', '1'], ci)).code).toBe(0)
+    const limited = await tti([...gen, '--seed', '2'], ci)
+    expect(limited.code).toBe(4)
+    expect(limited.stderr).toMatch(/^tti: rate limited: .*\(retry in \d+ s\)\n$/)
+
+    expect((await tti(['keys', 'revoke', record.id], adminEnv)).code).toBe(0)
+    const revoked = await tti(['models'], ci)
+    expect([revoked.code, revoked.stderr]).toEqual([3, 'tti: The API key has been revoked\n'])
+    const badAdmin = await tti(['keys', 'list'], { ...adminEnv, TTI_ADMIN_TOKEN: 'nope' })
+    expect(badAdmin.code).toBe(3)
+  })
+
+  it('models prints the served models; an unreachable server exits 5', async () => {
+    const models = await tti(['models'], user())
+    expect(models.code).toBe(0)
+    expect(models.stdout.toString()).toMatch(/schedulers: .*euler/)
+
+    const down = await tti(['models'], { TTI_URL: 'http://127.0.0.1:9', TTI_API_KEY: key })
+    expect(down.code).toBe(5)
+    expect(down.stderr).toMatch(/^tti: fetch failed/)
+  })
+})

@@ -1,0 +1,71 @@
+/**
+ * @module
+ * Starts the real worker (`wrangler.toml`, the bundled model, local KV/R2/Durable Objects) with
+ * wrangler's programmatic API on a free port, with its state in a fresh temp folder and a random
+ * `ADMIN_TOKEN`, for Node-side tests that talk to it over HTTP as users' clients do.
+ */
+import { randomBytes } from 'node:crypto'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { unstable_startWorker } from 'wrangler'
+
+/** A running worker: its origin, admin token, a key maker and `stop`. */
+export interface RunningWorker {
+  /** Origin without a trailing slash, e.g. `http://127.0.0.1:41234`. */
+  url: string
+  adminToken: string
+  /** Creates an API key through the admin API; returns the key and its id. */
+  createKey(body?: Record<string, unknown>): Promise<{ id: string; key: string }>
+  stop(): Promise<void>
+}
+
+/** A free TCP port on 127.0.0.1. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer()
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number }
+      srv.close(() => resolve(port))
+    })
+    srv.on('error', reject)
+  })
+}
+
+/** Starts the worker; `stop()` disposes of it and deletes its state. */
+export async function startWorker(): Promise<RunningWorker> {
+  const port = await freePort()
+  const adminToken = randomBytes(24).toString('base64url')
+  const state = mkdtempSync(path.join(tmpdir(), 'tti-worker-'))
+  const worker = await unstable_startWorker({
+    config: 'wrangler.toml',
+    bindings: { ADMIN_TOKEN: { type: 'plain_text', value: adminToken } },
+    dev: {
+      server: { hostname: '127.0.0.1', port },
+      inspector: false,
+      persist: state,
+      watch: false,
+      logLevel: 'warn',
+    },
+  })
+  await worker.ready
+  const url = `http://127.0.0.1:${port}`
+  return {
+    url,
+    adminToken,
+    async createKey(body = {}) {
+      const res = await fetch(`${url}/v1/keys`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${adminToken}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify(body),
+      })
+      if (res.status !== 201) throw new Error(`POST /v1/keys → ${res.status} ${await res.text()}`)
+      return res.json() as Promise<{ id: string; key: string }>
+    },
+    async stop() {
+      await worker.dispose()
+      rmSync(state, { recursive: true, force: true })
+    },
+  }
+}
