@@ -47,7 +47,7 @@ function tti(args: string[], env: Record<string, string> = {}, shim = false): Pr
       [...pre, ...args],
       {
         encoding: 'buffer',
-        env: { PATH: process.env.PATH!, HOME: process.env.HOME ?? tmpdir(), ...env },
+        env: childEnv(env),
         timeout: 60_000,
       },
       (err, stdout, stderr) => {
@@ -56,6 +56,13 @@ function tti(args: string[], env: Record<string, string> = {}, shim = false): Pr
       },
     )
   })
+}
+
+/** This process's environment without TTI_* (those must come from the test), plus `env`. */
+function childEnv(env: Record<string, string>): NodeJS.ProcessEnv {
+  const out = { ...process.env }
+  for (const k of Object.keys(out)) if (k.startsWith('TTI_')) delete out[k]
+  return Object.assign(out, env)
 }
 
 /** Width and height from a PNG's IHDR, after checking the signature. */
