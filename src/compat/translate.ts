@@ -1,0 +1,118 @@
+/**
+ * @module
+ * Request translation for the drop-in compatibility routes: an OpenAI Images API body or a
+ * Hugging Face text-to-image task body becomes a POST /v1/images body, which `createImages`
+ * then validates, keys and serves exactly like a native request (same cache, same quota).
+ * Validation errors are renamed back to the field names the caller actually sent.
+ */
+import { ProblemError, throwFieldErrors, type FieldError } from '../problem'
+
+/** OpenAI fields that have no meaning here and are accepted without effect. */
+export const OPENAI_IGNORED_FIELDS = Object.freeze(['quality', 'style', 'user', 'moderation'])
+
+/** The `response_format`s of the OpenAI Images API. */
+export const OPENAI_RESPONSE_FORMATS = Object.freeze(['url', 'b64_json'] as const)
+
+/** One of `OPENAI_RESPONSE_FORMATS`. */
+export type OpenAIResponseFormat = (typeof OPENAI_RESPONSE_FORMATS)[number]
+
+/** A native body plus how the caller's field names map back onto native ones. */
+export interface Translated<Extra = object> {
+  /** The POST /v1/images body. */
+  body: unknown
+  /** Native field name → the caller's name, for error messages. */
+  fieldNames: Record<string, string>
+  extra: Extra
+}
+
+/**
+ * Translates `POST /v1/images/generations`: `size` "WxH" → width/height, `response_format`
+ * taken out, `quality`/`style`/`user`/`moderation` dropped; native fields (seed, steps,
+ * negative_prompt, guidance_scale, scheduler) pass through as extensions.
+ */
+export function fromOpenAI(body: unknown): Translated<{ responseFormat: OpenAIResponseFormat }> {
+  const fieldNames = { width: 'size', height: 'size' }
+  if (!isObject(body)) return { body, fieldNames, extra: { responseFormat: 'url' } }
+  const { size, response_format: format = 'url', ...rest } = body
+  const errors: FieldError[] = []
+  for (const k of OPENAI_IGNORED_FIELDS) delete rest[k]
+  if (!(OPENAI_RESPONSE_FORMATS as readonly unknown[]).includes(format)) {
+    errors.push({ field: 'response_format', detail: 'must be "url" or "b64_json"' })
+  }
+  if (size !== undefined && size !== 'auto') {
+    const m = typeof size === 'string' ? size.match(/^(\d+)x(\d+)$/) : null
+    if (!m) errors.push({ field: 'size', detail: 'must be "WIDTHxHEIGHT", e.g. "64x64"' })
+    else Object.assign(rest, { width: Number(m[1]), height: Number(m[2]) })
+  }
+  if (errors.length) throwFieldErrors(errors)
+  return { body: rest, fieldNames, extra: { responseFormat: format as OpenAIResponseFormat } }
+}
+
+/** Hugging Face text-to-image `parameters` → native field names. */
+const HF_PARAMETERS = Object.freeze({
+  negative_prompt: 'negative_prompt',
+  guidance_scale: 'guidance_scale',
+  num_inference_steps: 'steps',
+  width: 'width',
+  height: 'height',
+  seed: 'seed',
+  scheduler: 'scheduler',
+} as const)
+
+/**
+ * Translates a Hugging Face text-to-image task body, `{inputs, parameters?: {negative_prompt,
+ * guidance_scale, num_inference_steps, width, height, target_size, seed, scheduler}}`.
+ * `model` comes from the URL (`/models/<id>`) when the route has one; `options` (the legacy
+ * `use_cache`/`wait_for_model`) is accepted and ignored.
+ */
+export function fromHuggingFace(body: unknown, model?: string): Translated {
+  const fieldNames: Record<string, string> = { prompt: 'inputs' }
+  for (const [hf, native] of Object.entries(HF_PARAMETERS)) fieldNames[native] = `parameters.${hf}`
+  if (!isObject(body)) return { body, fieldNames, extra: {} }
+  const errors: FieldError[] = []
+  const out: Record<string, unknown> = { prompt: body.inputs, ...(model ? { model } : {}) }
+  for (const k of Object.keys(body)) {
+    if (!['inputs', 'parameters', 'options'].includes(k)) {
+      errors.push({ field: k, detail: 'unknown field' })
+    }
+  }
+  const params = body.parameters ?? {}
+  if (!isObject(params)) {
+    errors.push({ field: 'parameters', detail: 'must be an object' })
+  } else {
+    for (const [k, v] of Object.entries(params)) {
+      if (k === 'target_size') {
+        if (!isObject(v))
+          errors.push({ field: 'parameters.target_size', detail: 'must be {width, height}' })
+        else Object.assign(out, { width: v.width, height: v.height })
+      } else if (k in HF_PARAMETERS) {
+        out[HF_PARAMETERS[k as keyof typeof HF_PARAMETERS]] = v
+      } else {
+        errors.push({ field: `parameters.${k}`, detail: 'unknown parameter' })
+      }
+    }
+  }
+  if (errors.length) throwFieldErrors(errors)
+  return { body: out, fieldNames, extra: {} }
+}
+
+/**
+ * Runs `fn`, renaming the fields of a `validation-error` it throws to the caller's names
+ * (e.g. `steps` → `parameters.num_inference_steps`). Other errors pass through unchanged.
+ */
+export async function withCallerFieldNames<T>(
+  fieldNames: Record<string, string>,
+  fn: () => Promise<T>,
+): Promise<T> {
+  try {
+    return await fn()
+  } catch (e) {
+    if (!(e instanceof ProblemError) || e.slug !== 'validation-error') throw e
+    const errors = (e.extensions.errors ?? []) as FieldError[]
+    throwFieldErrors(errors.map((f) => ({ ...f, field: fieldNames[f.field] ?? f.field })))
+  }
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
+}
