@@ -8,6 +8,7 @@ import { DEFAULT_MAX_BODY_BYTES, rateLimitFromVars } from '../../src/app'
 import { huggingFaceRoutes, openAIRoutes } from '../../src/compat/routes'
 import { installedEngine } from '../../src/engine-provider'
 import app from '../../src/index'
+import { playgroundRoutes } from '../../src/ui/playground'
 
 const options = {
   engine: installedEngine,
@@ -16,6 +17,7 @@ const options = {
 }
 app.route('/v1', openAIRoutes(options))
 app.route('/v1/hf', huggingFaceRoutes(options))
+app.route('/', playgroundRoutes())
 
 /** The API with the pending routes. */
 export default app
