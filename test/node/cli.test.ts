@@ -125,7 +125,7 @@ describe('TtiClient', () => {
   it('manages keys with the admin token and reports 429 with Retry-After', async () => {
     const admin = new TtiClient({ baseUrl: worker.url, adminToken: worker.adminToken })
     const created = await admin.createKey({
-      name: 'tight',
+      name: 'ci',
       rate_limit: { burst: 1, period_seconds: 3600 },
     })
     expect(created.key).toMatch(/^tti_/)
@@ -234,6 +234,14 @@ describe('tti CLI', () => {
     const limited = await tti([...gen, '--seed', '2'], ci)
     expect(limited.code).toBe(4)
     expect(limited.stderr).toMatch(/^tti: rate limited: .*\(retry in \d+ s\)\n$/)
+
+    const reader = await tti(['keys', 'create', '--name', 'reader', '--scopes', 'read'], adminEnv)
+    expect(JSON.parse(reader.stdout.toString()).scopes).toEqual(['read'])
+    const noScope = await tti(gen, {
+      TTI_URL: worker.url,
+      TTI_API_KEY: JSON.parse(reader.stdout.toString()).key,
+    })
+    expect(noScope.code).toBe(3)
 
     expect((await tti(['keys', 'revoke', record.id], adminEnv)).code).toBe(0)
     const revoked = await tti(['models'], ci)

@@ -67,8 +67,11 @@ describe('OpenAI Images API (openai npm client)', () => {
   it('url (the default): permanent URLs, one per image with n > 1', async () => {
     const res = await openai().images.generate({
       prompt: 'two circles',
-      size: '64x64',
+      size: 'auto',
       n: 2,
+      quality: 'hd',
+      style: 'natural',
+      user: 'someone',
       ...{ seed: 5, steps: 1 },
     })
     expect(res.data).toHaveLength(2)
@@ -167,10 +170,29 @@ describe('Hugging Face text-to-image (@huggingface/inference)', () => {
     ).models
     const hf = new InferenceClient(key).endpoint(`${worker.url}/v1/hf/models/${id}`)
     const blob = await hf.textToImage(
-      { inputs: 'a yellow star', parameters },
+      {
+        inputs: 'a yellow star',
+        parameters: {
+          target_size: { width: 64, height: 64 },
+          scheduler: 'euler',
+          num_inference_steps: 2,
+          seed: 3,
+        },
+      },
       { outputType: 'blob' },
     )
-    expect(blob.size).toBeGreaterThan(100)
+    const png = new Uint8Array(await blob.arrayBuffer())
+    const same = await native({
+      prompt: 'a yellow star',
+      model: id,
+      scheduler: 'euler',
+      steps: 2,
+      seed: 3,
+      width: 64,
+      height: 64,
+    })
+    expect(same.cached).toBe(true)
+    expect(same.images[0].sha256).toBe(sha256(png))
 
     const unknown = new InferenceClient(key).endpoint(`${worker.url}/v1/hf/models/no-such-model`)
     const err = await unknown.textToImage({ inputs: 'x' }).catch((e: unknown) => e)
