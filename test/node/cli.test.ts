@@ -3,9 +3,10 @@
  * KV/R2/Durable Objects): the typed client `src/client`, and the `tti` CLI run as a child
  * process, asserting the PNGs it writes and the exit codes scripts rely on.
  */
+import { build } from 'esbuild'
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -139,6 +140,51 @@ describe('TtiClient', () => {
 
     expect((await admin.revokeKey(created.id)).revoked_at).toBeTruthy()
     await expect(tight.models()).rejects.toMatchObject({ status: 403, slug: 'key-revoked' })
+  })
+})
+
+describe('TtiClient in Deno (runtime-neutral: fetch only)', () => {
+  it('generates and maps a problem to TtiApiError', async () => {
+    // Bundled platform-neutral, as a Deno or browser app would ship it.
+    const out = await build({
+      stdin: {
+        contents: `
+          import { TtiApiError, TtiClient } from './src/client/index'
+          const [baseUrl, apiKey] = Deno.args
+          const tti = new TtiClient({ baseUrl, apiKey })
+          const { images } = await tti.generate({ prompt: 'a blue square', seed: 7, steps: 2 })
+          const png = await tti.image(images[0].sha256)
+          const err = await tti.generate({ prompt: 'x', steps: 0 }).catch((e) => e)
+          console.log(JSON.stringify({
+            sha256: images[0].sha256,
+            bytes: png.length,
+            error: err instanceof TtiApiError ? [err.status, err.slug] : String(err),
+          }))`,
+        resolveDir: process.cwd(),
+        loader: 'ts',
+      },
+      bundle: true,
+      format: 'esm',
+      platform: 'neutral',
+      mainFields: ['module', 'main'],
+      write: false,
+      logLevel: 'error',
+    })
+    const bundle = path.join(dir, 'client-deno.mjs')
+    writeFileSync(bundle, out.outputFiles[0].text)
+    const deno = path.join('node_modules', '.bin', 'deno')
+    const run = await new Promise<string>((resolve, reject) =>
+      execFile(
+        deno,
+        ['run', `--allow-net=127.0.0.1`, bundle, worker.url, key],
+        { env: { ...process.env, NO_COLOR: '1', DENO_NO_UPDATE_CHECK: '1' }, timeout: 60_000 },
+        (err, stdout, stderr) => (err ? reject(new Error(stderr || String(err))) : resolve(stdout)),
+      ),
+    )
+    const got = JSON.parse(run)
+    expect(got.sha256).toMatch(/^[0-9a-f]{64}$/)
+    expect(got.bytes).toBeGreaterThan(100)
+    expect(got.error).toEqual([422, 'validation-error'])
   })
 })
 
