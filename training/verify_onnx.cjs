@@ -7,25 +7,41 @@ const ort = require(path.resolve(__dirname, '../node_modules/onnxruntime-node'))
 const dir = process.argv[2] || 'models/tiny-shapes'
 const ref = process.argv[3] || '/tmp/tiny-shapes-verify'
 const meta = JSON.parse(fs.readFileSync(path.join(ref, 'meta.json')))
-const load = (k, T) => { const b = fs.readFileSync(path.join(ref, k + '.bin')); return new T(b.buffer, b.byteOffset, b.length / T.BYTES_PER_ELEMENT) }
+const load = (k, T) => {
+  const b = fs.readFileSync(path.join(ref, k + '.bin'))
+  return new T(b.buffer, b.byteOffset, b.length / T.BYTES_PER_ELEMENT)
+}
 const t = (k, type, T) => new ort.Tensor(type, load(k, T), meta[k])
-const maxDiff = (a, b) => { let m = 0; for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i])); return m }
+const maxDiff = (a, b) => {
+  let m = 0
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]))
+  return m
+}
 
-async function main () {
+async function main() {
   let ok = true
   const check = (name, out, k) => {
     const exp = load(k, Float32Array)
     const d = maxDiff(out.data, exp)
-    const good = out.data.length === exp.length && JSON.stringify(out.dims) === JSON.stringify(meta[k]) && d < 1e-3
+    const good =
+      out.data.length === exp.length &&
+      JSON.stringify(out.dims) === JSON.stringify(meta[k]) &&
+      d < 1e-3
     ok = ok && good
-    console.log(`${name}: ${k} dims ${JSON.stringify(out.dims)} max|diff| ${d.toExponential(2)} ${good ? 'OK' : 'FAIL'}`)
+    console.log(
+      `${name}: ${k} dims ${JSON.stringify(out.dims)} max|diff| ${d.toExponential(2)} ${good ? 'OK' : 'FAIL'}`,
+    )
   }
   const te = await ort.InferenceSession.create(path.join(dir, 'text_encoder/model.onnx'))
   const r1 = await te.run({ input_ids: t('ids', 'int64', BigInt64Array) })
   check('text_encoder', r1.last_hidden_state, 'last_hidden_state')
   check('text_encoder', r1.pooler_output, 'pooler_output')
   const un = await ort.InferenceSession.create(path.join(dir, 'unet/model.onnx'))
-  const r2 = await un.run({ sample: t('sample', 'float32', Float32Array), timestep: t('timestep', 'float32', Float32Array), encoder_hidden_states: r1.last_hidden_state })
+  const r2 = await un.run({
+    sample: t('sample', 'float32', Float32Array),
+    timestep: t('timestep', 'float32', Float32Array),
+    encoder_hidden_states: r1.last_hidden_state,
+  })
   check('unet', r2.out_sample, 'out_sample')
   const vd = await ort.InferenceSession.create(path.join(dir, 'vae_decoder/model.onnx'))
   const r3 = await vd.run({ latent_sample: t('sample', 'float32', Float32Array) })
