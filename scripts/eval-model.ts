@@ -10,7 +10,8 @@
  *
  *   npm run eval:model -- [--model DIR] [--per-combo 6] [--sheet contact-sheet.png]
  *
- * Prints accuracy per attribute at guidance 7.5 and 1.0 and writes a contact sheet.
+ * Prints accuracy per attribute at each guidance scale (default 7.5 and 1.0; `--guidance 7.5,3,1`,
+ * `--guidance-rescale 0.7`) and writes a contact sheet of the first scale's images.
  */
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -136,6 +137,8 @@ async function main() {
       'per-combo': { type: 'string', default: '6' },
       sheet: { type: 'string' },
       steps: { type: 'string' },
+      guidance: { type: 'string', default: '7.5,1' },
+      'guidance-rescale': { type: 'string', default: '0' },
     },
   })
   const dir = values.model
@@ -152,14 +155,22 @@ async function main() {
   )
   console.log('\n| guidance | colour | shape | position | all three | ms/image |')
   console.log('|---:|---:|---:|---:|---:|---:|')
-  for (const guidanceScale of [7.5, 1.0]) {
+  const guidanceRescale = Number(values['guidance-rescale'])
+  const scales = values.guidance.split(',').map(Number)
+  for (const guidanceScale of scales) {
     const hits = { color: 0, shape: 0, position: 0, all: 0 }
     const images: RgbImage[] = []
     const start = performance.now()
     for (const c of cases) {
       const {
         images: [img],
-      } = await pipe.generate({ prompt: c.prompt, seed: c.seed, guidanceScale, steps })
+      } = await pipe.generate({
+        prompt: c.prompt,
+        seed: c.seed,
+        guidanceScale,
+        guidanceRescale,
+        steps,
+      })
       images.push(img)
       const j = judge(world, img, c.background)
       const ok = {
@@ -177,7 +188,7 @@ async function main() {
     console.log(
       `| ${guidanceScale} | ${pct(hits.color)} | ${pct(hits.shape)} | ${pct(hits.position)} | ${pct(hits.all)} | ${ms.toFixed(0)} |`,
     )
-    if (guidanceScale === 7.5 && values.sheet) {
+    if (guidanceScale === scales[0] && values.sheet) {
       writeFileSync(values.sheet, encodePng(contactSheet(images.slice(0, 48), 8)))
       const list = cases.slice(0, 48).map((c, i) => `${i + 1}. ${c.prompt} (seed ${c.seed})`)
       writeFileSync(values.sheet.replace(/\.png$/, '.txt'), list.join('\n') + '\n')

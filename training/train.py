@@ -486,13 +486,21 @@ def lr_at(step, total, base, warm):
 
 # ----------------------------------------------------------------------------- sampling
 def sd_alphas_cumprod():
+    """SD's scaled_linear schedule rescaled to zero terminal SNR (Lin et al. 2023, Algorithm 1;
+    diffusers `rescale_betas_zero_snr=True`). With the SD schedule, x_T still holds 7% of the
+    signal, and the model learned to read the layout from that residue instead of from the text
+    (the position came from the seed, whatever the prompt said); at SNR 0 it must use the text."""
     betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
-    return torch.cumprod(1 - betas, 0).float()
+    sq = torch.cumprod(1 - betas, 0).sqrt()
+    s0, sT = sq[0].clone(), sq[-1].clone()
+    sq = (sq - sT) * s0 / (s0 - sT)
+    return (sq ** 2).float()
 
 
 @torch.no_grad()
 def ddim_sample(unet, te, tok, prompts, steps, guidance, sf, gen):
-    """DDIMScheduler(timestep_spacing='trailing', set_alpha_to_one=False), eta=0, CFG."""
+    """DDIMScheduler(timestep_spacing='trailing', set_alpha_to_one=False, v_prediction,
+    rescale_betas_zero_snr=True), eta=0, CFG."""
     ac = sd_alphas_cumprod()
     ratio = 1000 // steps
     ts = (np.round(np.arange(1000, 0, -1000 / steps)).astype(np.int64) - 1).tolist()
@@ -511,7 +519,9 @@ def ddim_sample(unet, te, tok, prompts, steps, guidance, sf, gen):
             eps = eu + guidance * (ec - eu)
         a = ac[t]
         ap = ac[t - ratio] if t - ratio >= 0 else ac[0]
-        x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+        v = eps  # the model predicts v (Salimans & Ho 2022): x0 = sqrt(a) x - sqrt(1-a) v
+        x0 = a.sqrt() * x - (1 - a).sqrt() * v
+        eps = a.sqrt() * v + (1 - a).sqrt() * x
         x = ap.sqrt() * x0 + (1 - ap).sqrt() * eps
     return x / sf
 
@@ -678,9 +688,9 @@ def main():
         xt = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
         ctx, _ = te(ids)
         pred = unet(xt, t.float(), ctx)
-        snr = ac[t] / (1 - ac[t])
-        w = snr.clamp(max=5.0) / snr
-        loss = (w * ((pred - noise) ** 2).mean((1, 2, 3))).mean()
+        # v-prediction target; plain MSE keeps weight at t = T (SNR 0), where the layout is decided.
+        target = abar.sqrt() * noise - (1 - abar).sqrt() * x0
+        loss = ((pred - target) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -808,7 +818,7 @@ def export(out, tok, te, unet, dec, sf, args, stats):
                "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
                "cross_attention_dim": 128, "attention_head_dim": [16, 32], "num_attention_heads": 4,
                "norm_num_groups": 32, "flip_sin_to_cos": True, "freq_shift": 0, "act_fn": "silu",
-               "prediction_type": "epsilon", "timestep_input": "float32 tensor of shape [batch] or [1] (broadcast)",
+               "prediction_type": "v_prediction", "timestep_input": "float32 tensor of shape [batch] or [1] (broadcast)",
                "text_pooling": "attention pooling of encoder_hidden_states added to the time embedding"},
               open(os.path.join(out, "unet", "config.json"), "w"), indent=2)
     json.dump({"_class_name": "AutoencoderKL", "_diffusers_version": "0.21.0", "in_channels": 3, "out_channels": 3,
@@ -819,15 +829,15 @@ def export(out, tok, te, unet, dec, sf, args, stats):
               open(os.path.join(out, "vae_decoder", "config.json"), "w"), indent=2)
     json.dump({"_class_name": "DDIMScheduler", "_diffusers_version": "0.21.0", "num_train_timesteps": 1000,
                "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "trained_betas": None,
-               "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1, "prediction_type": "epsilon",
-               "timestep_spacing": "trailing", "thresholding": False, "rescale_betas_zero_snr": False},
+               "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1, "prediction_type": "v_prediction",
+               "timestep_spacing": "trailing", "thresholding": False, "rescale_betas_zero_snr": True},
               open(os.path.join(out, "scheduler", "scheduler_config.json"), "w"), indent=2)
     json.dump({"_class_name": "OnnxStableDiffusionPipeline", "_diffusers_version": "0.21.0",
                "feature_extractor": [None, None], "requires_safety_checker": False, "safety_checker": [None, None],
                "scheduler": ["diffusers", "DDIMScheduler"], "text_encoder": ["diffusers", "OnnxRuntimeModel"],
                "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "OnnxRuntimeModel"],
                "vae_decoder": ["diffusers", "OnnxRuntimeModel"], "vae_encoder": [None, None],
-               "_defaults": {"num_inference_steps": 20, "guidance_scale": 7.5, "height": 64, "width": 64}},
+               "_defaults": {"num_inference_steps": 20, "guidance_scale": 2.0, "height": 64, "width": 64}},
               open(os.path.join(out, "model_index.json"), "w"), indent=2)
     log("exported ONNX + configs")
 
