@@ -8,6 +8,7 @@
  */
 import { Hono } from 'hono'
 import type { AppEnv } from './app-env'
+import { huggingFaceRoutes, openAIRoutes } from './compat/routes'
 import type { EngineProvider } from './engine-provider'
 import type { RateLimitPolicy } from './keys/api-keys'
 import { notFoundProblem, onProblem } from './middleware/problem'
@@ -17,6 +18,7 @@ import { imageRoutes } from './routes/images'
 import { keyRoutes } from './routes/keys'
 import { modelRoutes } from './routes/models'
 import { opsRoutes } from './routes/ops'
+import { playgroundRoutes } from './ui/playground'
 
 /** Default request body limit: prompts are small, so 8 KiB is plenty. */
 export const DEFAULT_MAX_BODY_BYTES = 8 * 1024
@@ -41,6 +43,11 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
   app.route('/v1/images', imageRoutes({ engine: options.engine, maxBodyBytes, rateLimit }))
   app.route('/v1/models', modelRoutes({ engine: options.engine }))
   app.route('/v1/keys', keyRoutes({ maxBodyBytes }))
+  // Drop-in OpenAI / Hugging Face clients and the playground (docs/clients.md).
+  const generation = { engine: options.engine, maxBodyBytes, rateLimit }
+  app.route('/v1', openAIRoutes(generation))
+  app.route('/v1/hf', huggingFaceRoutes(generation))
+  app.route('/', playgroundRoutes())
   app.notFound(notFoundProblem)
   app.onError(onProblem)
   return app

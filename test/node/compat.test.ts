@@ -17,7 +17,7 @@ let worker: RunningWorker
 let key: string
 
 beforeAll(async () => {
-  worker = await startWorker({ entrypoint: 'test/node/pending-entry.ts' })
+  worker = await startWorker()
   key = (await worker.createKey({ name: 'compat-test' })).key
 })
 

@@ -23,7 +23,7 @@ describe.skipIf(!existsSync(CHROMIUM))('playground in headless Chromium', () => 
   const consoleErrors: string[] = []
 
   beforeAll(async () => {
-    worker = await startWorker({ entrypoint: 'test/node/pending-entry.ts' })
+    worker = await startWorker()
     key = (await worker.createKey({ name: 'playground' })).key
     browser = await chromium.launch({
       executablePath: CHROMIUM,

@@ -33,14 +33,13 @@ export function freePort(): Promise<number> {
   })
 }
 
-/** Starts the worker (`entrypoint` overrides wrangler.toml's `main`); `stop()` cleans up. */
-export async function startWorker(options: { entrypoint?: string } = {}): Promise<RunningWorker> {
+/** Starts the worker; `stop()` disposes of it and deletes its state. */
+export async function startWorker(): Promise<RunningWorker> {
   const port = await freePort()
   const adminToken = randomBytes(24).toString('base64url')
   const state = mkdtempSync(path.join(tmpdir(), 'tti-worker-'))
   const worker = await unstable_startWorker({
     config: 'wrangler.toml',
-    ...(options.entrypoint ? { entrypoint: options.entrypoint } : {}),
     bindings: { ADMIN_TOKEN: { type: 'plain_text', value: adminToken } },
     dev: {
       server: { hostname: '127.0.0.1', port },
