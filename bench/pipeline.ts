@@ -104,11 +104,14 @@ async function main() {
     ['wasm (ort-web, 1 thread)', () => createWebBackend('node'), RUNS],
     ['ort-node cpu', () => createNodeBackend('cpu'), RUNS],
   ]
-  if (existsSync(process.env.VK_ICD_FILENAMES ?? ICD))
+  // WebGPU over SwiftShader takes ~50 s per image: measured once, on the first model only.
+  // BENCH_WEBGPU=0 skips it.
+  if (process.env.BENCH_WEBGPU !== '0' && existsSync(process.env.VK_ICD_FILENAMES ?? ICD))
     backends.push(['ort-node webgpu (SwiftShader)', () => createNodeBackend('webgpu'), 1])
   for (const [name, dir] of MODELS) {
     if (!existsSync(dir)) continue
     for (const [label, make, runs] of backends) {
+      if (label.includes('webgpu') && name !== MODELS[0][0]) continue
       const timer: Timer = { ms: 0, unetMs: 0, unetCalls: 0 }
       const pipe = new StableDiffusionPipeline(
         await loadModel(folderSource(dir), timed(make(), timer)),
