@@ -7,6 +7,7 @@ import { createWebBackend } from '../../src/gpu/ort-web'
 import { loadModel } from '../../src/pipeline/model'
 import { fetchSource } from '../../src/pipeline/model-source'
 import { StableDiffusionPipeline } from '../../src/pipeline/stable-diffusion'
+import { goldenParams } from './golden-params'
 
 declare const Deno: { args: string[]; readTextFile(p: string): Promise<string> }
 
@@ -14,18 +15,7 @@ const [modelUrl, ortUrl, casePath] = Deno.args
 const ref = JSON.parse(await Deno.readTextFile(casePath))
 const backend = createWebBackend('deno', 'wasm', { wasmPaths: ortUrl })
 const pipe = new StableDiffusionPipeline(await loadModel(fetchSource(modelUrl), backend))
-const inp = ref.inputs
-const res = await pipe.generate({
-  prompt: inp.prompt,
-  negativePrompt: inp.negative_prompt ?? undefined,
-  seed: inp.seed,
-  steps: inp.num_inference_steps,
-  guidanceScale: inp.guidance_scale,
-  width: inp.width,
-  height: inp.height,
-  scheduler: ref.scheduler.class,
-  schedulerConfig: ref.scheduler.config,
-})
+const res = await pipe.generate(goldenParams(ref))
 console.log(
   JSON.stringify({
     backend: backend.name,

@@ -6,6 +6,7 @@ import { createWebBackend } from '../../src/gpu/ort-web'
 import { loadModel } from '../../src/pipeline/model'
 import { fetchSource } from '../../src/pipeline/model-source'
 import { StableDiffusionPipeline } from '../../src/pipeline/stable-diffusion'
+import { goldenParams } from './golden-params'
 
 /** What the page exposes to the test driver. */
 type RunGolden = (
@@ -21,18 +22,7 @@ page.runGolden = async (caseUrl, providers) => {
   const backend = createWebBackend('browser', providers, { wasmPaths: '/ort/' })
   const model = await loadModel(fetchSource(new URL('/model/', page.location.href).href), backend)
   const pipe = new StableDiffusionPipeline(model)
-  const inp = ref.inputs
-  const res = await pipe.generate({
-    prompt: inp.prompt,
-    negativePrompt: inp.negative_prompt ?? undefined,
-    seed: inp.seed,
-    steps: inp.num_inference_steps,
-    guidanceScale: inp.guidance_scale,
-    width: inp.width,
-    height: inp.height,
-    scheduler: ref.scheduler.class,
-    schedulerConfig: ref.scheduler.config,
-  })
+  const res = await pipe.generate(goldenParams(ref))
   return {
     latents: Array.from(res.latents),
     image: Array.from(res.images[0].data),

@@ -10,6 +10,7 @@ import { loadModel, type LoadedModel } from '../../src/pipeline/model'
 import { StableDiffusionPipeline } from '../../src/pipeline/stable-diffusion'
 import { folderSource } from '../../src/node/folder-source'
 import { GOLDEN, goldenJson, maxAbs, maxAbsDiff } from './golden'
+import { goldenParams } from '../browser/golden-params'
 
 const index = goldenJson('pipeline/cases/index.json')
 const LAYOUTS = ['tiny-sd-optimum', 'tiny-sd-legacy'] as const
@@ -48,17 +49,7 @@ describe.each(LAYOUTS)('reference generations on %s', (layout) => {
     const emb = await pipe.encodePrompt(inp.prompt)
     expect(maxAbsDiff(emb, ref.text_encoder.prompt_embeds)).toBeLessThanOrEqual(1e-5)
 
-    const res = await pipe.generate({
-      prompt: inp.prompt,
-      negativePrompt: inp.negative_prompt ?? undefined,
-      seed: inp.seed,
-      steps: inp.num_inference_steps,
-      guidanceScale: inp.guidance_scale,
-      width: inp.width,
-      height: inp.height,
-      scheduler: ref.scheduler.class,
-      schedulerConfig: ref.scheduler.config,
-    })
+    const res = await pipe.generate(goldenParams(ref))
     const tol = 1e-3 * Math.max(1, maxAbs(ref.final_latents))
     expect(maxAbsDiff(res.latents, ref.final_latents)).toBeLessThanOrEqual(tol)
     const want: number[] = ref.image.uint8
