@@ -93,6 +93,8 @@ export async function loadModel(
   source: ModelSource,
   backend: InferenceBackend,
 ): Promise<LoadedModel> {
+  // Configs and tokenizer files are parsed and also hashed for the digest: read each once.
+  source = readOnce(source)
   const index = await readJson(source, MODEL_FILES.index)
   const schedulerConfig = await readJson<SchedulerConfig>(source, MODEL_FILES.scheduler)
   const tokenizer = ClipTokenizer.fromFiles({
@@ -224,6 +226,20 @@ export async function loadModel(
     schedulerConfig,
   }
   return { spec, tokenizer, textEncoder, unet, vaeDecoder }
+}
+
+/** Wraps a source so each file is read at most once during a load. */
+function readOnce(source: ModelSource): ModelSource {
+  const seen = new Map<string, Promise<Uint8Array>>()
+  return {
+    label: source.label,
+    has: (p) => source.has(p),
+    readBytes(p) {
+      let bytes = seen.get(p)
+      if (!bytes) seen.set(p, (bytes = source.readBytes(p)))
+      return bytes
+    },
+  }
 }
 
 function pick(list: readonly ValueInfo[], component: string, preferred: string[]): ValueInfo {
