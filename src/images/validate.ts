@@ -1,8 +1,10 @@
 /**
  * @module
- * Turns a POST /v1/images body into a `GenerateRequest`: unknown fields rejected, defaults taken
- * from the model, bounds from its limits, prompts tokenized once (for the window check and the
- * cache key), and a random seed drawn when none is given.
+ * Turns a POST /v1/images body into a `GenerateRequest`. The body's structure (types, unknown
+ * fields, floors) is checked by the `ImageRequest` schema, the same one the OpenAPI document
+ * shows; then defaults are taken from the model, bounds from its limits, prompts tokenized once
+ * (for the window check and the cache key), and a random seed drawn when none is given. Every
+ * invalid field, structural or model-dependent, is reported in one 422.
  */
 import type {
   GenerateRequest,
@@ -11,25 +13,21 @@ import type {
   TokenizedPrompt,
 } from '../gpu/engine-types'
 import { ProblemError, throwFieldErrors, type FieldError } from '../problem'
+import { fieldErrors } from '../schema'
+import {
+  IMAGE_FIELD_FLOORS,
+  ImageRequest,
+  MAX_SEED,
+  MODEL_BOUNDED_FIELDS,
+  type ImageRequestBody,
+} from './schema'
+
+export { MAX_SEED }
 
 /** The fields POST /v1/images accepts. */
-export const IMAGE_REQUEST_FIELDS = Object.freeze([
-  'prompt',
-  'negative_prompt',
-  'seed',
-  'steps',
-  'guidance_scale',
-  'width',
-  'height',
-  'scheduler',
-  'model',
-  'n',
-  'output_format',
-  'truncate',
-] as const)
-
-/** Largest seed: seeds are unsigned 32-bit (image i of a request uses seed + i). */
-export const MAX_SEED = 2 ** 32 - 1
+export const IMAGE_REQUEST_FIELDS = Object.freeze(
+  Object.keys(ImageRequest.shape) as (keyof ImageRequestBody)[],
+)
 
 /** A validated request with its model and the token ids of both prompts. */
 export interface ResolvedRequest {
@@ -45,77 +43,85 @@ export function resolveRequest(
   body: unknown,
   engine: Pick<TextToImageEngine, 'models' | 'tokenize'>,
 ): ResolvedRequest {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    throwFieldErrors([{ field: '(body)', detail: 'must be a JSON object' }])
-  }
-  const b = body as Record<string, unknown>
-  const errors: FieldError[] = []
-  for (const k of Object.keys(b)) {
-    if (!(IMAGE_REQUEST_FIELDS as readonly string[]).includes(k)) {
-      errors.push({ field: k, detail: 'unknown field' })
-    }
-  }
+  const parsed = ImageRequest.safeParse(body)
+  // Range issues of model-bounded fields are left to the model check below, whose range lies
+  // inside the schema's (see IMAGE_FIELD_FLOORS) and whose message names the model's bounds.
+  const errors: FieldError[] = parsed.success
+    ? []
+    : fieldErrors(
+        parsed.error.issues.filter(
+          (i) =>
+            !(
+              (i.code === 'too_small' || i.code === 'too_big') &&
+              (MODEL_BOUNDED_FIELDS as readonly PropertyKey[]).includes(i.path[0])
+            ),
+        ),
+      )
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throwFieldErrors(errors)
+  // Fields with no error so far have the schema's types, whether or not the whole body parsed.
+  const invalid = new Set(errors.map((e) => e.field))
+  const b = body as ImageRequestBody
+  const ok = <K extends keyof ImageRequestBody>(k: K) => (invalid.has(k) ? undefined : b[k])
 
   const models = engine.models()
-  const modelId = b.model ?? models[0]?.id
+  const modelId = ok('model') ?? models[0]?.id
   const model = models.find((m) => m.id === modelId)
   if (!model) {
-    errors.push({ field: 'model', detail: `must be one of ${models.map((m) => m.id).join(', ')}` })
+    if (!invalid.has('model')) {
+      errors.push({
+        field: 'model',
+        detail: `must be one of ${models.map((m) => m.id).join(', ')}`,
+      })
+    }
     throwFieldErrors(errors)
   }
   const { defaults: d, limits: l } = model
 
-  const str = (k: string, fallback?: string): string => {
-    const v = b[k] ?? fallback
-    if (typeof v === 'string') return v
-    errors.push({ field: k, detail: v === undefined ? 'is required' : 'must be a string' })
-    return ''
-  }
-  const num = (k: string, fallback: number, min: number, max: number, integer: boolean) => {
-    const v = b[k] ?? fallback
-    if (typeof v !== 'number' || !Number.isFinite(v) || (integer && !Number.isInteger(v))) {
-      errors.push({ field: k, detail: `must be ${integer ? 'an integer' : 'a number'}` })
-    } else if (v < min || v > max) {
-      errors.push({ field: k, detail: `must be between ${min} and ${max}` })
+  const range = (
+    k: (typeof MODEL_BOUNDED_FIELDS)[number],
+    fallback: number,
+    min: number,
+    max: number,
+  ) => {
+    const v = ok(k) ?? fallback
+    const lo = Math.max(min, IMAGE_FIELD_FLOORS[k])
+    if (!invalid.has(k) && (v < lo || v > max)) {
+      errors.push({ field: k, detail: `must be between ${lo} and ${max}` })
     }
-    return v as number
+    return v
   }
   const size = (k: 'width' | 'height', fallback: number, max: number) => {
-    const v = num(k, fallback, l.sizeMultiple, max, true)
-    if (Number.isInteger(v) && v % l.sizeMultiple !== 0) {
+    const v = range(k, fallback, l.sizeMultiple, max)
+    if (!invalid.has(k) && v % l.sizeMultiple !== 0) {
       errors.push({ field: k, detail: `must be a multiple of ${l.sizeMultiple}` })
     }
     return v
   }
 
-  const prompt = str('prompt')
-  const negativePrompt = str('negative_prompt', '')
-  const n = num('n', 1, 1, l.maxImages, true)
-  const steps = num('steps', d.steps, l.minSteps, l.maxSteps, true)
-  const guidanceScale = num('guidance_scale', d.guidance_scale, l.minGuidance, l.maxGuidance, false)
+  const prompt = ok('prompt') ?? ''
+  const negativePrompt = ok('negative_prompt') ?? ''
+  const n = range('n', 1, 1, l.maxImages)
+  const steps = range('steps', d.steps, l.minSteps, l.maxSteps)
+  const guidanceScale = range('guidance_scale', d.guidance_scale, l.minGuidance, l.maxGuidance)
   const width = size('width', d.width, l.maxWidth)
   const height = size('height', d.height, l.maxHeight)
-  const scheduler = str('scheduler', d.scheduler)
-  if (typeof b.scheduler === 'string' && !acceptsScheduler(model, scheduler)) {
+  const scheduler = ok('scheduler') ?? d.scheduler
+  if (ok('scheduler') !== undefined && !acceptsScheduler(model, scheduler)) {
     errors.push({ field: 'scheduler', detail: `must be one of ${model.schedulers.join(', ')}` })
   }
-  const truncate = b.truncate ?? false
-  if (typeof truncate !== 'boolean') errors.push({ field: 'truncate', detail: 'must be a boolean' })
-  if (b.output_format !== undefined && b.output_format !== 'png') {
-    errors.push({ field: 'output_format', detail: 'must be "png"' })
-  }
+  const truncate = ok('truncate') ?? false
   const seedDrawn = b.seed === undefined
-  const lastSeed = MAX_SEED - (Number.isInteger(n) && n >= 1 ? n - 1 : 0)
-  const seed = seedDrawn ? randomSeed(lastSeed) : num('seed', 0, 0, lastSeed, true)
+  const lastSeed = MAX_SEED - Math.max(0, n - 1)
+  const seed = seedDrawn ? randomSeed(lastSeed) : range('seed', 0, 0, lastSeed)
   if (errors.length) throwFieldErrors(errors)
 
   const tokens = {
-    prompt: checkWindow(engine.tokenize(model.id, prompt), 'prompt', model, truncate as boolean),
+    prompt: checkWindow(engine.tokenize(model.id, prompt), 'prompt', model, truncate),
     negative: checkWindow(
       engine.tokenize(model.id, negativePrompt),
       'negative_prompt',
       model,
-      truncate as boolean,
+      truncate,
     ),
   }
   const req: GenerateRequest = {
@@ -129,7 +135,7 @@ export function resolveRequest(
     height,
     scheduler,
     n,
-    truncate: truncate as boolean,
+    truncate,
   }
   return { model, req, tokens, seedDrawn }
 }

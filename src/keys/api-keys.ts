@@ -4,12 +4,20 @@
  * `keys/<id>`, where the id is the first 16 hex digits of that hash); the stored hash is compared
  * with `crypto.subtle.timingSafeEqual`. Revocation is written to the key's `KeyGuard` Durable
  * Object first (strongly consistent, immediate everywhere) and then to KV (eventually consistent).
+ * Each record also holds the key's embed secret (32 random bytes, base64url): the HMAC key of its
+ * signed embed URLs (`src/embeds`). It is drawn independently of the key, never shown, and
+ * deleted when the key is revoked.
  */
+import { z } from 'zod'
 import { ProblemError, throwFieldErrors, type FieldError } from '../problem'
+import { fieldErrors } from '../schema'
 import { base64url, sha256Hex } from '../util'
 
-/** Scopes a key can hold: `generate` for POST /v1/images, `read` for GET /v1/models. */
-export const SCOPES = Object.freeze(['generate', 'read'] as const)
+/**
+ * Scopes a key can hold: `generate` for POST /v1/images, `read` for GET /v1/models, `embed` for
+ * minting signed embed URLs (POST /v1/embeds) whose generations are charged to the key.
+ */
+export const SCOPES = Object.freeze(['generate', 'read', 'embed'] as const)
 
 /** One key scope. */
 export type Scope = (typeof SCOPES)[number]
@@ -31,9 +39,11 @@ export interface PublicKeyRecord {
   rate_limit?: RateLimitPolicy
 }
 
-/** The stored key record: the public part plus the key's SHA-256 (hex). */
+/** The stored key record: the public part plus the key's SHA-256 (hex) and embed secret. */
 export interface ApiKeyRecord extends PublicKeyRecord {
   hash: string
+  /** HMAC key of the key's embed URLs (base64url); absent once revoked. */
+  embed_secret?: string
 }
 
 /** The revocation side of a key's Durable Object. */
@@ -74,53 +84,70 @@ export interface CreateKeyInput {
   rate_limit?: RateLimitPolicy
 }
 
+const NAME_DETAIL = 'must be a string of at most 100 characters'
+const SCOPES_DETAIL = `must be a non-empty subset of ${SCOPES.join(', ')}`
+const RATE_LIMIT_DETAIL = 'must be {burst: 1..100000, period_seconds: 1..86400} (integers)'
+
+const boundedInt = (max: number, description: string) =>
+  z
+    .number({ error: RATE_LIMIT_DETAIL })
+    .int({ error: RATE_LIMIT_DETAIL })
+    .min(1, { error: RATE_LIMIT_DETAIL })
+    .max(max, { error: RATE_LIMIT_DETAIL })
+    .meta({ description })
+
+/** A key's own quota, as sent to POST /v1/keys and shown in key records. */
+export const RateLimitPolicySchema = z
+  .strictObject(
+    {
+      burst: boundedInt(100_000, 'Most images the key may request at once (bucket size).'),
+      period_seconds: boundedInt(86_400, 'Seconds to refill the whole bucket.'),
+    },
+    { error: RATE_LIMIT_DETAIL },
+  )
+  .meta({
+    description: 'Token bucket: at most `burst` images, refilled evenly over `period_seconds`.',
+  })
+
+/** The POST /v1/keys body; every field is optional. */
+export const CreateKeyBody = z
+  .strictObject(
+    {
+      name: z
+        .string({ error: NAME_DETAIL })
+        .max(100, { error: NAME_DETAIL })
+        .optional()
+        .meta({ description: 'A label for people.', default: 'unnamed', example: 'my-site' }),
+      scopes: z
+        .array(z.enum(SCOPES, { error: SCOPES_DETAIL }), { error: SCOPES_DETAIL })
+        .min(1, { error: SCOPES_DETAIL })
+        .optional()
+        .meta({
+          description: '`generate` for image generation, `read` for GET /v1/models.',
+          default: [...SCOPES],
+        }),
+      rate_limit: RateLimitPolicySchema.optional(),
+    },
+    { error: 'must be a JSON object' },
+  )
+  .meta({ description: 'Body of POST /v1/keys.' })
+
 /** Validates a POST /v1/keys body (all fields optional); throws 422 naming bad fields. */
 export function parseCreateKeyInput(body: unknown): CreateKeyInput {
-  const b = (
-    typeof body === 'object' && body !== null && !Array.isArray(body) ? body : {}
-  ) as Record<string, unknown>
-  const errors: FieldError[] = []
-  if (b !== body) errors.push({ field: '(body)', detail: 'must be a JSON object' })
-  for (const k of Object.keys(b)) {
-    if (!['name', 'scopes', 'rate_limit'].includes(k))
-      errors.push({ field: k, detail: 'unknown field' })
+  const parsed = CreateKeyBody.safeParse(body)
+  if (!parsed.success) {
+    // One error per top-level field (`scopes`, not `scopes.0`): the field is what callers fix.
+    const byField = new Map<string, FieldError>()
+    for (const e of fieldErrors(parsed.error.issues)) {
+      const [field] = e.field.split('.')
+      const detail =
+        field === 'rate_limit' ? RATE_LIMIT_DETAIL : field === 'scopes' ? SCOPES_DETAIL : e.detail
+      if (!byField.has(field)) byField.set(field, { field, detail })
+    }
+    throwFieldErrors([...byField.values()])
   }
-  const name = b.name ?? 'unnamed'
-  if (typeof name !== 'string' || name.length > 100) {
-    errors.push({ field: 'name', detail: 'must be a string of at most 100 characters' })
-  }
-  const scopes = b.scopes ?? [...SCOPES]
-  if (
-    !Array.isArray(scopes) ||
-    scopes.length === 0 ||
-    !scopes.every((s) => (SCOPES as readonly unknown[]).includes(s))
-  ) {
-    errors.push({ field: 'scopes', detail: `must be a non-empty subset of ${SCOPES.join(', ')}` })
-  }
-  const rl = b.rate_limit as Record<string, unknown> | undefined
-  const int = (v: unknown, max: number) =>
-    Number.isInteger(v) && (v as number) >= 1 && (v as number) <= max
-  if (
-    rl !== undefined &&
-    (typeof rl !== 'object' ||
-      rl === null ||
-      Object.keys(rl).some((k) => k !== 'burst' && k !== 'period_seconds') ||
-      !int(rl.burst, 100_000) ||
-      !int(rl.period_seconds, 86_400))
-  ) {
-    errors.push({
-      field: 'rate_limit',
-      detail: 'must be {burst: 1..100000, period_seconds: 1..86400} (integers)',
-    })
-  }
-  if (errors.length) throwFieldErrors(errors)
-  return {
-    name: name as string,
-    scopes: [...new Set(scopes as Scope[])],
-    ...(rl
-      ? { rate_limit: { burst: rl.burst as number, period_seconds: rl.period_seconds as number } }
-      : {}),
-  }
+  const { name = 'unnamed', scopes = [...SCOPES], rate_limit } = parsed.data
+  return { name, scopes: [...new Set(scopes)], ...(rate_limit ? { rate_limit } : {}) }
 }
 
 /** Creates and stores a key; returns the key itself (shown once) and its public record. */
@@ -142,6 +169,8 @@ export async function createKey(
     created_at: new Date().toISOString(),
     hash,
     ...(input.rate_limit ? { rate_limit: input.rate_limit } : {}),
+    // Independent of the key itself, so embed URLs reveal nothing about either.
+    embed_secret: base64url(crypto.getRandomValues(new Uint8Array(32))),
   }
   await putRecord(deps.kv, record)
   return { key, record: toPublic(record) }
@@ -164,8 +193,10 @@ export async function revokeKey(deps: KeyDeps, id: string): Promise<PublicKeyRec
   const record = await getRecord(deps.kv, id)
   if (!record) throw new ProblemError('not-found', { detail: `no API key with id ${id}` })
   await deps.guard(id).revoke()
-  if (!record.revoked_at) {
-    record.revoked_at = new Date().toISOString()
+  if (!record.revoked_at || record.embed_secret) {
+    record.revoked_at ??= new Date().toISOString()
+    // The embed secret dies with the key: its URLs can never verify again.
+    delete record.embed_secret
     await putRecord(deps.kv, record)
   }
   return toPublic(record)
@@ -190,6 +221,11 @@ export async function authenticate(
   return record
 }
 
+/** The stored record of a key id, or null for an unknown id (no revocation check). */
+export function findKey(deps: Pick<KeyDeps, 'kv'>, id: string): Promise<ApiKeyRecord | null> {
+  return getRecord(deps.kv, id)
+}
+
 /** A 401 `unauthorized` problem with its `WWW-Authenticate` challenge. */
 export function unauthorized(detail: string): ProblemError {
   return new ProblemError('unauthorized', {
@@ -207,6 +243,6 @@ async function putRecord(kv: KeyDeps['kv'], record: ApiKeyRecord): Promise<void>
   await kv.put(RECORD_PREFIX + record.id, JSON.stringify(record), { metadata: toPublic(record) })
 }
 
-function toPublic({ hash: _hash, ...rest }: ApiKeyRecord): PublicKeyRecord {
+function toPublic({ hash: _hash, embed_secret: _secret, ...rest }: ApiKeyRecord): PublicKeyRecord {
   return rest
 }

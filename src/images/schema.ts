@@ -1,0 +1,129 @@
+/**
+ * @module
+ * The POST /v1/images body as one zod schema: `resolveRequest` validates every body with it, and
+ * the OpenAPI document (`src/openapi`) describes the endpoint with it, so the two cannot drift.
+ * It holds what is true for every model (types, unknown fields, floors, the seed range); the
+ * bounds that depend on the chosen model (`GET /v1/models` `limits`, `schedulers`, the token
+ * window) are checked afterwards in `validate.ts`, inside these floors.
+ *
+ * @example
+ * const body = parseOrThrow(ImageRequest, await c.req.json())
+ */
+import { z } from 'zod'
+
+/** Largest seed: seeds are unsigned 32-bit (image i of a request uses seed + i). */
+export const MAX_SEED = 2 ** 32 - 1
+
+/**
+ * Lowest value of each numeric field for any model. A model's own minimum is never below it
+ * (`validate.ts` takes the larger of the two), so what the schema rejects the API rejects too.
+ */
+export const IMAGE_FIELD_FLOORS = Object.freeze({
+  seed: 0,
+  steps: 1,
+  guidance_scale: 0,
+  width: 1,
+  height: 1,
+  n: 1,
+} as const)
+
+/** Fields whose upper (and possibly tighter lower) bound comes from the model's limits. */
+export const MODEL_BOUNDED_FIELDS = Object.freeze([
+  'seed',
+  'steps',
+  'guidance_scale',
+  'width',
+  'height',
+  'n',
+] as const)
+
+/** OpenAPI annotations of a field (zod's `.meta` replaces, so they are set once). */
+type FieldMeta = { description: string; default?: unknown; example?: unknown }
+
+const string = (meta: FieldMeta) => z.string({ error: 'must be a string' }).optional().meta(meta)
+
+const integer = (field: keyof typeof IMAGE_FIELD_FLOORS, meta: FieldMeta) =>
+  z
+    .number({ error: 'must be an integer' })
+    .int({ error: 'must be an integer' })
+    .min(IMAGE_FIELD_FLOORS[field], { error: `must be at least ${IMAGE_FIELD_FLOORS[field]}` })
+    .optional()
+    .meta(meta)
+
+/** The POST /v1/images body (`Content-Type: application/json`, at most 8 KiB). */
+export const ImageRequest = z
+  .strictObject(
+    {
+      prompt: z
+        .string({ error: (i) => (i.input === undefined ? 'is required' : 'must be a string') })
+        .meta({
+          description:
+            "What to draw. At most the model's `max_prompt_tokens` tokens unless `truncate` is set (else 422 `prompt-too-long`).",
+          example: 'a red circle on a white background',
+        }),
+      negative_prompt: string({
+        description: 'What to steer away from; same token window as `prompt`.',
+        default: '',
+      }),
+      seed: z
+        .number({ error: 'must be an integer' })
+        .int({ error: 'must be an integer' })
+        .min(0, { error: `must be between 0 and ${MAX_SEED}` })
+        .max(MAX_SEED, { error: `must be between 0 and ${MAX_SEED}` })
+        .optional()
+        .meta({
+          description:
+            'Seed of the first image; image i uses seed + i, so seed + n - 1 must not exceed 2^32 - 1. Drawn at random when absent (reported in `X-Seed`).',
+          example: 42,
+        }),
+      steps: integer('steps', {
+        description:
+          "Denoising steps, within the model's `min_steps`..`max_steps` (model default when absent).",
+        example: 4,
+      }),
+      guidance_scale: z
+        .number({ error: 'must be a number' })
+        .min(IMAGE_FIELD_FLOORS.guidance_scale, { error: 'must be at least 0' })
+        .optional()
+        .meta({
+          description:
+            "Classifier-free guidance scale, within the model's `min_guidance_scale`..`max_guidance_scale` (model default when absent).",
+        }),
+      width: integer('width', {
+        description:
+          "Image width in pixels: a multiple of the model's `size_multiple`, at most `max_width` (model default when absent).",
+      }),
+      height: integer('height', {
+        description:
+          "Image height in pixels: a multiple of the model's `size_multiple`, at most `max_height` (model default when absent).",
+      }),
+      scheduler: string({
+        description:
+          "One of the model's `schedulers` (aliases such as `euler`, or diffusers class names); model default when absent.",
+      }),
+      model: string({
+        description: 'A model id from `GET /v1/models`; the first served model when absent.',
+      }),
+      n: integer('n', {
+        description:
+          "Images to make, at most the model's `max_images`; n > 1 needs `Accept: application/json`.",
+        default: 1,
+      }),
+      output_format: z
+        .literal('png', { error: 'must be "png"' })
+        .optional()
+        .meta({ description: 'The only format is PNG.', default: 'png' }),
+      truncate: z.boolean({ error: 'must be a boolean' }).optional().meta({
+        description: "Cut an over-long prompt to the model's token window instead of a 422.",
+        default: false,
+      }),
+    },
+    { error: 'must be a JSON object' },
+  )
+  .meta({
+    description:
+      'Body of POST /v1/images. Unknown fields are rejected with 422. Model-dependent bounds are listed per model by `GET /v1/models`; a value outside them is a 422 `validation-error` naming the field.',
+  })
+
+/** A structurally valid POST /v1/images body. */
+export type ImageRequestBody = z.output<typeof ImageRequest>
