@@ -33,14 +33,19 @@ export function freePort(): Promise<number> {
   })
 }
 
-/** Starts the worker; `stop()` disposes of it and deletes its state. */
-export async function startWorker(): Promise<RunningWorker> {
+/** Starts the worker with extra plain-text `vars`; `stop()` disposes of it and deletes its state. */
+export async function startWorker(vars: Record<string, string> = {}): Promise<RunningWorker> {
   const port = await freePort()
   const adminToken = randomBytes(24).toString('base64url')
   const state = mkdtempSync(path.join(tmpdir(), 'tti-worker-'))
   const worker = await unstable_startWorker({
     config: 'wrangler.toml',
-    bindings: { ADMIN_TOKEN: { type: 'plain_text', value: adminToken } },
+    bindings: {
+      ADMIN_TOKEN: { type: 'plain_text', value: adminToken },
+      ...Object.fromEntries(
+        Object.entries(vars).map(([k, value]) => [k, { type: 'plain_text' as const, value }]),
+      ),
+    },
     dev: {
       server: { hostname: '127.0.0.1', port },
       inspector: false,
