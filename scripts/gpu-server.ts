@@ -1,8 +1,10 @@
 /**
  * The GPU backend service (`npm run gpu`): loads the models once on onnxruntime-node and runs
- * denoise jobs from the edge.
+ * denoise jobs from the edge. It listens at once: `/healthz` answers 503 (`loading`) until the
+ * models are loaded, then 200 with the provider chain and model digests.
  *
  *   TTI_BACKEND_SECRET=... TTI_PROVIDERS=webgpu,cpu npm run gpu -- --port 8788 --model models/tiny-shapes
+ *   TTI_PROVIDERS=wasm  # the edge's WebAssembly kernels: the same bytes as the in-edge path
  */
 import { serve } from '@hono/node-server'
 import { basename, resolve } from 'node:path'
@@ -30,18 +32,21 @@ async function main() {
     )
   const dirs = values.model?.length ? values.model : ['models/tiny-shapes']
   const backend = createNodeBackend(values.providers)
-  const models: ServedModel[] = []
-  for (const dir of dirs) {
-    const model = await loadModel(folderSource(dir), backend)
-    models.push({ id: basename(resolve(dir)), pipeline: new StableDiffusionPipeline(model) })
-  }
+  const models = (async () => {
+    const loaded: ServedModel[] = []
+    for (const dir of dirs) {
+      const model = await loadModel(folderSource(dir), backend)
+      loaded.push({ id: basename(resolve(dir)), pipeline: new StableDiffusionPipeline(model) })
+    }
+    return loaded
+  })()
   const app = createBackendApp({ models, secret, provider: backend.name })
   const port = Number(values.port)
   serve({ fetch: app.fetch, port, hostname: values.host }, () => {
-    console.log(
-      `gpu backend on http://${values.host}:${port} (${backend.name}; ${models.map((m) => m.id).join(', ')})`,
-    )
+    console.log(`gpu backend on http://${values.host}:${port} (${backend.name}; loading)`)
   })
+  const loaded = await models
+  console.log(`gpu backend ready: ${loaded.map((m) => m.id).join(', ')}`)
 }
 
 main().catch((e: Error) => {

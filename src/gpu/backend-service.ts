@@ -19,11 +19,13 @@ import {
   verifyRequest,
   type Job,
 } from './protocol'
+import type { BackendReadiness } from './health'
 import { asFloat32 } from './tensor'
 
 /** Options of `createBackendApp`. */
 export interface BackendOptions {
-  models: readonly ServedModel[]
+  /** The served models, or their load in progress: until it settles `/healthz` answers 503. */
+  models: readonly ServedModel[] | Promise<readonly ServedModel[]>
   /** Shared secret for request signatures (HMAC-SHA256). */
   secret: string
   /** How long a finished job's result is kept for retries with the same idempotency key. */
@@ -51,7 +53,20 @@ const MAX_BODY = 1 << 20
 export function createBackendApp(options: BackendOptions): Hono {
   if (!options.secret) throw new Error('the backend needs a shared secret (TTI_BACKEND_SECRET)')
   const ttl = options.resultTtlMs ?? 10 * 60_000
-  const byId = new Map(options.models.map((m) => [m.id, m]))
+  const byId = new Map<string, ServedModel>()
+  let status: BackendReadiness['status'] = 'loading'
+  let loadError: string | undefined
+  Promise.resolve(options.models).then(
+    (models) => {
+      for (const m of models) byId.set(m.id, m)
+      status = 'ready'
+    },
+    (e: Error) => {
+      status = 'failed'
+      loadError = e.message
+    },
+  )
+  const stats = { started: 0, running: 0, promptsEncoded: 0 }
   const runs = new Map<string, Run>()
   const app = new Hono()
 
@@ -69,13 +84,19 @@ export function createBackendApp(options: BackendOptions): Hono {
       },
     )
 
-  app.get('/healthz', (c) =>
-    c.json({
-      ok: true,
+  // Readiness, not just liveness: 503 until the models are loaded, so probes and load balancers
+  // keep jobs away from a backend that would refuse them.
+  app.get('/healthz', (c) => {
+    const report: BackendReadiness = {
+      ready: status === 'ready',
+      status,
       provider: options.provider,
-      models: options.models.map((m) => ({ id: m.id, digest: m.pipeline.spec.digest })),
-    }),
-  )
+      models: [...byId.values()].map((m) => ({ id: m.id, digest: m.pipeline.spec.digest })),
+      jobs: { ...stats },
+      ...(loadError ? { error: loadError } : {}),
+    }
+    return c.json(report, status === 'ready' ? 200 : 503)
+  })
 
   app.post('/v1/jobs', async (c) => {
     if (c.req.header('content-type') !== JOB_CONTENT_TYPE)
@@ -90,6 +111,11 @@ export function createBackendApp(options: BackendOptions): Hono {
       body,
     )
     if (check !== 'ok') return problem(401, 'Unauthorized', `request signature ${check}`)
+    if (status !== 'ready') {
+      const res = problem(503, 'Service Unavailable', `the backend is ${status}`)
+      res.headers.set('retry-after', '5')
+      return res
+    }
     let job: Job
     try {
       job = decodeJob(body)
@@ -109,13 +135,21 @@ export function createBackendApp(options: BackendOptions): Hono {
     sweep(runs, ttl)
     let run = runs.get(key)
     if (!run) {
-      run = startRun(served, job, deadline)
+      run = startRun(served, job, deadline, stats)
+      stats.started++
+      stats.running++
       options.onJobStart?.(key)
       runs.set(key, run)
       const r = run
       r.result.then(
-        () => (r.finishedAt = Date.now()),
-        () => runs.delete(key), // failures are not kept: a retry runs again
+        () => {
+          stats.running--
+          r.finishedAt = Date.now()
+        },
+        () => {
+          stats.running--
+          runs.delete(key) // failures are not kept: a retry runs again
+        },
       )
     }
     return new Response(streamRun(run), { headers: { 'content-type': FRAMES_CONTENT_TYPE } })
@@ -129,14 +163,17 @@ function sweep(runs: Map<string, Run>, ttl: number): void {
     if (r.finishedAt !== undefined && now - r.finishedAt > ttl) runs.delete(k)
 }
 
-function startRun(served: ServedModel, job: Job, deadline: number): Run {
+function startRun(
+  served: ServedModel,
+  job: Job,
+  deadline: number,
+  stats: { promptsEncoded: number },
+): Run {
   const listeners = new Set<(p: object) => void>()
   const h = job.header
   const signal = AbortSignal.timeout(Math.max(0, deadline - Date.now()))
   const result = (async () => {
-    const pe = job.tensors.prompt_embeds
-    const ne = job.tensors.negative_prompt_embeds
-    if (!pe) throw new ProtocolError('job has no prompt_embeds tensor')
+    const { pe, ne } = await embeddings(served, job, stats)
     const res = await served.pipeline.generate(
       {
         prompt: h.prompt,
@@ -148,8 +185,8 @@ function startRun(served: ServedModel, job: Job, deadline: number): Run {
         height: h.height,
         scheduler: h.scheduler,
         numImages: h.n,
-        promptEmbeds: asFloat32(pe),
-        negativePromptEmbeds: ne ? asFloat32(ne) : undefined,
+        promptEmbeds: pe,
+        negativePromptEmbeds: ne,
       },
       {
         signal,
@@ -166,6 +203,33 @@ function startRun(served: ServedModel, job: Job, deadline: number): Run {
   })()
   result.catch(() => undefined) // observed by every stream; never an unhandled rejection
   return { result, listeners }
+}
+
+/** The job's prompt embeddings: sent by the edge, or encoded here from its `input_ids`. */
+async function embeddings(
+  served: ServedModel,
+  job: Job,
+  stats: { promptsEncoded: number },
+): Promise<{ pe: Float32Array; ne?: Float32Array }> {
+  const { prompt_embeds: pe, negative_prompt_embeds: ne, input_ids: ids } = job.tensors
+  if (pe) return { pe: asFloat32(pe), ne: ne ? asFloat32(ne) : undefined }
+  if (!ids) throw new ProtocolError('job has neither prompt_embeds nor input_ids')
+  const window = served.pipeline.spec.tokenWindow
+  const rows = job.header.guidanceScale > 1 ? 2 : 1
+  if (
+    ids.type !== 'int32' ||
+    ids.dims.length !== 2 ||
+    ids.dims[0] !== rows ||
+    ids.dims[1] !== window
+  )
+    throw new ProtocolError(`input_ids must be int32 [${rows}, ${window}]`)
+  const row = (r: number) =>
+    Array.from(ids.data.subarray(r * window, (r + 1) * window) as Int32Array)
+  stats.promptsEncoded += rows
+  return {
+    pe: await served.pipeline.encodeTokenIds(row(0)),
+    ne: rows === 2 ? await served.pipeline.encodeTokenIds(row(1)) : undefined,
+  }
 }
 
 function streamRun(run: Run): ReadableStream<Uint8Array> {

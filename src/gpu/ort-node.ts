@@ -2,10 +2,12 @@
  * @module
  * ONNX Runtime for Node (the GPU backend service, the CLI, tests and benchmarks). Providers come
  * from `resolveProviders('node', …)`: `webgpu` (Dawn; on CPU-only hosts it runs over SwiftShader),
- * `cuda` where its libraries are installed, else `cpu`.
+ * `cuda` where its libraries are installed, else `cpu`; or `wasm` alone, which is onnxruntime-web's
+ * WebAssembly build in this process (the edge's kernels, for byte-identical results).
  */
 import * as ort from 'onnxruntime-node'
 import { createOrtBackend, type OrtModule } from './ort-backend'
+import { createWebBackend } from './ort-web'
 import { resolveProviders } from './providers'
 import type { InferenceBackend } from './tensor'
 
@@ -13,6 +15,12 @@ import type { InferenceBackend } from './tensor'
 export function createNodeBackend(providers?: string | readonly string[]): InferenceBackend {
   // The CPU provider is always the last resort, and it hosts the CPU_COMPONENTS.
   const executionProviders = resolveProviders('node', providers)
+  if (executionProviders.includes('wasm')) {
+    // A different runtime, not an onnxruntime-node provider: it cannot fall back within a session.
+    if (executionProviders.length > 1)
+      throw new Error('the wasm provider runs on onnxruntime-web; configure it alone')
+    return createWebBackend('node')
+  }
   if (!executionProviders.includes('cpu')) executionProviders.push('cpu')
   return createOrtBackend(ort as unknown as OrtModule, {
     name: `onnxruntime-node:${executionProviders.join('>')}`,

@@ -43,7 +43,12 @@ export interface JobHeader {
   negativePrompt: string
 }
 
-/** A job: its header plus named tensors (`prompt_embeds`, `negative_prompt_embeds`). */
+/**
+ * A job: its header plus named tensors. With the text encoder at the edge: `prompt_embeds` and,
+ * under guidance, `negative_prompt_embeds` (float32 [window, hidden]). With it on the backend
+ * (`./placement`): `input_ids` (int32 [rows, window]; row 0 the prompt, row 1 the negative prompt
+ * under guidance), padded exactly as the tokenizer pads them for the model.
+ */
 export interface Job {
   header: JobHeader
   tensors: Record<string, Tensor>

@@ -11,6 +11,8 @@ export type Runtime = 'workerd' | 'node' | 'browser' | 'deno'
  * Default provider order per runtime, most preferred first; a backend falls back down the list.
  * workerd: plain WebAssembly only (single-threaded; WebGPU builds are too big for an isolate).
  * node: WebGPU (Dawn, bundled in onnxruntime-node), CUDA where its libraries are installed, CPU.
+ * On request also `wasm` in node: onnxruntime-web's WebAssembly build, the edge's own kernels, so a
+ * backend reproduces the in-edge path's bytes (native CPU kernels round differently, by ±1 in 8-bit).
  */
 export const EXECUTION_PROVIDERS: Readonly<Record<Runtime, readonly string[]>> = Object.freeze({
   workerd: Object.freeze(['wasm']),
@@ -22,7 +24,7 @@ export const EXECUTION_PROVIDERS: Readonly<Record<Runtime, readonly string[]>> =
 /** Providers each runtime can use at all. */
 const SUPPORTED: Readonly<Record<Runtime, readonly string[]>> = Object.freeze({
   workerd: ['wasm'],
-  node: ['webgpu', 'cuda', 'cpu'],
+  node: ['webgpu', 'cuda', 'cpu', 'wasm'],
   browser: ['webgpu', 'wasm'],
   deno: ['webgpu', 'wasm'],
 })

@@ -1,13 +1,16 @@
 /**
  * @module
- * The edge side of the GPU backend: tokenizes and encodes prompts here (the text encoder is
- * small), sends the denoise job to a backend over HTTP, signed and idempotent, and fails over
- * between backends. Failures surface as `BackendError` with the status the client should see:
- * 502 (bad or refused response), 503 (no backend reachable), 504 (deadline passed).
+ * The edge side of the GPU backend: tokenizes prompts here and encodes them here or on the
+ * backend (`./placement`), sends the denoise job to a backend over HTTP, signed and idempotent,
+ * and fails over between backends, healthy ones first (`./health`: a circuit breaker per backend
+ * and the Cron Trigger's shared probes). Failures surface as `BackendError` with the status the
+ * client should see: 502 (bad or refused response), 503 (no backend reachable), 504 (deadline).
  */
 import type { ServedModel } from '../pipeline/engine'
 import { createPipelineEngine } from '../pipeline/engine'
 import type { GeneratedImage, TextToImageEngine } from './engine-types'
+import { CircuitBreaker, probeBackend, rankBackends, type HealthRecord } from './health'
+import type { TextEncoderPlacement } from './placement'
 import {
   encodeJob,
   FRAMES_CONTENT_TYPE,
@@ -17,7 +20,7 @@ import {
   sha256Hex,
   signRequest,
 } from './protocol'
-import { float32 } from './tensor'
+import { float32, integers, type Tensor } from './tensor'
 
 /** A generation failure caused by the backend, with the HTTP status to report. */
 export class BackendError extends Error {
@@ -47,10 +50,18 @@ export interface RemoteEngineOptions {
   secret: string
   /** Whole-job deadline. */
   timeoutMs?: number
-  /** How long a backend that failed to answer is skipped. */
+  /** How long a backend that failed is skipped after its first failure (doubles per failure). */
   downForMs?: number
+  /** Cap of that backoff. */
+  maxDownForMs?: number
+  /** Timeout of the `/healthz` probe that lets a skipped backend back in. */
+  probeTimeoutMs?: number
   /** `fetch` to use (a service binding's `fetch`, or the global one). */
   fetch?: (input: string, init: RequestInit) => Promise<Response>
+  /** Where each model's text encoder runs (by model id; `edge` when absent). */
+  textEncoder?: Readonly<Record<string, TextEncoderPlacement>>
+  /** The latest shared probes (the Cron Trigger's, from KV), to order backends healthy-first. */
+  health?: () => Promise<Readonly<Record<string, HealthRecord>>>
 }
 
 /** An engine that runs the text encoder locally and the denoising loop on a GPU backend. */
@@ -62,10 +73,11 @@ export function createRemoteEngine(
   if (!options.secret) throw new Error('createRemoteEngine needs the backend secret')
   const local = createPipelineEngine(models)
   const byId = new Map(models.map((m) => [m.id, m]))
-  const downUntil = new Map<string, number>()
   const doFetch = options.fetch ?? ((u, i) => fetch(u, i))
   const timeoutMs = options.timeoutMs ?? 120_000
-  const downForMs = options.downForMs ?? 30_000
+  const baseMs = options.downForMs ?? 5_000
+  const breaker = new CircuitBreaker({ baseMs, maxMs: options.maxDownForMs ?? 12 * baseMs })
+  const probeTimeoutMs = options.probeTimeoutMs ?? 2_000
 
   return {
     models: () => local.models(),
@@ -75,18 +87,7 @@ export function createRemoteEngine(
       if (!served) throw new RangeError(`unknown model ${JSON.stringify(req.model)}`)
       const pipe = served.pipeline
       const spec = pipe.spec
-      const dims = [spec.tokenWindow, spec.hiddenSize]
-      const tensors = {
-        prompt_embeds: float32(await pipe.encodePrompt(req.prompt, req.truncate), dims),
-        ...(req.guidanceScale > 1
-          ? {
-              negative_prompt_embeds: float32(
-                await pipe.encodePrompt(req.negativePrompt, req.truncate),
-                dims,
-              ),
-            }
-          : {}),
-      }
+      const tensors = await jobTensors(pipe, req, options.textEncoder?.[req.model] ?? 'edge')
       const body = encodeJob({
         header: {
           model: req.model,
@@ -105,14 +106,24 @@ export function createRemoteEngine(
       })
       const key = await sha256Hex(body)
       const deadline = Date.now() + timeoutMs
-      const now = Date.now()
-      const order = [...options.urls].sort(
-        (a, b) => Number((downUntil.get(a) ?? 0) > now) - Number((downUntil.get(b) ?? 0) > now),
-      )
+      const shared = (await options.health?.().catch(() => undefined)) ?? {}
+      const order = rankBackends(options.urls, shared, spec.digest)
       let last: BackendError = new BackendError(503, 'no GPU backend is reachable')
       for (const base of order) {
         if (Date.now() >= deadline)
           throw new BackendError(504, 'the GPU backend did not finish before the deadline')
+        const admitted = await breaker.admit(base, async () => {
+          const r = await probeBackend(
+            base,
+            doFetch,
+            Math.min(probeTimeoutMs, deadline - Date.now()),
+          )
+          return r.healthy && r.digests.includes(spec.digest)
+        })
+        if (!admitted) {
+          last = new BackendError(503, `GPU backend ${base} is marked down (circuit open)`)
+          continue
+        }
         const url = new URL('/v1/jobs', base).toString()
         const ts = Date.now()
         const sig = AbortSignal.any([
@@ -142,7 +153,7 @@ export function createRemoteEngine(
           signal?.throwIfAborted()
           if ((e as Error).name === 'TimeoutError')
             throw new BackendError(504, `GPU backend ${base} timed out`)
-          downUntil.set(base, Date.now() + downForMs)
+          breaker.failure(base)
           last = new BackendError(
             503,
             `GPU backend ${base} is unreachable: ${(e as Error).message}`,
@@ -150,8 +161,8 @@ export function createRemoteEngine(
           continue
         }
         if (res.status >= 500 && res.status !== 504) {
-          // The backend is up but failing: try the next one; the job is idempotent.
-          downUntil.set(base, Date.now() + downForMs)
+          // The backend is up but failing (or still loading): try the next; the job is idempotent.
+          breaker.failure(base)
           last = new BackendError(502, `GPU backend ${base} answered ${res.status}`)
           await res.body?.cancel()
           continue
@@ -163,10 +174,40 @@ export function createRemoteEngine(
             `GPU backend ${base} refused the job (${res.status})`,
           )
         }
-        return await readImages(res.body, base, req.n, onProgress)
+        const images = await readImages(res.body, base, req.n, onProgress)
+        breaker.success(base)
+        return images
       }
       throw last
     },
+  }
+}
+
+/** The job's tensors: hidden states encoded here, or token ids for the backend to encode. */
+async function jobTensors(
+  pipe: ServedModel['pipeline'],
+  req: Parameters<TextToImageEngine['generate']>[0],
+  placement: TextEncoderPlacement,
+): Promise<Record<string, Tensor>> {
+  const spec = pipe.spec
+  const cfg = req.guidanceScale > 1
+  if (placement === 'backend') {
+    const rows = [req.prompt, ...(cfg ? [req.negativePrompt] : [])].map(
+      (text) => pipe.tokenize(text, req.truncate).inputIds,
+    )
+    return { input_ids: integers('int32', rows.flat(), [rows.length, spec.tokenWindow]) }
+  }
+  const dims = [spec.tokenWindow, spec.hiddenSize]
+  return {
+    prompt_embeds: float32(await pipe.encodePrompt(req.prompt, req.truncate), dims),
+    ...(cfg
+      ? {
+          negative_prompt_embeds: float32(
+            await pipe.encodePrompt(req.negativePrompt, req.truncate),
+            dims,
+          ),
+        }
+      : {}),
   }
 }
 

@@ -255,6 +255,9 @@ export class StableDiffusionPipeline {
         throw new Error(`non-finite latents after step ${step + 1} (scheduler ${p.scheduler})`)
       }
       onStep?.({ step: step + 1, totalSteps: timesteps.length, timestep: t })
+      // Yield a macrotask: ORT's WebAssembly run settles in microtasks, so without this a whole
+      // generation holds the thread and progress (or any other request) waits until it ends.
+      await new Promise((resolve) => setTimeout(resolve, 0))
     }
 
     // 5. Decode with the VAE: latents / scaling_factor, then to 8-bit RGB.
@@ -270,11 +273,28 @@ export class StableDiffusionPipeline {
 
   /** Text encoder hidden states for one prompt ([window, hidden]); cached by token ids. */
   async encodePrompt(text: string, truncate = true): Promise<Float32Array> {
-    const ids = this.tokenize(text, truncate).inputIds
+    return this.encodeTokenIds(this.tokenize(text, truncate).inputIds)
+  }
+
+  /**
+   * Text encoder hidden states for padded token ids ([window] → [window, hidden]), as a GPU
+   * backend receives them when the text encoder is placed there. LRU-cached by the ids, so the
+   * edge and the backend share one cache rule.
+   */
+  async encodeTokenIds(ids: readonly number[]): Promise<Float32Array> {
+    const spec = this.#model.spec
+    if (ids.length !== spec.tokenWindow || !ids.every((i) => Number.isInteger(i) && i >= 0))
+      throw new PipelineInputError(
+        `input ids must be ${spec.tokenWindow} non-negative integers, got ${ids.length} values`,
+      )
     const key = ids.join(',')
     const hit = this.#embeddings.get(key)
-    if (hit) return hit
-    const spec = this.#model.spec
+    if (hit) {
+      // Refresh: the least recently used entry is the first in insertion order.
+      this.#embeddings.delete(key)
+      this.#embeddings.set(key, hit)
+      return hit
+    }
     const out = await this.#model.textEncoder.run(
       { [spec.io.inputIds]: integers(spec.inputIdsType, ids, [1, ids.length]) },
       [spec.io.hiddenStates],

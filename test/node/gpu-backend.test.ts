@@ -11,7 +11,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createBackendApp } from '../../src/gpu/backend-service'
 import type { GenerateRequest } from '../../src/gpu/engine-types'
 import { createNodeBackend } from '../../src/gpu/ort-node'
-import { encodeJob, HEADERS, JOB_CONTENT_TYPE, signRequest } from '../../src/gpu/protocol'
+import { probeBackend, rankBackends } from '../../src/gpu/health'
+import {
+  decodeJob,
+  encodeJob,
+  HEADERS,
+  JOB_CONTENT_TYPE,
+  signRequest,
+} from '../../src/gpu/protocol'
 import { BackendError, createRemoteEngine } from '../../src/gpu/remote-engine'
 import { folderSource } from '../../src/node/folder-source'
 import { createPipelineEngine, type ServedModel } from '../../src/pipeline/engine'
@@ -171,9 +178,163 @@ describe('gpu backend service', () => {
 
   it('reports its models on /healthz', async () => {
     const res = await fetch(`${base}/healthz`)
+    expect(res.status).toBe(200)
     expect(await res.json()).toMatchObject({
-      ok: true,
+      ready: true,
+      status: 'ready',
+      provider: 'cpu',
       models: [{ id: 'tiny', digest: models[0].pipeline.spec.digest }],
     })
+  })
+})
+
+describe('backend readiness and text encoder placement', () => {
+  it('answers 503 on /healthz and refuses jobs until its models are loaded', async () => {
+    let finish!: (m: readonly ServedModel[]) => void
+    const app = createBackendApp({
+      models: new Promise((r) => (finish = r)),
+      secret: SECRET,
+      provider: 'cpu',
+    })
+    const loading = await app.request('/healthz')
+    expect(loading.status).toBe(503)
+    expect(await loading.json()).toMatchObject({ ready: false, status: 'loading', models: [] })
+    const body = encodeJob({ header: { ...request(), digest: 'x' } as never, tensors: {} })
+    const ts = Date.now()
+    const job = await app.request('/v1/jobs', {
+      method: 'POST',
+      body,
+      headers: {
+        'content-type': JOB_CONTENT_TYPE,
+        [HEADERS.timestamp]: String(ts),
+        [HEADERS.signature]: await signRequest(SECRET, ts, '/v1/jobs', body),
+      },
+    })
+    expect(job.status).toBe(503)
+    expect(job.headers.get('retry-after')).toBe('5')
+    finish(models)
+    await new Promise((r) => setTimeout(r, 0))
+    const ready = await app.request('/healthz')
+    expect(ready.status).toBe(200)
+    expect(await ready.json()).toMatchObject({ ready: true, status: 'ready', provider: 'cpu' })
+
+    const failed = createBackendApp({
+      models: Promise.reject(new Error('no unet')),
+      secret: SECRET,
+    })
+    await new Promise((r) => setTimeout(r, 0))
+    const res = await failed.request('/healthz')
+    expect(res.status).toBe(503)
+    expect(await res.json()).toMatchObject({ status: 'failed', error: 'no unet' })
+  })
+
+  it('encodes on the backend from token ids, with the same bytes as encoding at the edge', async () => {
+    const bodies: Uint8Array[] = []
+    const remote = createRemoteEngine(models, {
+      urls: [base],
+      secret: SECRET,
+      textEncoder: { tiny: 'backend' },
+      // Inspect what crosses the wire: token ids, not hidden states.
+      fetch: (u, i) => {
+        if (i.body instanceof Uint8Array) bodies.push(i.body)
+        return fetch(u, i)
+      },
+    })
+    const before = (await (await fetch(`${base}/healthz`)).json()).jobs.promptsEncoded
+    const req = request({ seed: 21, prompt: 'a blue square' })
+    const [got] = await remote.generate(req)
+    const [want] = await createPipelineEngine(models).generate(req)
+    expect(Buffer.from(got.bytes).equals(Buffer.from(want.bytes))).toBe(true)
+    const job = decodeJob(bodies[0])
+    expect(Object.keys(job.tensors)).toEqual(['input_ids'])
+    expect(job.tensors.input_ids.dims).toEqual([2, models[0].pipeline.spec.tokenWindow])
+    const after = (await (await fetch(`${base}/healthz`)).json()).jobs.promptsEncoded
+    expect(after - before).toBe(2)
+  })
+})
+
+describe('backend health on the edge', () => {
+  /** A proxy in front of the real backend that can fail jobs, counting what reaches it. */
+  async function flakyProxy() {
+    const state = { failJobs: 0, healthFails: false, jobs: 0, probes: 0 }
+    const url = await listen(async (q, r) => {
+      const chunks: Buffer[] = []
+      for await (const c of q) chunks.push(c as Buffer)
+      if (q.url === '/healthz') {
+        state.probes++
+        if (state.healthFails) {
+          r.writeHead(503, { 'content-type': 'application/json' })
+          return r.end(JSON.stringify({ ready: false, status: 'loading', models: [] }))
+        }
+      } else {
+        state.jobs++
+        if (state.failJobs > 0) {
+          state.failJobs--
+          r.writeHead(500)
+          return r.end()
+        }
+      }
+      const res = await fetch(`${base}${q.url}`, {
+        method: q.method,
+        headers: q.headers as Record<string, string>,
+        body: chunks.length ? Buffer.concat(chunks) : undefined,
+      })
+      r.writeHead(res.status, { 'content-type': res.headers.get('content-type') ?? '' })
+      r.end(Buffer.from(await res.arrayBuffer()))
+    })
+    return { url, state }
+  }
+
+  it('opens the circuit on failure and lets the backend back in after a passing /healthz probe', async () => {
+    const flaky = await flakyProxy()
+    const remote = createRemoteEngine(models, {
+      urls: [flaky.url],
+      secret: SECRET,
+      downForMs: 500,
+    })
+    flaky.state.failJobs = 1
+    await expect(remote.generate(request({ seed: 31 }))).rejects.toMatchObject({ status: 502 })
+    expect(flaky.state.jobs).toBe(1)
+    // Open: refused without a request to the backend.
+    await expect(remote.generate(request({ seed: 31 }))).rejects.toMatchObject({ status: 503 })
+    expect(flaky.state).toMatchObject({ jobs: 1, probes: 0 })
+    // Half-open after the backoff: a failing probe reopens it (backoff doubles), no job is sent.
+    await new Promise((r) => setTimeout(r, 600))
+    flaky.state.healthFails = true
+    await expect(remote.generate(request({ seed: 31 }))).rejects.toMatchObject({ status: 503 })
+    expect(flaky.state).toMatchObject({ jobs: 1, probes: 1 })
+    await new Promise((r) => setTimeout(r, 500))
+    await expect(remote.generate(request({ seed: 31 }))).rejects.toMatchObject({ status: 503 })
+    expect(flaky.state.probes).toBe(1) // still open: 1000 ms this time
+    // Ready again: the next probe passes and the job goes through.
+    await new Promise((r) => setTimeout(r, 700))
+    flaky.state.healthFails = false
+    const [img] = await remote.generate(request({ seed: 31 }))
+    expect(img.bytes.length).toBeGreaterThan(100)
+    expect(flaky.state).toMatchObject({ jobs: 2, probes: 2 })
+  })
+
+  it('sends jobs to backends the shared probes found healthy first', async () => {
+    const sick = await flakyProxy()
+    sick.state.failJobs = 100
+    const healthy = await flakyProxy()
+    const shared = {
+      [sick.url]: await probeBackend('http://127.0.0.1:9', fetch),
+      [healthy.url]: await probeBackend(healthy.url, fetch),
+    }
+    expect(shared[healthy.url]).toMatchObject({ healthy: true, provider: 'cpu' })
+    expect(shared[sick.url]).toMatchObject({ healthy: false })
+    const remote = createRemoteEngine(models, {
+      urls: [sick.url, healthy.url],
+      secret: SECRET,
+      health: async () => shared,
+    })
+    await remote.generate(request({ seed: 41 }))
+    expect(sick.state.jobs).toBe(0)
+    expect(healthy.state.jobs).toBe(1)
+    // A backend serving another model digest ranks below one that was never probed.
+    expect(
+      rankBackends(['a', 'b', 'c'], { a: { ...shared[healthy.url], digests: ['other'] } }, 'd'),
+    ).toEqual(['b', 'c', 'a'])
   })
 })
