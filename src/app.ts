@@ -15,6 +15,7 @@ import { notFoundProblem, onProblem } from './middleware/problem'
 import { checkPolicy } from './middleware/rate-limit'
 import { requestMetrics } from './middleware/request-metrics'
 import { imageRoutes } from './routes/images'
+import { jobRoutes } from './routes/jobs'
 import { keyRoutes } from './routes/keys'
 import { modelRoutes } from './routes/models'
 import { opsRoutes } from './routes/ops'
@@ -41,6 +42,7 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
   app.use(requestMetrics())
   app.route('/', opsRoutes())
   app.route('/v1/images', imageRoutes({ engine: options.engine, maxBodyBytes, rateLimit }))
+  app.route('/v1/jobs', jobRoutes())
   app.route('/v1/models', modelRoutes({ engine: options.engine }))
   app.route('/v1/keys', keyRoutes({ maxBodyBytes }))
   // Drop-in OpenAI / Hugging Face clients and the playground (docs/clients.md).

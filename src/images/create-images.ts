@@ -21,6 +21,14 @@ const BACKEND_PROBLEMS = Object.freeze({
 /** Seconds a client should wait after a failed generation. */
 export const GENERATION_RETRY_AFTER_SECONDS = 5
 
+/** The problem a failed generation answers with (also for a polled job that failed). */
+export function generationProblem(error: unknown): ProblemError {
+  const status = backendStatus(error)
+  return new ProblemError(status ? BACKEND_PROBLEMS[status] : 'generation-failed', {
+    headers: { 'Retry-After': String(GENERATION_RETRY_AFTER_SECONDS) },
+  })
+}
+
 /** What creating images needs. */
 export interface CreateImagesDeps {
   engine: Pick<TextToImageEngine, 'models' | 'tokenize'>
@@ -76,10 +84,7 @@ export async function createImages(
   } catch (e) {
     console.error(`generation for ${key} failed`, e)
     await refund().catch((r) => console.warn('quota refund failed', r))
-    const status = backendStatus(e)
-    throw new ProblemError(status ? BACKEND_PROBLEMS[status] : 'generation-failed', {
-      headers: { 'Retry-After': String(GENERATION_RETRY_AFTER_SECONDS) },
-    })
+    throw generationProblem(e)
   }
   return {
     entry: outcome.entry,

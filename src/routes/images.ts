@@ -1,15 +1,25 @@
 /**
  * @module
- * `POST /v1/images` (generate or serve from cache) and `GET /v1/images/{sha256}.png` (the
- * permanent, content-addressed URL of every image).
+ * `POST /v1/images` (generate or serve from cache; with `Accept: text/event-stream` it streams
+ * progress, with `Prefer: respond-async` it answers 202 and a job to poll) and
+ * `GET /v1/images/{sha256}.png` (the permanent, content-addressed URL of every image).
  */
-import { Hono } from 'hono'
+import { Hono, type Context } from 'hono'
 import type { AppEnv } from '../app-env'
 import { coordinator, storeDeps } from '../bindings'
 import { getImage, IMMUTABLE } from '../cache/image-store'
 import { imageHeaders, imagePath, matchesEtag, serveImage } from '../cache/serve-image'
 import type { EngineProvider } from '../engine-provider'
 import { createImages } from '../images/create-images'
+import { jobPath } from '../images/jobs'
+import {
+  describeImages,
+  ProgressQueue,
+  startImages,
+  streamImages,
+  wantsEventStream,
+  type StartedImages,
+} from '../images/progress'
 import { negotiateImageType } from '../images/negotiate'
 import type { RateLimitPolicy } from '../keys/api-keys'
 import { apiKeyAuth } from '../middleware/auth'
@@ -31,38 +41,47 @@ export function imageRoutes(options: {
     rateLimit({ defaults: options.rateLimit }),
     jsonBody({ maxBytes: options.maxBodyBytes }),
     async (c) => {
+      const deps = {
+        engine: await options.engine(c.env),
+        store: storeDeps(c.env),
+        coordinator: (key: string) => coordinator(c.env, key),
+        charge: c.get('charge'),
+      }
+      c.header('Vary', 'Accept, Prefer')
+      // Event stream first (it is already asynchronous), then respond-async, then one answer.
+      if (wantsEventStream(c.req.header('Accept'))) {
+        const progress = new ProgressQueue()
+        const started = await startImages(deps, c.get('json'), progress.push)
+        startedHeaders(c, started)
+        return streamImages(c, started, progress)
+      }
+      if (prefersRespondAsync(c.req.header('Prefer'))) {
+        const started = await startImages(deps, c.get('json'))
+        startedHeaders(c, started)
+        // RFC 7240 lets a server ignore the preference: a hit is answered at once.
+        if (started.state === 'ready') {
+          return c.json(describeImages(started.result.entry, true, c.req.url))
+        }
+        c.header('Location', jobPath(started.requestKey))
+        c.header('Preference-Applied', 'respond-async')
+        c.header('Retry-After', '1')
+        return c.json({ id: started.requestKey, status: 'running', progress: null }, 202)
+      }
+
       const type = negotiateImageType(c.req.header('Accept'))
-      const result = await createImages(
-        {
-          engine: await options.engine(c.env),
-          store: storeDeps(c.env),
-          coordinator: (key) => coordinator(c.env, key),
-          charge: c.get('charge'),
-        },
-        c.get('json'),
-        { singleImage: type === 'image/png' },
-      )
+      const result = await createImages(deps, c.get('json'), {
+        singleImage: type === 'image/png',
+      })
       const [first] = result.entry.images
       c.set('cacheStatus', result.cached ? 'HIT' : 'MISS')
       c.header('X-Cache', result.cached ? 'HIT' : 'MISS')
       c.header('X-Seed', String(first.seed))
       c.header('X-Request-Key', result.requestKey)
-      c.header('Vary', 'Accept')
 
       if (type === 'application/json') {
         c.header('ETag', `W/"${first.sha256}"`)
         c.header('Cache-Control', 'no-store')
-        return c.json({
-          images: result.entry.images.map((img) => ({
-            url: new URL(imagePath(img.sha256), c.req.url).href,
-            seed: img.seed,
-            sha256: img.sha256,
-            width: img.width,
-            height: img.height,
-          })),
-          model: result.entry.model,
-          cached: result.cached,
-        })
+        return c.json(describeImages(result.entry, result.cached, c.req.url))
       }
       const bytes = result.bytes?.[0] ?? (await getImage(storeDeps(c.env), first.sha256))?.body
       if (!bytes) throw new Error(`indexed image ${first.sha256} is missing from R2`)
@@ -92,4 +111,31 @@ export function imageRoutes(options: {
   })
 
   return app
+}
+
+/** Whether a `Prefer` header (RFC 7240) holds `respond-async`. */
+function prefersRespondAsync(prefer: string | undefined): boolean {
+  return (prefer ?? '')
+    .split(',')
+    .some((p) => p.split(';')[0].trim().toLowerCase() === 'respond-async')
+}
+
+/**
+ * Headers and bookkeeping of a request answered before its images exist. The generation is kept
+ * alive past the response (`waitUntil`): a client that leaves still gets its image cached, and
+ * a failure is still refunded.
+ */
+function startedHeaders(c: Context<AppEnv>, started: StartedImages): void {
+  const cached = started.state === 'ready' && started.result.cached
+  c.set('cacheStatus', cached ? 'HIT' : 'MISS')
+  c.header('X-Cache', cached ? 'HIT' : 'MISS')
+  if (started.state === 'ready') {
+    c.header('X-Seed', String(started.result.entry.images[0].seed))
+    c.header('X-Request-Key', started.result.requestKey)
+  } else {
+    c.header('X-Seed', String(started.seed))
+    c.header('X-Request-Key', started.requestKey)
+    c.executionCtx.waitUntil(started.result.catch(() => {}))
+  }
+  c.header('Cache-Control', 'no-store')
 }
