@@ -153,6 +153,7 @@ describe('hosted provider (Hugging Face Inference) through the real worker', () 
   it('forwards a miss to the provider with the token and parameters; a repeat is a hit', async () => {
     provider.mode = 'png'
     const before = provider.calls.length
+    // The README's "Hosted models" curl example.
     const res = await generate({ prompt: 'a red fox in the snow', seed: 7 })
     expect(res.status, await res.clone().text()).toBe(200)
     expect(res.headers.get('content-type')).toBe('image/png')
