@@ -14,6 +14,8 @@ import type { RateLimitPolicy } from './keys/api-keys'
 import { notFoundProblem, onProblem } from './middleware/problem'
 import { checkPolicy } from './middleware/rate-limit'
 import { requestMetrics } from './middleware/request-metrics'
+import { batchRoutes } from './routes/batch'
+import { embedRoutes } from './routes/embeds'
 import { imageRoutes } from './routes/images'
 import { jobRoutes } from './routes/jobs'
 import { keyRoutes } from './routes/keys'
@@ -49,6 +51,9 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
   const generation = { engine: options.engine, maxBodyBytes, rateLimit }
   app.route('/v1', openAIRoutes(generation))
   app.route('/v1/hf', huggingFaceRoutes(generation))
+  // Signed embed URLs for static pages and the build-time batch (docs/api.md).
+  app.route('/v1/embeds', embedRoutes(generation))
+  app.route('/v1/batch', batchRoutes(generation))
   app.route('/', playgroundRoutes())
   app.notFound(notFoundProblem)
   app.onError(onProblem)

@@ -1,0 +1,263 @@
+/**
+ * @module
+ * Signed embed URLs: images a static page can put in `<img src>` without holding a secret.
+ *
+ * `mintEmbed` turns a POST /v1/embeds body into `/v1/embeds/<payload>.<mac>.png`: the payload is
+ * the canonical POST /v1/images body (defaults filled in, seed fixed, one image), the key id, an
+ * optional expiry and allowed origins; the MAC is HMAC-SHA256 with the key's embed secret.
+ * `openEmbed` checks a requested token in this order: well-formed, known key, not revoked
+ * (KV record), MAC (constant time), not revoked (Durable Object), not expired, origin allowed.
+ * `embedImage` then serves it through `createImages`, the same path (cache, single flight,
+ * quota of the embedding key) as POST /v1/images.
+ *
+ * @example
+ * const minted = await mintEmbed({ engine }, key, body, 'https://tti.example.com')
+ * // <img src="https://tti.example.com/v1/embeds/eyJ2Ijox….Qm9n….png">
+ */
+import { z } from 'zod'
+import type { StoredImage } from '../cache/image-store'
+import { createImages, type CreateImagesDeps } from '../images/create-images'
+import { resolveRequest } from '../images/validate'
+import { findKey, type ApiKeyRecord, type KeyDeps } from '../keys/api-keys'
+import { ProblemError } from '../problem'
+import type { EmbedRequestBody } from './schema'
+import {
+  decodeToken,
+  EMBED_TOKEN_VERSION,
+  signToken,
+  verifySignature,
+  type EmbedPayload,
+} from './token'
+
+/** Path prefix of embed URLs (where `embedRoutes` is mounted). */
+export const EMBED_PATH = '/v1/embeds/'
+
+/**
+ * Longest `max-age` of an embed response. The bytes behind a URL never change, but whether the
+ * URL is still honoured does (key revocation), so caches must come back within a day.
+ */
+export const EMBED_MAX_AGE_SECONDS = 86_400
+
+/** The answer of POST /v1/embeds. */
+export interface MintedEmbed {
+  /** The URL to put in `<img src>`. */
+  url: string
+  /** A ready-to-paste `<img>` element. */
+  html: string
+  /** The key whose quota pays for generating the image on first view. */
+  key_id: string
+  /** The canonical parameters the URL names (what POST /v1/images would take). */
+  params: Record<string, unknown>
+  /** When the URL stops working (ISO 8601), or null. */
+  expires_at: string | null
+  /** Pages allowed to show it, or null for any. */
+  origins: string[] | null
+}
+
+/** Mints a signed embed URL on `origin`; validates the parameters against the model (422). */
+export async function mintEmbed(
+  deps: Pick<CreateImagesDeps, 'engine'> & { now?: number },
+  key: ApiKeyRecord,
+  body: EmbedRequestBody,
+  origin: string,
+): Promise<MintedEmbed> {
+  // Keys with the `embed` scope are all created with a secret; only revocation removes it.
+  if (!key.embed_secret) throw new Error(`key ${key.id} has no embed secret`)
+  const { expires_in, origins, ...request } = body
+  const params = canonicalParams(request, deps.engine)
+  const exp =
+    expires_in === undefined ? undefined : Math.floor((deps.now ?? Date.now()) / 1000) + expires_in
+  const o = origins ? [...new Set(origins)].sort() : undefined
+  const payload: EmbedPayload = {
+    v: EMBED_TOKEN_VERSION,
+    k: key.id,
+    p: params,
+    ...(exp === undefined ? {} : { exp }),
+    ...(o ? { o } : {}),
+  }
+  const url = new URL(`${EMBED_PATH}${await signToken(key.embed_secret, payload)}.png`, origin).href
+  const alt = escapeHtml(String(params.prompt))
+  return {
+    url,
+    html: `<img src="${escapeHtml(url)}" width="${params.width}" height="${params.height}" alt="${alt}">`,
+    key_id: key.id,
+    params,
+    expires_at: exp === undefined ? null : new Date(exp * 1000).toISOString(),
+    origins: o ?? null,
+  }
+}
+
+/**
+ * The canonical parameters of a one-image request: every field resolved (model defaults filled
+ * in, scheduler spelled as the model lists it) in a fixed order, so equal requests give equal
+ * payloads and the URL keeps naming the same image if a default changes later.
+ */
+export function canonicalParams(
+  request: Record<string, unknown>,
+  engine: CreateImagesDeps['engine'],
+): Record<string, unknown> {
+  const { model, req } = resolveRequest(request, engine)
+  const scheduler = model.schedulers.includes(req.scheduler)
+    ? req.scheduler
+    : req.scheduler.toLowerCase()
+  return {
+    prompt: req.prompt,
+    ...(req.negativePrompt ? { negative_prompt: req.negativePrompt } : {}),
+    seed: req.seed,
+    steps: req.steps,
+    guidance_scale: req.guidanceScale,
+    width: req.width,
+    height: req.height,
+    scheduler,
+    model: req.model,
+    ...(req.truncate ? { truncate: true } : {}),
+  }
+}
+
+/** What a request tells about the page asking: its `Origin` and `Referer` headers. */
+export interface EmbedViewer {
+  origin?: string | null
+  referer?: string | null
+}
+
+/** A verified embed: the signing key, the payload and the CORS answer for this viewer. */
+export interface OpenedEmbed {
+  key: ApiKeyRecord
+  payload: EmbedPayload
+  /** `Access-Control-Allow-Origin` for this request: `*` when unrestricted, else the origin. */
+  allowOrigin: string | null
+  /** Seconds until the URL expires, when it has an expiry. */
+  expiresIn?: number
+}
+
+/** The signed payload's shape (checked after the MAC, so a mismatch is our own bug or a v2). */
+const SignedPayload = z.strictObject({
+  v: z.literal(EMBED_TOKEN_VERSION),
+  k: z.string(),
+  p: z.record(z.string(), z.unknown()),
+  exp: z.number().int().optional(),
+  o: z.array(z.string()).min(1).optional(),
+})
+
+/**
+ * Verifies an embed token for a viewer. Throws 403 `embed-signature-invalid` (malformed,
+ * tampered, wrongly signed or unknown key), 403 `key-revoked`, 410 `embed-expired` and 403
+ * `embed-origin-not-allowed`. When the URL restricts origins, a request with neither `Origin`
+ * nor `Referer` is refused: otherwise any site could show it with `referrerpolicy=no-referrer`.
+ */
+export async function openEmbed(
+  deps: KeyDeps & { now?: number },
+  token: string,
+  viewer: EmbedViewer,
+): Promise<OpenedEmbed> {
+  const decoded = decodeToken(token)
+  const claimed = (decoded?.payload as { k?: unknown } | undefined)?.k
+  const record = typeof claimed === 'string' ? await findKey(deps, claimed) : null
+  if (!decoded || !record) throw invalidSignature()
+  if (record.revoked_at || !record.embed_secret) throw new ProblemError('key-revoked', NO_STORE)
+  if (!(await verifySignature(record.embed_secret, decoded))) throw invalidSignature()
+  const parsed = SignedPayload.safeParse(decoded.payload)
+  if (!parsed.success || parsed.data.k !== record.id) throw invalidSignature()
+  const payload = parsed.data as EmbedPayload
+  // The KV record may lag a revocation; the key's Durable Object never does.
+  if (await deps.guard(record.id).isRevoked()) throw new ProblemError('key-revoked', NO_STORE)
+  if (!record.scopes.includes('embed')) {
+    throw new ProblemError('insufficient-scope', {
+      ...NO_STORE,
+      detail: 'the key that signed this URL lacks the "embed" scope',
+    })
+  }
+
+  const now = Math.floor((deps.now ?? Date.now()) / 1000)
+  if (payload.exp !== undefined && now >= payload.exp) {
+    throw new ProblemError('embed-expired', {
+      ...NO_STORE,
+      detail: `the URL expired at ${new Date(payload.exp * 1000).toISOString()}`,
+      extensions: { expired_at: new Date(payload.exp * 1000).toISOString() },
+    })
+  }
+  const expiresIn = payload.exp === undefined ? undefined : payload.exp - now
+  if (!payload.o) return { key: record, payload, allowOrigin: '*', expiresIn }
+
+  const page = viewerOrigin(viewer)
+  if (!page || !payload.o.includes(page)) {
+    throw new ProblemError('embed-origin-not-allowed', {
+      ...NO_STORE,
+      detail: page
+        ? `${page} is not among the origins this URL allows`
+        : 'this URL allows only some origins and the request carries neither Origin nor Referer',
+    })
+  }
+  // CORS answers the Origin header only; a Referer match allows the <img>, which needs no CORS.
+  const origin = viewer.origin && payload.o.includes(viewer.origin) ? viewer.origin : null
+  return { key: record, payload, allowOrigin: origin, expiresIn }
+}
+
+/** The requesting page's origin: `Origin` when sent (not `null`), else the `Referer`'s. */
+export function viewerOrigin(viewer: EmbedViewer): string | null {
+  if (viewer.origin && viewer.origin !== 'null') return viewer.origin
+  if (!viewer.referer) return null
+  try {
+    const origin = new URL(viewer.referer).origin
+    return origin === 'null' ? null : origin
+  } catch {
+    return null
+  }
+}
+
+/** What serving an embed needs: `createImages`' dependencies and a reader of stored bytes. */
+export interface EmbedImageDeps extends CreateImagesDeps {
+  /** The stored image as a response body (Cache API, then R2); null when missing. */
+  read: (sha256: string) => Promise<ReadableStream | Uint8Array | null>
+}
+
+/** The image an embed names, generated on the first view (charged to the embedding key). */
+export interface EmbedImage {
+  image: StoredImage
+  /** The PNG bytes; null when `ifNoneMatch` already names them (a 304). */
+  body: ReadableStream | Uint8Array | null
+  cached: boolean
+  requestKey: string
+}
+
+/** Serves a verified embed through `createImages`: a cache hit costs nothing, a miss one image. */
+export async function embedImage(
+  deps: EmbedImageDeps,
+  opened: OpenedEmbed,
+  fresh: (sha256: string) => boolean,
+): Promise<EmbedImage> {
+  const result = await createImages(deps, opened.payload.p, { singleImage: true })
+  const [image] = result.entry.images
+  const common = { image, cached: result.cached, requestKey: result.requestKey }
+  if (fresh(image.sha256)) return { ...common, body: null }
+  const body = result.bytes?.[0] ?? (await deps.read(image.sha256))
+  if (!body) throw new Error(`indexed image ${image.sha256} is missing from R2`)
+  return { ...common, body }
+}
+
+/**
+ * `Cache-Control` of an embed response: shared caches may keep an unrestricted URL, but a
+ * response that depended on the page's origin is private (browsers partition their caches by
+ * site); never past the expiry, nor past `EMBED_MAX_AGE_SECONDS`.
+ */
+export function embedCacheControl(opened: OpenedEmbed): string {
+  const maxAge = Math.min(EMBED_MAX_AGE_SECONDS, opened.expiresIn ?? Infinity)
+  return `${opened.payload.o ? 'private' : 'public'}, max-age=${maxAge}`
+}
+
+/** Refusals depend on time, revocation and the page, so no cache may keep them. */
+const NO_STORE = { headers: { 'Cache-Control': 'no-store' } } as const
+
+function invalidSignature(): ProblemError {
+  return new ProblemError('embed-signature-invalid', {
+    ...NO_STORE,
+    detail: 'the URL was altered or not signed by an API key of this deployment',
+  })
+}
+
+function escapeHtml(s: string): string {
+  return s.replace(
+    /[&<>"']/g,
+    (ch) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[ch]!,
+  )
+}

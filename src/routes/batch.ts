@@ -1,0 +1,42 @@
+/**
+ * @module
+ * `POST /v1/batch` (scope `generate`): a list of image requests → a map of permanent URLs, for
+ * static site generators (`tti prebuild prompts.json`). See `src/embeds/batch.ts`.
+ */
+import { Hono } from 'hono'
+import type { AppEnv } from '../app-env'
+import { coordinator, storeDeps } from '../bindings'
+import { createBatch } from '../embeds/batch'
+import { BATCH_MAX_BODY_BYTES } from '../embeds/limits'
+import { BatchRequest } from '../embeds/schema'
+import type { EngineProvider } from '../engine-provider'
+import type { RateLimitPolicy } from '../keys/api-keys'
+import { apiKeyAuth } from '../middleware/auth'
+import { jsonBody } from '../middleware/json-body'
+import { rateLimit } from '../middleware/rate-limit'
+import { parseOrThrow } from '../schema'
+
+/** The batch route, mounted at `/v1/batch`. */
+export function batchRoutes(options: { engine: EngineProvider; rateLimit: RateLimitPolicy }) {
+  return new Hono<AppEnv>().post(
+    '/',
+    apiKeyAuth({ scope: 'generate' }),
+    rateLimit({ defaults: options.rateLimit }),
+    jsonBody({ maxBytes: BATCH_MAX_BODY_BYTES }),
+    async (c) => {
+      const { items } = parseOrThrow(BatchRequest, c.get('json'))
+      const result = await createBatch(
+        {
+          engine: await options.engine(c.env),
+          store: storeDeps(c.env),
+          coordinator: (key) => coordinator(c.env, key),
+          charge: c.get('charge'),
+        },
+        items,
+        c.req.url,
+      )
+      c.header('Cache-Control', 'no-store')
+      return c.json(result)
+    },
+  )
+}

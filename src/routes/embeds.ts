@@ -1,0 +1,118 @@
+/**
+ * @module
+ * `POST /v1/embeds` (mint a signed embed URL; scope `embed`; generates nothing) and
+ * `GET /v1/embeds/{payload}.{mac}.png` (public: verify, then serve the image, generating it on
+ * the first view against the embedding key's quota). See `src/embeds/embeds.ts`.
+ */
+import { Hono } from 'hono'
+import { createMiddleware } from 'hono/factory'
+import type { AppEnv } from '../app-env'
+import { coordinator, keyDeps, storeDeps } from '../bindings'
+import { imageHeaders, imagePath, matchesEtag, serveImage } from '../cache/serve-image'
+import {
+  embedCacheControl,
+  embedImage,
+  mintEmbed,
+  openEmbed,
+  type OpenedEmbed,
+} from '../embeds/embeds'
+import { EmbedRequest } from '../embeds/schema'
+import type { EngineProvider } from '../engine-provider'
+import type { RateLimitPolicy } from '../keys/api-keys'
+import { apiKeyAuth } from '../middleware/auth'
+import { jsonBody } from '../middleware/json-body'
+import { rateLimit } from '../middleware/rate-limit'
+import { parseOrThrow } from '../schema'
+
+/** The embed routes, mounted at `/v1/embeds`. */
+export function embedRoutes(options: {
+  engine: EngineProvider
+  maxBodyBytes: number
+  rateLimit: RateLimitPolicy
+}) {
+  const app = new Hono<AppEnv>()
+
+  app.post(
+    '/',
+    apiKeyAuth({ scope: 'embed' }),
+    jsonBody({ maxBytes: options.maxBodyBytes }),
+    async (c) => {
+      const body = parseOrThrow(EmbedRequest, c.get('json'))
+      const minted = await mintEmbed(
+        { engine: await options.engine(c.env) },
+        c.get('apiKey'),
+        body,
+        c.req.url,
+      )
+      c.header('Cache-Control', 'no-store')
+      return c.json(minted)
+    },
+  )
+
+  app.get(
+    '/:file{.+\\.png}',
+    embedAccess(),
+    // The verified key stands in for an Authorization header: its quota pays for a miss.
+    rateLimit({ defaults: options.rateLimit }),
+    async (c) => {
+      const opened = c.get('embed')
+      const got = await embedImage(
+        {
+          engine: await options.engine(c.env),
+          store: storeDeps(c.env),
+          coordinator: (key) => coordinator(c.env, key),
+          charge: c.get('charge'),
+          read: async (sha256) =>
+            (
+              await serveImage(
+                {
+                  ...storeDeps(c.env),
+                  cache: typeof caches === 'undefined' ? undefined : caches.default,
+                },
+                sha256,
+                new URL(imagePath(sha256), c.req.url).href,
+                (p) => c.executionCtx.waitUntil(p),
+              )
+            )?.body ?? null,
+        },
+        opened,
+        (sha256) => matchesEtag(c.req.header('If-None-Match'), sha256),
+      )
+      c.set('cacheStatus', got.cached ? 'HIT' : 'MISS')
+      const headers = {
+        ...imageHeaders(got.image.sha256),
+        'Cache-Control': embedCacheControl(opened),
+        'Content-Location': imagePath(got.image.sha256),
+        // Pages that require CORP (COEP: require-corp) may embed it too.
+        'Cross-Origin-Resource-Policy': 'cross-origin',
+        'X-Cache': got.cached ? 'HIT' : 'MISS',
+        'X-Request-Key': got.requestKey,
+      }
+      if (!got.body) return c.body(null, 304, headers)
+      return c.body(got.body as Uint8Array<ArrayBuffer> | ReadableStream, 200, headers)
+    },
+  )
+
+  return app
+}
+
+/**
+ * Verifies the embed token of the path, sets `embed` and `apiKey` (for `rateLimit`), and adds
+ * the CORS headers the verified payload allows to whatever the route answers.
+ */
+function embedAccess() {
+  return createMiddleware<AppEnv & { Variables: { embed: OpenedEmbed } }>(
+    async function embedAccess(c, next) {
+      const file = c.req.param('file') ?? ''
+      const opened = await openEmbed(keyDeps(c.env), file.slice(0, -'.png'.length), {
+        origin: c.req.header('Origin'),
+        referer: c.req.header('Referer'),
+      })
+      c.set('embed', opened)
+      c.set('apiKey', opened.key)
+      await next()
+      if (opened.allowOrigin) c.res.headers.set('Access-Control-Allow-Origin', opened.allowOrigin)
+      if (opened.allowOrigin !== '*') c.res.headers.append('Vary', 'Origin')
+    },
+  )
+}
