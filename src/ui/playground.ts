@@ -2,7 +2,8 @@
  * @module
  * The playground at `GET /`: one HTML page, inline CSS and JS, no framework, talking to the
  * public API exactly as any client does (`GET /v1/models`, `POST /v1/images` with
- * `Accept: application/json`). The API key stays in the browser's localStorage.
+ * `Accept: text/event-stream`, whose step events drive the progress bar). The API key stays in
+ * the browser's localStorage.
  */
 import { Hono } from 'hono'
 import type { AppEnv } from '../app-env'
@@ -96,35 +97,81 @@ function body() {
   return b
 }
 
+// POST with Accept: text/event-stream (EventSource cannot POST): yields each { event, data }.
+async function* events(res) {
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader()
+  let buffer = ''
+  for (;;) {
+    const { value, done } = await reader.read()
+    if (done) return
+    buffer += value.replace(/\\r\\n?/g, '\\n')
+    let end
+    while ((end = buffer.indexOf('\\n\\n')) >= 0) {
+      const frame = buffer.slice(0, end)
+      buffer = buffer.slice(end + 2)
+      let event = 'message', data = ''
+      for (const line of frame.split('\\n')) {
+        if (line.startsWith('event:')) event = line.slice(6).trim()
+        else if (line.startsWith('data:')) data += (data ? '\\n' : '') + line.slice(5).replace(/^ /, '')
+      }
+      if (data) yield { event, data: JSON.parse(data) }
+    }
+  }
+}
+
+function showProgress(p) {
+  // Determinate from the first step on: steps done out of the total.
+  $('progress').max = p.total_steps
+  $('progress').value = p.step
+  $('progress').textContent = p.step + '/' + p.total_steps
+}
+
+function showResult(out, started) {
+  const img = out.images[0]
+  $('image').src = img.url
+  $('image').alt = $('prompt').value
+  $('permalink').value = img.url
+  $('open').href = img.url
+  const alt = $('prompt').value.replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;')
+  $('embed').value =
+    '<img src="' + img.url + '" width="' + img.width + '" height="' + img.height + '" alt="' + alt + '">'
+  $('meta').textContent =
+    'seed ' + img.seed + ' · ' + img.width + '×' + img.height + ' · ' + out.model + (out.cached ? ' · cached' : '')
+  $('result').hidden = false
+  say('Done in ' + ((performance.now() - started) / 1000).toFixed(1) + ' s.')
+}
+
 async function generate(event) {
   event.preventDefault()
   const started = performance.now()
+  let step = ''
   $('generate').disabled = true
+  $('progress').removeAttribute('value') // indeterminate until the first step arrives
   $('progress').hidden = false
   const tick = setInterval(() => {
-    say('Generating… ' + ((performance.now() - started) / 1000).toFixed(1) + ' s')
+    say('Generating… ' + step + ((performance.now() - started) / 1000).toFixed(1) + ' s')
   }, 100)
   try {
     const res = await fetch('/v1/images', {
       method: 'POST',
-      headers: headers({ 'Content-Type': 'application/json', Accept: 'application/json' }),
+      headers: headers({ 'Content-Type': 'application/json', Accept: 'text/event-stream' }),
       body: JSON.stringify(body()),
     })
     if (!res.ok) throw new Error(await problemText(res))
-    const out = await res.json()
-    const img = out.images[0]
-    $('image').src = img.url
-    $('image').alt = $('prompt').value
-    $('permalink').value = img.url
-    $('open').href = img.url
-    const alt = $('prompt').value.replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;')
-    $('embed').value =
-      '<img src="' + img.url + '" width="' + img.width + '" height="' + img.height + '" alt="' + alt + '">'
-    $('meta').textContent =
-      'seed ' + img.seed + ' · ' + img.width + '×' + img.height + ' · ' + out.model + (out.cached ? ' · cached' : '')
-    $('result').hidden = false
+    let out
+    for await (const { event, data } of events(res)) {
+      if (event === 'progress') {
+        showProgress(data)
+        step = 'step ' + data.step + '/' + data.total_steps + ' · '
+      } else if (event === 'error') {
+        throw new Error(data.detail ? data.title + ': ' + data.detail : data.title)
+      } else if (event === 'done') {
+        out = data
+      }
+    }
+    if (!out) throw new Error('The connection closed before the image was ready; try again.')
     clearInterval(tick)
-    say('Done in ' + ((performance.now() - started) / 1000).toFixed(1) + ' s.')
+    showResult(out, started)
   } catch (e) {
     clearInterval(tick)
     say(e.message, true)
@@ -175,7 +222,7 @@ export const PLAYGROUND_HTML = `<!doctype html>
   <label>Seed <input id="seed" type="number" min="0" step="1" placeholder="random"></label>
   <div class="wide row"><button id="generate" type="submit" disabled>Generate</button></div>
 </form>
-<div id="status" role="status" aria-live="polite"><progress id="progress" hidden></progress> <span id="status-text"></span></div>
+<div id="status" role="status" aria-live="polite"><progress id="progress" hidden aria-label="Generation progress"></progress> <span id="status-text"></span></div>
 <section id="result" hidden>
   <p><img id="image" alt=""></p>
   <p id="meta"></p>

@@ -1,7 +1,8 @@
 /**
  * The playground (`GET /`) in real headless Chromium (Debian's package, driven by
- * playwright-core) against the real worker: enter a key, type a prompt, generate, and see the
- * image load from its permanent URL, with the embed snippet to paste.
+ * playwright-core) against the real worker: enter a key, type a prompt, generate, watch the
+ * progress bar fill step by step (server-sent events), and see the image load from its permanent
+ * URL, with the embed snippet to paste.
  */
 import { existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -11,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startWorker, type RunningWorker } from './worker-server'
 
 const CHROMIUM = '/usr/bin/chromium'
+const STEPS = 40
 if (!existsSync(CHROMIUM)) {
   console.warn(`playground test skipped: ${CHROMIUM} not found (apt-get install chromium)`)
 }
@@ -55,24 +57,36 @@ describe.skipIf(!existsSync(CHROMIUM))('playground in headless Chromium', () => 
     expect(res.headers.get('content-security-policy')).toMatch(/script-src 'sha256-[^']+'/)
   })
 
-  it('generates from a prompt, shows the image, its permanent URL and an <img> snippet', async () => {
+  it('generates from a prompt with live step progress, then shows the image, its URL and an <img> snippet', async () => {
     await page.goto(`${worker.url}/`)
     await page.fill('#api-key', key)
     await page.dispatchEvent('#api-key', 'change')
     // Schedulers come from /v1/models once the key is known.
     await page.waitForSelector('#scheduler option[value="euler"]', { state: 'attached' })
-    await expect.poll(() => page.isEnabled('#generate')).toBe(true)
+    await expect.poll(() => page.isEnabled('#generate'), { timeout: 30_000 }).toBe(true)
 
     await page.fill('#prompt', 'a red circle on a white background')
     await page.fill('#negative', 'blurry')
     await page.fill('#seed', '42')
-    await page.fill('#steps', '4')
+    // Enough steps that the bar is seen filling (the bundled model does ~50 steps/s in wasm).
+    await page.fill('#steps', String(STEPS))
     await page.fill('#guidance', '7.5')
     await page.selectOption('#size', '64x64')
     await page.selectOption('#scheduler', 'euler')
+    // Record every change of the bar, with whether the result was showing yet (a string, so it
+    // runs in the page without DOM types here).
+    await page.evaluate(`
+      window.progressLog = []
+      new MutationObserver(() => {
+        const bar = document.getElementById('progress')
+        window.progressLog.push({
+          value: bar.hasAttribute('value') ? bar.value : null,
+          max: bar.max,
+          resultHidden: document.getElementById('result').hidden,
+        })
+      }).observe(document.getElementById('progress'), { attributes: true })
+    `)
     await page.click('#generate')
-    // The progress indicator shows while the request runs.
-    await page.waitForSelector('#progress', { state: 'visible' })
 
     await page.waitForSelector('#result', { state: 'visible' })
     // The image loads from its permanent URL (no DOM lib here: read the fields structurally).
@@ -85,8 +99,19 @@ describe.skipIf(!existsSync(CHROMIUM))('playground in headless Chromium', () => 
         }
         return img.complete ? [img.naturalWidth, img.naturalHeight] : null
       })
-    await expect.poll(loaded).toEqual([64, 64])
+    await expect.poll(loaded, { timeout: 30_000 }).toEqual([64, 64])
     expect(await page.isHidden('#progress')).toBe(true)
+    // The bar was determinate and filled step by step before the image appeared.
+    const log = (await page.evaluate('window.progressLog')) as {
+      value: number | null
+      max: number
+      resultHidden: boolean
+    }[]
+    const steps = log.filter((e) => e.value !== null && e.resultHidden)
+    expect(steps.some((e) => e.value! > 0 && e.value! < STEPS)).toBe(true)
+    expect(steps.every((e) => e.max === STEPS)).toBe(true)
+    expect(steps.map((e) => e.value)).toEqual(steps.map((e) => e.value).sort((a, b) => a! - b!))
+    expect(steps.at(-1)!.value).toBe(STEPS)
 
     const url = await page.inputValue('#permalink')
     expect(url).toMatch(new RegExp(`^${worker.url}/v1/images/[0-9a-f]{64}\\.png$`))
@@ -107,7 +132,7 @@ describe.skipIf(!existsSync(CHROMIUM))('playground in headless Chromium', () => 
         prompt: 'a red circle on a white background',
         negative_prompt: 'blurry',
         seed: 42,
-        steps: 4,
+        steps: STEPS,
         guidance_scale: 7.5,
         width: 64,
         height: 64,
@@ -125,7 +150,8 @@ describe.skipIf(!existsSync(CHROMIUM))('playground in headless Chromium', () => 
   it('keeps the key in localStorage and shows API errors as text', async () => {
     await page.reload()
     expect(await page.inputValue('#api-key')).toBe(key)
-    await expect.poll(() => page.isEnabled('#generate')).toBe(true)
+    // /v1/models again: allow for two cores shared with other work (the default poll is 1 s).
+    await expect.poll(() => page.isEnabled('#generate'), { timeout: 30_000 }).toBe(true)
     await page.fill('#prompt', 'x')
     await page.fill('#steps', '1000')
     // Bypass the browser's own min/max check to reach the API's validation.
