@@ -14,6 +14,7 @@ import type { RateLimitPolicy } from './keys/api-keys'
 import { notFoundProblem, onProblem } from './middleware/problem'
 import { checkPolicy } from './middleware/rate-limit'
 import { requestMetrics } from './middleware/request-metrics'
+import { openApiRoutes } from './openapi/routes'
 import { batchRoutes } from './routes/batch'
 import { embedRoutes } from './routes/embeds'
 import { imageRoutes } from './routes/images'
@@ -55,6 +56,8 @@ export function createApp(options: AppOptions): Hono<AppEnv> {
   app.route('/v1/embeds', embedRoutes(generation))
   app.route('/v1/batch', batchRoutes(generation))
   app.route('/', playgroundRoutes())
+  // The OpenAPI document of every route above, and its interactive reference.
+  app.route('/', openApiRoutes({ maxBodyBytes }))
   app.notFound(notFoundProblem)
   app.onError(onProblem)
   return app

@@ -8,7 +8,8 @@
  * signed embed URLs (`src/embeds`). It is drawn independently of the key, never shown, and
  * deleted when the key is revoked.
  */
-import { z } from 'zod'
+// A namespace import lets esbuild drop the zod exports (locales…) nobody uses.
+import * as z from 'zod'
 import { ProblemError, throwFieldErrors, type FieldError } from '../problem'
 import { fieldErrors } from '../schema'
 import { base64url, sha256Hex } from '../util'

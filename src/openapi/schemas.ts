@@ -1,0 +1,268 @@
+/**
+ * @module
+ * Schemas that only describe: response bodies, the problem shape, and the bodies of the
+ * OpenAI / Hugging Face compatibility routes (translated by `src/compat/translate.ts` into a
+ * POST /v1/images body, so their native fields reuse `ImageRequest`'s own field schemas).
+ * Request bodies that the API validates live next to their validators.
+ */
+// A namespace import lets esbuild drop the zod exports (locales…) nobody uses.
+import * as z from 'zod'
+import { ImageRequest } from '../images/schema'
+import { RateLimitPolicySchema, SCOPES } from '../keys/api-keys'
+import { PROBLEM_TYPE_BASE, PROBLEM_TYPES, type ProblemSlug } from '../problem'
+
+/** Every problem `type` URI, in `PROBLEM_TYPES` order. */
+export function problemTypeUris(): [string, ...string[]] {
+  return (Object.keys(PROBLEM_TYPES) as ProblemSlug[]).map((s) => PROBLEM_TYPE_BASE + s) as [
+    string,
+    ...string[],
+  ]
+}
+
+/** One invalid field of a `validation-error` problem. */
+export const FieldErrorSchema = z.object({
+  field: z.string().meta({ description: 'The field as the caller named it, e.g. `steps`.' }),
+  detail: z.string().meta({ example: 'must be between 1 and 100' }),
+})
+
+/** RFC 9457 problem details, the body of every error response (`application/problem+json`). */
+export const ProblemSchema = z
+  .looseObject({
+    type: z.enum(problemTypeUris()).meta({
+      description: `Stable identifier; the slug after \`${PROBLEM_TYPE_BASE}\` is what clients match on.`,
+    }),
+    title: z.string().meta({ description: 'Fixed summary of the problem type.' }),
+    status: z.number().int().meta({ description: 'The HTTP status, repeated.' }),
+    detail: z.string().optional().meta({ description: 'What went wrong in this occurrence.' }),
+    instance: z.string().optional().meta({ description: 'The request path.' }),
+    errors: z
+      .array(FieldErrorSchema)
+      .optional()
+      .meta({ description: '`validation-error`: every invalid field.' }),
+    limit: z
+      .number()
+      .int()
+      .optional()
+      .meta({ description: '`payload-too-large`: the byte limit; `prompt-too-long`: tokens.' }),
+    field: z.string().optional().meta({ description: '`prompt-too-long`: which prompt.' }),
+    tokens: z.number().int().optional().meta({ description: '`prompt-too-long`: its tokens.' }),
+    retry_after: z
+      .number()
+      .int()
+      .optional()
+      .meta({ description: '`rate-limited`: seconds until the request would fit the quota.' }),
+    required_scope: z
+      .enum(SCOPES)
+      .optional()
+      .meta({ description: '`insufficient-scope`: the scope the endpoint needs.' }),
+  })
+  .meta({
+    description:
+      'RFC 9457 problem details. Other extension members may appear; see each problem type.',
+  })
+
+/** One image of a POST /v1/images JSON response. */
+export const ImageResultSchema = z.object({
+  url: z.url().meta({ description: 'Permanent, content-addressed URL of the PNG.' }),
+  seed: z.number().int().meta({ description: 'The seed this image was made with.' }),
+  sha256: z
+    .string()
+    .regex(/^[0-9a-f]{64}$/)
+    .meta({ description: 'SHA-256 of the PNG bytes.' }),
+  width: z.number().int(),
+  height: z.number().int(),
+})
+
+/** The POST /v1/images response with `Accept: application/json`. */
+export const ImagesResponseSchema = z.object({
+  images: z.array(ImageResultSchema),
+  model: z.string().meta({ description: 'The model id that made the images.' }),
+  cached: z.boolean().meta({ description: 'Whether the images were already stored.' }),
+})
+
+/** A served model with its defaults and limits (GET /v1/models). */
+export const ModelSchema = z.object({
+  id: z.string().meta({ example: 'tiny-shapes' }),
+  digest: z.string().meta({ description: "SHA-256 over the model's files (part of cache keys)." }),
+  max_prompt_tokens: z.number().int(),
+  defaults: z.object({
+    steps: z.number().int(),
+    guidance_scale: z.number(),
+    scheduler: z.string(),
+    width: z.number().int(),
+    height: z.number().int(),
+  }),
+  limits: z.object({
+    max_width: z.number().int(),
+    max_height: z.number().int(),
+    size_multiple: z.number().int(),
+    min_steps: z.number().int(),
+    max_steps: z.number().int(),
+    min_guidance_scale: z.number(),
+    max_guidance_scale: z.number(),
+    max_images: z.number().int(),
+  }),
+  schedulers: z.array(z.string()).meta({ description: 'Accepted `scheduler` values.' }),
+})
+
+/** GET /v1/models. */
+export const ModelsResponseSchema = z.object({ models: z.array(ModelSchema) })
+
+/** A key as the admin API shows it (never the key or its hash). */
+export const KeyRecordSchema = z.object({
+  id: z.string().regex(/^[0-9a-f]{16}$/),
+  name: z.string(),
+  scopes: z.array(z.enum(SCOPES)),
+  created_at: z.iso.datetime(),
+  revoked_at: z.iso.datetime().optional(),
+  rate_limit: RateLimitPolicySchema.optional(),
+})
+
+/** POST /v1/keys: the record plus the key, shown this once. */
+export const CreatedKeySchema = KeyRecordSchema.extend({
+  key: z
+    .string()
+    .regex(/^tti_[A-Za-z0-9_-]{43}$/)
+    .meta({ description: 'The API key. Only its hash is stored: save it now.' }),
+})
+
+/** GET /v1/keys. */
+export const KeyListSchema = z.object({ keys: z.array(KeyRecordSchema) })
+
+/** GET /healthz. */
+export const HealthSchema = z.object({
+  status: z.literal('ok'),
+  pipeline_version: z.number().int().meta({ description: 'Part of every cache key.' }),
+})
+
+const native = ImageRequest.shape
+
+/** The OpenAI Images API body of POST /v1/images/generations. */
+export const OpenAIImageRequestSchema = z
+  .strictObject({
+    prompt: native.prompt,
+    n: native.n,
+    size: z
+      .union([z.literal('auto'), z.string().regex(/^\d+x\d+$/)])
+      .optional()
+      .meta({ description: '"WIDTHxHEIGHT", e.g. "64x64"; "auto" for the model default.' }),
+    response_format: z
+      .enum(['url', 'b64_json'])
+      .optional()
+      .meta({ description: 'Permanent URLs or inline base64 PNGs.', default: 'url' }),
+    model: native.model,
+    negative_prompt: native.negative_prompt,
+    seed: native.seed,
+    steps: native.steps,
+    guidance_scale: native.guidance_scale,
+    scheduler: native.scheduler,
+    output_format: native.output_format,
+    truncate: native.truncate,
+    quality: z.unknown().optional().meta({ description: 'Accepted and ignored.' }),
+    style: z.unknown().optional().meta({ description: 'Accepted and ignored.' }),
+    user: z.unknown().optional().meta({ description: 'Accepted and ignored.' }),
+    moderation: z.unknown().optional().meta({ description: 'Accepted and ignored.' }),
+  })
+  .meta({
+    description:
+      'The OpenAI Images API body. Native POST /v1/images fields pass through as extensions; errors name the fields as sent (`size` for width/height).',
+  })
+
+/** The OpenAI Images API response. */
+export const OpenAIImagesResponseSchema = z.object({
+  created: z.number().int().meta({ description: 'Unix time, seconds.' }),
+  data: z.array(
+    z.object({
+      url: z.url().optional(),
+      b64_json: z.string().optional().meta({ description: 'Base64 (RFC 4648 §4) PNG.' }),
+    }),
+  ),
+})
+
+/** The OpenAI error envelope; `code` is the problem slug, the status is the problem's. */
+export const OpenAIErrorSchema = z.object({
+  error: z.object({
+    message: z.string(),
+    type: z.string().meta({ example: 'invalid_request_error' }),
+    param: z.string().nullable(),
+    code: z.string().meta({ description: 'The problem slug, e.g. `validation-error`.' }),
+  }),
+})
+
+/** The Hugging Face text-to-image task body. */
+export const HuggingFaceRequestSchema = z
+  .strictObject({
+    inputs: native.prompt,
+    parameters: z
+      .strictObject({
+        negative_prompt: native.negative_prompt,
+        guidance_scale: native.guidance_scale,
+        num_inference_steps: native.steps,
+        width: native.width,
+        height: native.height,
+        target_size: z
+          .object({ width: native.width, height: native.height })
+          .optional()
+          .meta({ description: 'Alternative to width/height.' }),
+        seed: native.seed,
+        scheduler: native.scheduler,
+      })
+      .optional(),
+    options: z
+      .record(z.string(), z.unknown())
+      .optional()
+      .meta({ description: 'Legacy `use_cache`/`wait_for_model`; accepted and ignored.' }),
+  })
+  .meta({
+    description:
+      'The Hugging Face text-to-image task. Errors name the fields as sent (e.g. `parameters.num_inference_steps`).',
+  })
+
+/** One step of a running generation (SSE `progress` event, a running job's `progress`). */
+export const ProgressEventSchema = z.object({
+  step: z.number().int(),
+  total_steps: z.number().int(),
+  image: z.number().int().meta({ description: 'Index of the image being denoised.' }),
+  n: z.number().int().meta({ description: 'Images in the request.' }),
+})
+
+/** A generation still running (202 to `Prefer: respond-async`, or a job being polled). */
+export const RunningJobSchema = z.object({
+  id: z
+    .string()
+    .regex(/^[0-9a-f]{64}$/)
+    .meta({ description: 'The job id: the request key (`X-Request-Key`).' }),
+  status: z.literal('running'),
+  progress: ProgressEventSchema.nullable().meta({ description: 'Null until the first step.' }),
+})
+
+/** GET /v1/jobs/{id}: running, or succeeded with the images (a failure is its problem). */
+export const JobSchema = z.union([
+  RunningJobSchema,
+  ImagesResponseSchema.omit({ cached: true }).extend({
+    id: RunningJobSchema.shape.id,
+    status: z.literal('succeeded'),
+  }),
+])
+
+/** The answer of POST /v1/embeds. */
+export const MintedEmbedSchema = z.object({
+  url: z.url().meta({ description: 'The URL to put in `<img src>`.' }),
+  html: z.string().meta({ description: 'A ready-to-paste `<img>` element.' }),
+  key_id: z
+    .string()
+    .meta({ description: "The key whose quota pays for the first view's generation." }),
+  params: z
+    .record(z.string(), z.unknown())
+    .meta({ description: 'The canonical parameters the URL names (defaults filled in).' }),
+  expires_at: z.iso.datetime().nullable(),
+  origins: z.array(z.string()).nullable().meta({ description: 'Allowed pages; null for any.' }),
+})
+
+/** The answer of POST /v1/batch: images and problems, each keyed by item id (or index). */
+export const BatchResultSchema = z.object({
+  images: z.record(z.string(), ImageResultSchema.extend({ cached: z.boolean() })),
+  errors: z
+    .record(z.string(), ProblemSchema)
+    .meta({ description: 'The problem of each item that failed (the others still ran).' }),
+})
