@@ -1,18 +1,26 @@
 /**
  * @module
- * The Worker entry: the API app over the isolate's engine (`getEngine`), and the Durable Object
- * classes.
+ * The Worker entry: the API app over the isolate's engine (`getEngine`), the Cron Trigger that
+ * probes the GPU backends (`[env.gpu]` in wrangler.toml), and the Durable Object classes.
  */
 import { env } from 'cloudflare:workers'
 import { createApp, rateLimitFromVars } from './app'
 import { installedEngine, installEngineProvider } from './engine-provider'
-import { getEngine, type EngineEnv } from './gpu/engine'
+import { getEngine, recordBackendHealth, type EngineEnv } from './gpu/engine'
 
 // The GPU backend vars are optional and absent from the generated `Env` unless configured.
 installEngineProvider((e) => getEngine(e as Env & EngineEnv))
 
-/** The API. */
-export default createApp({ engine: installedEngine, rateLimit: rateLimitFromVars(env) })
+const app = createApp({ engine: installedEngine, rateLimit: rateLimitFromVars(env) })
+
+/** The API, and the scheduled probe of the GPU backends (a no-op when none is configured). */
+export default {
+  fetch: app.fetch,
+  // Awaited rather than waitUntil: the invocation's outcome then says whether the probe ran.
+  async scheduled(_controller, env) {
+    await recordBackendHealth(env as Env & EngineEnv)
+  },
+} satisfies ExportedHandler<Env>
 
 export { GenerationCoordinator } from './durable/generation-coordinator'
 export { KeyGuard } from './durable/key-guard'

@@ -3,7 +3,9 @@
  * Chooses how this isolate generates images, once per isolate:
  * - `GPU_BACKEND_URLS` (comma-separated) and the `GPU_BACKEND_SECRET` secret set: the text
  *   encoder runs here and the denoising loop and VAE decode run on the GPU backend service,
- *   reached by URL or through the `GPU_BACKEND` service binding when one is bound;
+ *   reached by URL or through the `GPU_BACKEND` service binding when one is bound; backends are
+ *   ordered by the Cron Trigger's probes in the `GPU_HEALTH` KV (`recordBackendHealth`), and each
+ *   model's text encoder runs here or there as `./placement` decides (`GPU_TEXT_ENCODER`);
  * - otherwise (the embedded default) the whole pipeline runs here on WebAssembly over the
  *   bundled model, so `npm start` works with nothing else running.
  * Either way, the `HF_TOKEN` secret with `HF_MODELS` adds hosted models (`hf:<id>`) whose
@@ -14,6 +16,14 @@ import { createPipelineEngine, type ServedModel } from '../pipeline/engine'
 import { loadModel } from '../pipeline/model'
 import { StableDiffusionPipeline } from '../pipeline/stable-diffusion'
 import type { TextToImageEngine } from './engine-types'
+import {
+  probeBackend,
+  readHealth,
+  writeHealth,
+  type HealthRecord,
+  type HealthStore,
+} from './health'
+import { textEncoderBytes, textEncoderPlacement } from './placement'
 import { createHostedEngine, withHostedModels } from './hosted-engine'
 import { hostedConfig, type HostedEnv } from './hosted-models'
 import { createWasmBackend } from './ort-wasm'
@@ -24,7 +34,45 @@ export interface EngineEnv extends HostedEnv {
   GPU_BACKEND_URLS?: string
   GPU_BACKEND_SECRET?: string
   GPU_BACKEND_TIMEOUT_MS?: string
+  /** Text encoder placement overrides: `edge`, `backend`, or `model=backend,…` (`./placement`). */
+  GPU_TEXT_ENCODER?: string
   GPU_BACKEND?: { fetch(input: string, init?: RequestInit): Promise<Response> }
+  /** KV where the Cron Trigger records backend health for every isolate. */
+  GPU_HEALTH?: HealthStore
+}
+
+/** Shared probes are re-read from KV at most this often per isolate. */
+const HEALTH_READ_MS = 5_000
+
+/** The configured backend URLs, in order. */
+function backendUrls(env: EngineEnv): string[] {
+  return (env.GPU_BACKEND_URLS ?? '')
+    .split(',')
+    .map((u) => u.trim())
+    .filter(Boolean)
+}
+
+/** `fetch` through the service binding when one is bound, else the global one. */
+function backendFetch(env: EngineEnv): (u: string, i: RequestInit) => Promise<Response> {
+  const binding = env.GPU_BACKEND
+  return binding ? (u, i) => binding.fetch(u, i) : (u, i) => fetch(u, i)
+}
+
+/**
+ * Probes every configured backend's `/healthz` and records the results in `GPU_HEALTH`, where
+ * every isolate's request path reads them. Run by the Cron Trigger; a no-op without backends.
+ */
+export async function recordBackendHealth(
+  env: EngineEnv,
+): Promise<Record<string, HealthRecord> | undefined> {
+  const urls = backendUrls(env)
+  if (!urls.length) return undefined
+  const doFetch = backendFetch(env)
+  const records = Object.fromEntries(
+    await Promise.all(urls.map(async (u) => [u, await probeBackend(u, doFetch)] as const)),
+  )
+  if (env.GPU_HEALTH) await writeHealth(env.GPU_HEALTH, records)
+  return records
 }
 
 let models: Promise<ServedModel[]> | undefined
@@ -43,27 +91,38 @@ function bundledModels(): Promise<ServedModel[]> {
 
 /** The isolate's engine for this environment. */
 export async function getEngine(env: EngineEnv = {}): Promise<TextToImageEngine> {
-  const urls = (env.GPU_BACKEND_URLS ?? '')
-    .split(',')
-    .map((u) => u.trim())
-    .filter(Boolean)
+  const urls = backendUrls(env)
   const hosted = hostedConfig(env)
   const key =
-    (urls.length && env.GPU_BACKEND_SECRET ? `remote:${urls.join(',')}` : 'local') +
-    (hosted ? `|hosted:${hosted.key}` : '')
+    (urls.length && env.GPU_BACKEND_SECRET
+      ? `remote:${urls.join(',')}:${env.GPU_TEXT_ENCODER ?? ''}`
+      : 'local') + (hosted ? `|hosted:${hosted.key}` : '')
   const cached = engines.get(key)
   if (cached) return cached
   const served = await bundledModels()
-  const binding = env.GPU_BACKEND
-  let engine: TextToImageEngine =
-    !urls.length || !env.GPU_BACKEND_SECRET
-      ? createPipelineEngine(served)
-      : createRemoteEngine(served, {
-          urls,
-          secret: env.GPU_BACKEND_SECRET as string,
-          timeoutMs: env.GPU_BACKEND_TIMEOUT_MS ? Number(env.GPU_BACKEND_TIMEOUT_MS) : undefined,
-          fetch: binding ? (u, i) => binding.fetch(u, i) : undefined,
-        })
+  let engine: TextToImageEngine
+  if (!urls.length || !env.GPU_BACKEND_SECRET) engine = createPipelineEngine(served)
+  else {
+    const store = env.GPU_HEALTH
+    let read: { at: number; value: Promise<Record<string, HealthRecord>> } | undefined
+    const encoderBytes = await textEncoderBytes(bundledModelSource())
+    engine = createRemoteEngine(served, {
+      urls,
+      secret: env.GPU_BACKEND_SECRET as string,
+      timeoutMs: env.GPU_BACKEND_TIMEOUT_MS ? Number(env.GPU_BACKEND_TIMEOUT_MS) : undefined,
+      fetch: backendFetch(env),
+      textEncoder: Object.fromEntries(
+        served.map((m) => [m.id, textEncoderPlacement(m.id, encoderBytes, env.GPU_TEXT_ENCODER)]),
+      ),
+      health: store
+        ? () => {
+            if (!read || Date.now() - read.at > HEALTH_READ_MS)
+              read = { at: Date.now(), value: readHealth(store) }
+            return read.value
+          }
+        : undefined,
+    })
+  }
   if (hosted) engine = withHostedModels(engine, await createHostedEngine(hosted))
   engines.set(key, engine)
   return engine

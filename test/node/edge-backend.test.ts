@@ -1,9 +1,15 @@
 /**
  * Edge to GPU backend through the binding, on the real local stack: `wrangler dev` (workerd with
  * local KV, R2 and Durable Objects) configured with `GPU_BACKEND_URLS` / `GPU_BACKEND_SECRET`,
- * and the backend service on localhost (onnxruntime-node, CPU). Checks the image against the
- * in-edge WebAssembly path, and that a backend that is down, refuses the signature, is slow or
- * answers garbage gives the client a 503/502/504 problem with nothing cached.
+ * and the backend service on localhost.
+ * - On the `cpu` provider (in this process): the image matches the in-edge WebAssembly path
+ *   within ±1 per 8-bit channel, because ORT's native CPU kernels and its WebAssembly kernels
+ *   round differently (different GEMM/convolution accumulation order).
+ * - On the `wasm` provider (`npm run gpu` as a real process, `--env gpu` of wrangler.toml): the
+ *   same PNG bytes as a worker with no backend, with the text encoder at the edge or on the
+ *   backend; the Cron Trigger's probes steer jobs away from an unhealthy backend.
+ * - A backend that is down, refuses the signature, is slow or answers garbage gives the client a
+ *   503/502/504 problem with nothing cached.
  */
 import { serve, type ServerType } from '@hono/node-server'
 import { spawn, type ChildProcess } from 'node:child_process'
@@ -16,6 +22,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createBackendApp } from '../../src/gpu/backend-service'
+import type { BackendReadiness } from '../../src/gpu/health'
 import { createNodeBackend } from '../../src/gpu/ort-node'
 import { createWebBackend } from '../../src/gpu/ort-web'
 import { folderSource } from '../../src/node/folder-source'
@@ -39,8 +46,12 @@ const freePort = () =>
     })
   })
 
-/** A running `wrangler dev` with extra vars; stopped by `stop()`. */
-async function startWorker(vars: Record<string, string>) {
+/** Stops of every process started here, run in `afterAll` too: a timed-out test skips its `finally`. */
+const running = new Set<() => void>()
+afterAll(() => running.forEach((stop) => stop()))
+
+/** A running `wrangler dev` with extra vars (and `--env`, `--test-scheduled` when asked). */
+async function startWorker(vars: Record<string, string>, opts: { env?: string } = {}) {
   const port = await freePort()
   const state = mkdtempSync(join(tmpdir(), 'tti-edge-backend-'))
   const args = [
@@ -52,6 +63,7 @@ async function startWorker(vars: Record<string, string>) {
     '127.0.0.1',
     '--persist-to',
     state,
+    ...(opts.env ? ['--env', opts.env, '--test-scheduled'] : []),
   ]
   for (const [k, v] of Object.entries({ ADMIN_TOKEN: ADMIN, ...vars }))
     args.push('--var', `${k}:${v}`)
@@ -100,8 +112,52 @@ async function startWorker(vars: Record<string, string>) {
       /* gone */
     }
     rmSync(state, { recursive: true, force: true })
+    running.delete(stop)
   }
+  running.add(stop)
   return { base, generate, stop, log: () => log }
+}
+
+/** `npm run gpu` as a child process; resolves once `/healthz` says ready. */
+async function startBackendProcess(providers: string) {
+  const port = await freePort()
+  const child = spawn(
+    join(ROOT, 'node_modules/.bin/tsx'),
+    ['scripts/gpu-server.ts', '--port', String(port), '--model', MODEL_DIR],
+    {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+      env: { ...process.env, TTI_BACKEND_SECRET: SECRET, TTI_PROVIDERS: providers },
+    },
+  )
+  let log = ''
+  child.stdout!.on('data', (d) => (log += d))
+  child.stderr!.on('data', (d) => (log += d))
+  const url = `http://127.0.0.1:${port}`
+  const healthz = async () => {
+    const res = await fetch(`${url}/healthz`)
+    return { status: res.status, body: (await res.json()) as BackendReadiness }
+  }
+  const deadline = Date.now() + 60_000
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`gpu backend exited:\n${log}`)
+    const h = await healthz().catch(() => undefined)
+    if (h?.status === 200) break
+    if (h) expect(h).toMatchObject({ status: 503, body: { ready: false, status: 'loading' } })
+    if (Date.now() > deadline) throw new Error(`gpu backend did not get ready:\n${log}`)
+    await new Promise((r) => setTimeout(r, 200))
+  }
+  const stop = () => {
+    try {
+      process.kill(-child.pid!, 'SIGTERM')
+    } catch {
+      /* gone */
+    }
+    running.delete(stop)
+  }
+  running.add(stop)
+  return { url, healthz, stop, log: () => log }
 }
 
 const REQUEST = {
@@ -138,7 +194,7 @@ describe('edge → GPU backend through wrangler dev', () => {
     extra.forEach((s) => s.close())
   })
 
-  it('generates on the backend; the image matches the in-edge WebAssembly path', async () => {
+  it('generates on the cpu backend; the image matches the in-edge WebAssembly path within ±1', async () => {
     const worker = await startWorker({ GPU_BACKEND_URLS: backendUrl, GPU_BACKEND_SECRET: SECRET })
     try {
       const res = await worker.generate(REQUEST)
@@ -225,4 +281,76 @@ describe('edge → GPU backend through wrangler dev', () => {
       }
     }
   })
+})
+
+describe('edge → `npm run gpu` on the wasm provider (wrangler --env gpu)', () => {
+  let backend: Awaited<ReturnType<typeof startBackendProcess>>
+  const servers: Server[] = []
+  afterAll(() => {
+    backend?.stop()
+    servers.forEach((s) => s.close())
+  })
+
+  it('returns the in-edge bytes exactly, prefers the backends the cron found healthy, and encodes on the backend when placed there', async () => {
+    backend = await startBackendProcess('wasm')
+    const ready = await backend.healthz()
+    expect(ready.body).toMatchObject({ ready: true, provider: 'onnxruntime-web:wasm' })
+    expect(ready.body.models.map((m) => m.id)).toEqual([MODEL_ID])
+
+    // The reference: a worker with no backend, generating in workerd on WebAssembly.
+    const plain = await startWorker({})
+    let edgeBytes: Buffer
+    try {
+      const res = await plain.generate(REQUEST)
+      expect(res.status, plain.log()).toBe(200)
+      edgeBytes = Buffer.from(await res.arrayBuffer())
+    } finally {
+      plain.stop()
+    }
+
+    // A sick backend listed first: /healthz says loading and jobs fail (counted).
+    const sick = { jobs: 0, probes: 0 }
+    const s = createServer((q, r) => {
+      if (q.url === '/healthz') sick.probes++
+      else sick.jobs++
+      r.writeHead(503, { 'content-type': 'application/json' })
+      r.end(JSON.stringify({ ready: false, status: 'loading', models: [] }))
+    })
+    servers.push(s)
+    await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
+    const sickUrl = `http://127.0.0.1:${(s.address() as AddressInfo).port}`
+
+    const edge = await startWorker(
+      { GPU_BACKEND_URLS: `${sickUrl},${backend.url}`, GPU_BACKEND_SECRET: SECRET },
+      { env: 'gpu' },
+    )
+    try {
+      const cron = await fetch(`${edge.base}/__scheduled?cron=*+*+*+*+*`)
+      expect(cron.status, edge.log()).toBe(200)
+      expect(sick.probes).toBe(1)
+      const res = await edge.generate(REQUEST)
+      expect(res.status, edge.log()).toBe(200)
+      expect(Buffer.from(await res.arrayBuffer()).equals(edgeBytes)).toBe(true)
+      // The shared probe ranked the sick backend last, so the job went straight to the good one.
+      expect(sick.jobs).toBe(0)
+      expect((await backend.healthz()).body.jobs).toMatchObject({ started: 1, promptsEncoded: 0 })
+    } finally {
+      edge.stop()
+    }
+
+    // The text encoder forced onto the backend: token ids cross the wire, the bytes stay the same.
+    const remoteEncoder = await startWorker(
+      { GPU_BACKEND_URLS: backend.url, GPU_BACKEND_SECRET: SECRET, GPU_TEXT_ENCODER: 'backend' },
+      { env: 'gpu' },
+    )
+    try {
+      const res = await remoteEncoder.generate(REQUEST)
+      expect(res.status, remoteEncoder.log()).toBe(200)
+      expect(Buffer.from(await res.arrayBuffer()).equals(edgeBytes)).toBe(true)
+      // Guidance is on by default: the prompt and the negative prompt were encoded there.
+      expect((await backend.healthz()).body.jobs).toMatchObject({ started: 2, promptsEncoded: 2 })
+    } finally {
+      remoteEncoder.stop()
+    }
+  }, 900_000)
 })
