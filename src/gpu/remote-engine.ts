@@ -174,9 +174,16 @@ export function createRemoteEngine(
             `GPU backend ${base} refused the job (${res.status})`,
           )
         }
-        const images = await readImages(res.body, base, req.n, onProgress)
-        breaker.success(base)
-        return images
+        try {
+          const images = await readImages(res.body, base, req.n, onProgress)
+          breaker.success(base)
+          return images
+        } catch (e) {
+          // Garbage or a failed run: keep jobs away for a while. A deadline (504) is not the
+          // backend's fault, and a retry with the same key should be able to join its run there.
+          if (backendStatus(e) === 502) breaker.failure(base)
+          throw e
+        }
       }
       throw last
     },
