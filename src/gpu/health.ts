@@ -19,7 +19,10 @@ export interface BackendReadiness {
   /** Execution provider chain in use, e.g. `onnxruntime-node:webgpu>cpu`. */
   provider?: string
   models: { id: string; digest: string }[]
-  /** Counters since start: jobs run (not joined or replayed), running now, prompts encoded here. */
+  /**
+   * Counters since start: jobs run (not joined or replayed), running now, and prompts that came
+   * as token ids (encoded here, or served from the embedding cache).
+   */
   jobs: { started: number; running: number; promptsEncoded: number }
   error?: string
 }

@@ -7,11 +7,18 @@ import { serve, type ServerType } from '@hono/node-server'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createBackendApp } from '../../src/gpu/backend-service'
 import type { GenerateRequest } from '../../src/gpu/engine-types'
 import { createNodeBackend } from '../../src/gpu/ort-node'
 import { probeBackend, rankBackends } from '../../src/gpu/health'
+import {
+  EDGE_TEXT_ENCODER_MAX_BYTES,
+  textEncoderBytes,
+  textEncoderPlacement,
+} from '../../src/gpu/placement'
+import type { InferenceBackend } from '../../src/gpu/tensor'
 import {
   decodeJob,
   encodeJob,
@@ -336,5 +343,51 @@ describe('backend health on the edge', () => {
     expect(
       rankBackends(['a', 'b', 'c'], { a: { ...shared[healthy.url], digests: ['other'] } }, 'd'),
     ).toEqual(['b', 'c', 'a'])
+  })
+})
+
+describe('text encoder placement and the embedding cache', () => {
+  it('places by size unless overridden, per model or for all', async () => {
+    const bundled = await textEncoderBytes(
+      folderSource(fileURLToPath(new URL('../../models/tiny-shapes', import.meta.url))),
+    )
+    expect(bundled).toBeGreaterThan(1_000_000)
+    expect(textEncoderPlacement('tiny-shapes', bundled)).toBe('edge')
+    expect(textEncoderPlacement('sd', EDGE_TEXT_ENCODER_MAX_BYTES + 1)).toBe('backend')
+    expect(textEncoderPlacement('tiny-shapes', bundled, 'backend')).toBe('backend')
+    expect(textEncoderPlacement('tiny-shapes', bundled, 'other=backend')).toBe('edge')
+    expect(textEncoderPlacement('sd', 1e9, 'edge,sd=auto')).toBe('backend')
+    expect(() => textEncoderPlacement('x', 1, 'gpu')).toThrow(/not edge, backend or auto/)
+  })
+
+  it('caches embeddings by token ids as an LRU', async () => {
+    let runs = 0
+    const node = createNodeBackend('cpu')
+    // Counts text encoder runs; the sessions themselves are real.
+    const counting: InferenceBackend = {
+      name: node.name,
+      async createSession(bytes, opts) {
+        const s = await node.createSession(bytes, opts)
+        if (opts?.label !== 'text_encoder') return s
+        return { ...s, run: (f, o) => (runs++, s.run(f, o)) }
+      },
+    }
+    const pipe = new StableDiffusionPipeline(await loadModel(folderSource(DIR), counting))
+    const base = pipe.tokenize('a red circle').inputIds
+    // Distinct from `base` and from each other: vary token 1, skipping base's own value.
+    const ids = (k: number) => base.map((v, i) => (i === 1 ? (k >= base[1] ? k + 1 : k) : v))
+    const size = StableDiffusionPipeline.EMBEDDING_CACHE_SIZE
+    const first = await pipe.encodeTokenIds(ids(0))
+    await pipe.encodePrompt('a red circle')
+    for (let k = 1; k <= size - 2; k++) await pipe.encodeTokenIds(ids(k))
+    expect(runs).toBe(size) // full: ids(0), the prompt, ids(1..size-2)
+    expect(await pipe.encodeTokenIds(ids(0))).toBe(first) // a hit, now the most recent
+    expect(runs).toBe(size)
+    await pipe.encodeTokenIds(ids(size - 1)) // evicts the least recent: the prompt
+    expect(await pipe.encodeTokenIds(ids(0))).toBe(first)
+    expect(runs).toBe(size + 1)
+    await pipe.encodePrompt('a red circle')
+    expect(runs).toBe(size + 2)
+    await expect(pipe.encodeTokenIds([1, 2])).rejects.toThrow(/input ids must be/)
   })
 })
