@@ -26,6 +26,7 @@ details.op > div { padding: 0 .8rem .8rem; }
 table { border-collapse: collapse; width: 100%; font-size: .85rem; }
 td, th { border-top: 1px solid var(--line); padding: .3rem; text-align: left; vertical-align: top; }
 ul.schema { list-style: none; padding-left: 1rem; margin: .2rem 0; border-left: 1px solid var(--line); }
+ul.schema div, td div { font-size: .85rem; }
 .req { color: #c62828; }
 .muted { opacity: .7; font-size: .8rem; }
 .try label { display: block; margin: .3rem 0; font-size: .85rem; }
@@ -43,7 +44,7 @@ function el(tag, attrs = {}, ...children) {
     if (k === 'class') e.className = v
     else if (v !== undefined && v !== false) e.setAttribute(k, v === true ? '' : v)
   }
-  for (const c of children.flat()) if (c != null) e.append(c)
+  for (const c of children.flat(Infinity)) if (c != null) e.append(c)
   return e
 }
 
@@ -212,7 +213,7 @@ function operation(path, method, op) {
   const params = op.parameters || []
   const body = op.requestBody && op.requestBody.content
   return el('details', { class: 'op', id: 'op-' + op.operationId, 'data-operation-id': op.operationId },
-    el('summary', {}, el('span', { class: 'method ' + method }, method), el('code', {}, path), el('span', {}, op.summary || '')),
+    el('summary', {}, el('span', { class: 'method ' + method }, method), el('code', {}, path), prose(op.summary, 'span')),
     el('div', {},
       op.description ? prose(op.description) : null,
       (op.security || []).length ? el('p', { class: 'muted' }, 'Auth: ' + op.security.flatMap((s) => Object.keys(s)).join(', ')) : null,

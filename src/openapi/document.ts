@@ -672,7 +672,7 @@ export function buildOpenApiDocument(options: DocumentOptions): OpenApiDocument 
       description: [
         'Text to image on the edge. Every image gets a permanent, content-addressed URL; a repeated request is served from the cache.',
         `Errors are RFC 9457 problem details (\`application/problem+json\`); \`type\` is \`${PROBLEM_TYPE_BASE}<slug>\` and each operation lists the slugs it can answer.`,
-        'Interactive reference: [/docs](/docs).',
+        'Interactive reference: `/docs`. Playground: `/`.',
       ].join('\n\n'),
     },
     servers: [{ url: '/' }],

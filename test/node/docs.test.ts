@@ -1,0 +1,143 @@
+/**
+ * The API reference (`GET /docs`) in real headless Chromium (Debian's package, driven by
+ * playwright-core) against the real worker: it renders every operation of /openapi.json with
+ * its schemas, and its "Try it" forms send real requests: GET /healthz without a key, GET
+ * /v1/models with one, and POST /v1/images from the document's example body, showing the PNG.
+ */
+import { existsSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { chromium, type Browser, type Page } from 'playwright-core'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { startWorker, type RunningWorker } from './worker-server'
+
+const CHROMIUM = '/usr/bin/chromium'
+if (!existsSync(CHROMIUM)) {
+  console.warn(`docs test skipped: ${CHROMIUM} not found (apt-get install chromium)`)
+}
+
+describe.skipIf(!existsSync(CHROMIUM))('/docs in headless Chromium', () => {
+  let worker: RunningWorker
+  let key: string
+  let browser: Browser
+  let page: Page
+  let operationIds: string[]
+  const consoleErrors: string[] = []
+
+  beforeAll(async () => {
+    worker = await startWorker()
+    key = (await worker.createKey({ name: 'docs' })).key
+    const doc = (await (await fetch(`${worker.url}/openapi.json`)).json()) as {
+      paths: Record<string, Record<string, { operationId: string }>>
+    }
+    operationIds = Object.values(doc.paths).flatMap((item) =>
+      Object.values(item).map((op) => op.operationId),
+    )
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: [
+        '--no-sandbox',
+        '--headless=new',
+        '--disable-gpu',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--no-first-run',
+      ],
+    })
+    page = await browser.newPage()
+    // CSP violations and script errors land here; the page must have none. (Chromium also logs
+    // each non-2xx fetch, and this test sends a 401 on purpose.)
+    page.on(
+      'console',
+      (m) =>
+        m.type() === 'error' &&
+        !m.text().startsWith('Failed to load resource: the server responded with a status of') &&
+        consoleErrors.push(m.text()),
+    )
+    page.on('pageerror', (e) => consoleErrors.push(e.message))
+    // Nothing may be fetched from another origin (the page works offline).
+    page.on('request', (r) => {
+      if (!r.url().startsWith(worker.url) && !r.url().startsWith('blob:')) {
+        consoleErrors.push(`external request ${r.url()}`)
+      }
+    })
+  })
+
+  afterAll(async () => {
+    await browser?.close()
+    await worker?.stop()
+  })
+
+  it('renders every operation of /openapi.json with its body schema and responses', async () => {
+    await page.goto(`${worker.url}/docs`)
+    await page.waitForSelector('#ops[data-ready="true"]')
+    const rendered = await page.$$eval('details.op', (els) =>
+      els.map((e) => e.getAttribute('data-operation-id')),
+    )
+    expect(rendered.sort()).toEqual([...operationIds].sort())
+
+    const op = '#op-createImages'
+    await page.click(`${op} > summary`)
+    // The request body schema lists the fields, the required one marked, bounds shown.
+    const fields = await page.$$eval(`${op} .request-body > ul > li`, (els) =>
+      els.map((e) => e.getAttribute('data-field')),
+    )
+    expect(fields).toEqual(expect.arrayContaining(['prompt', 'seed', 'steps', 'width', 'n']))
+    expect(await page.textContent(`${op} .request-body li[data-field="seed"]`)).toContain(
+      'maximum 4294967295',
+    )
+    expect(await page.$(`${op} .request-body li[data-field="prompt"] .req`)).not.toBeNull()
+    // Responses, problem statuses included.
+    const statuses = await page.$$eval(`${op} tr[data-status]`, (els) =>
+      els.map((e) => e.getAttribute('data-status')),
+    )
+    expect(statuses).toEqual(expect.arrayContaining(['200', '401', '422', '429', '500']))
+    expect(await page.textContent(`${op} tr[data-status="422"]`)).toContain('prompt-too-long')
+  })
+
+  it('tries GET /healthz (no key) and GET /v1/models (with the key) from the page', async () => {
+    await page.click('#op-health > summary')
+    await page.click('#op-health form.try button[type="submit"]')
+    await page.waitForSelector('#op-health .result .status')
+    expect(await page.textContent('#op-health .result .status')).toContain('200')
+    expect(await page.textContent('#op-health .result pre.body')).toContain('"status": "ok"')
+
+    await page.click('#op-listModels > summary')
+    await page.click('#op-listModels form.try button[type="submit"]')
+    await page.waitForSelector('#op-listModels .result .status')
+    // No key yet: the API's problem is shown as it came.
+    expect(await page.textContent('#op-listModels .result .status')).toContain('401')
+    expect(await page.textContent('#op-listModels .result pre.headers')).toContain(
+      'content-type: application/problem+json',
+    )
+
+    await page.fill('#api-key', key)
+    await page.dispatchEvent('#api-key', 'change')
+    await page.click('#op-listModels form.try button[type="submit"]')
+    await expect.poll(() => page.textContent('#op-listModels .result .status')).toContain('200')
+    expect(await page.textContent('#op-listModels .result pre.body')).toContain('"schedulers"')
+  })
+
+  it("sends POST /v1/images with the document's example body and shows the PNG", async () => {
+    const op = '#op-createImages'
+    const body = JSON.parse(await page.inputValue(`${op} textarea[name="body"]`))
+    expect(body).toMatchObject({ prompt: expect.any(String), seed: 42, steps: 4 })
+    await page.selectOption(`${op} select[name="accept"]`, 'image/png')
+    await page.click(`${op} form.try button[type="submit"]`)
+    await page.waitForSelector(`${op} .result img`, { timeout: 60_000 })
+    expect(await page.textContent(`${op} .result .status`)).toContain('200')
+    expect(await page.textContent(`${op} .result pre.headers`)).toMatch(/x-cache: (HIT|MISS)/)
+    const size = () =>
+      page.$eval(`${op} .result img`, (el) => {
+        const img = el as unknown as { complete: boolean; naturalWidth: number }
+        return img.complete ? img.naturalWidth : 0
+      })
+    await expect.poll(size).toBeGreaterThan(0)
+
+    const shot = path.join(tmpdir(), 'tti-docs.png')
+    await page.screenshot({ path: shot, fullPage: true })
+    console.log(`docs screenshot: ${shot}`)
+    expect(consoleErrors).toEqual([])
+  })
+})
