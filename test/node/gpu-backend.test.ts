@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createBackendApp } from '../../src/gpu/backend-service'
 import type { GenerateRequest } from '../../src/gpu/engine-types'
 import { createNodeBackend } from '../../src/gpu/ort-node'
-import { probeBackend, rankBackends } from '../../src/gpu/health'
+import { probeBackend, rankBackends, type BackendReadiness } from '../../src/gpu/health'
 import {
   EDGE_TEXT_ENCODER_MAX_BYTES,
   textEncoderBytes,
@@ -247,7 +247,9 @@ describe('backend readiness and text encoder placement', () => {
         return fetch(u, i)
       },
     })
-    const before = (await (await fetch(`${base}/healthz`)).json()).jobs.promptsEncoded
+    const encoded = async () =>
+      ((await (await fetch(`${base}/healthz`)).json()) as BackendReadiness).jobs.promptsEncoded
+    const before = await encoded()
     const req = request({ seed: 21, prompt: 'a blue square' })
     const [got] = await remote.generate(req)
     const [want] = await createPipelineEngine(models).generate(req)
@@ -255,8 +257,7 @@ describe('backend readiness and text encoder placement', () => {
     const job = decodeJob(bodies[0])
     expect(Object.keys(job.tensors)).toEqual(['input_ids'])
     expect(job.tensors.input_ids.dims).toEqual([2, models[0].pipeline.spec.tokenWindow])
-    const after = (await (await fetch(`${base}/healthz`)).json()).jobs.promptsEncoded
-    expect(after - before).toBe(2)
+    expect((await encoded()) - before).toBe(2)
   })
 })
 
