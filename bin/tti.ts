@@ -9,9 +9,17 @@
  * Exit codes are part of the interface: 0 ok, 2 usage or validation error, 3 authentication,
  * 4 rate limited, 5 server or generation failure (including an unreachable server).
  */
-import { writeFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
-import { TtiApiError, TtiClient, type GenerateParams } from '../src/client/index'
+import {
+  BATCH_MAX_ITEMS,
+  TtiApiError,
+  TtiClient,
+  type BatchItemParams,
+  type BatchResult,
+  type GenerateParams,
+  type Problem,
+} from '../src/client/index'
 
 /** Exit statuses scripts can rely on. */
 const EXIT = Object.freeze({ ok: 0, usage: 2, auth: 3, rateLimited: 4, server: 5 })
@@ -20,6 +28,9 @@ const USAGE = `usage: tti <command> [options]
 
 commands:
   generate <prompt> -o <file.png>   generate an image (-o - writes the PNG to stdout)
+  embed-url <prompt> --seed N       print a signed URL for <img src> (viewing it needs no key)
+  prebuild <prompts.json> [-o urls.json]
+                                    generate every prompt; write {id: permanent URL}
   models                            list the models the API serves
   keys create [--name N] [--scopes generate,read] [--burst B --period S]
   keys list
@@ -38,6 +49,17 @@ generate options:
   --truncate            cut an over-long prompt instead of failing
   --json                print the API's JSON answer instead of one URL per line
   --[no-]progress       show a progress indicator (default: when stderr is a terminal)
+
+embed-url options: those of generate except -n and -o, plus
+  --expires-in D        the URL stops working after D: 3600, 90m, 12h or 30d (default: never)
+  --origin ORIGIN       a page origin allowed to show it, e.g. https://blog.example (repeatable;
+                        default: any page)
+  --html                print an <img> element instead of the URL
+
+prebuild: prompts.json is an array of prompts (strings, keyed by themselves, or objects with
+the POST /v1/images fields and an optional "id") or an object {"id": prompt or object}. The
+generate options set defaults for every item. Writes {"id": "url"} to -o (default stdout);
+--json writes the API's whole answer. Give seeds: a rebuild is then all cache hits.
 
 connection (flags override the environment):
   --url URL             TTI_URL (default http://localhost:8787)
@@ -73,6 +95,9 @@ async function main(argv: string[]): Promise<number> {
       url: { type: 'string' },
       key: { type: 'string' },
       'admin-token': { type: 'string' },
+      'expires-in': { type: 'string' },
+      origin: { type: 'string', multiple: true },
+      html: { type: 'boolean' },
       name: { type: 'string' },
       scopes: { type: 'string' },
       burst: { type: 'string' },
@@ -129,6 +154,70 @@ async function main(argv: string[]): Promise<number> {
       }
       return EXIT.ok
     }
+    case 'embed-url': {
+      if (args.length !== 1 || !args[0].trim()) {
+        throw new UsageError('embed-url takes one prompt argument (quote it)')
+      }
+      const { n, seed, ...params } = generateParams(args[0], v)
+      if (n !== undefined) throw new UsageError('an embed URL names one image: drop -n')
+      if (seed === undefined)
+        throw new UsageError('embed-url needs --seed N (a URL names one image)')
+      needKey()
+      const embed = await client.createEmbed({
+        ...params,
+        seed,
+        ...(v['expires-in'] ? { expires_in: duration(v['expires-in']) } : {}),
+        ...(v.origin?.length ? { origins: v.origin } : {}),
+      })
+      console.log(v.json ? JSON.stringify(embed, null, 2) : v.html ? embed.html : embed.url)
+      return EXIT.ok
+    }
+    case 'prebuild': {
+      if (args.length !== 1) throw new UsageError('prebuild takes one file: prebuild prompts.json')
+      const { prompt: _prompt, ...defaults } = generateParams('', v)
+      let text: string
+      try {
+        text = await readFile(args[0], 'utf8')
+      } catch (e) {
+        throw new UsageError(`cannot read ${args[0]}: ${(e as Error).message}`)
+      }
+      const items = prebuildItems(text, defaults, args[0])
+      needKey()
+      const stop = progress(v.progress ?? Boolean(process.stderr.isTTY))
+      const result: BatchResult = { images: {}, errors: {} }
+      try {
+        // One request per BATCH_MAX_ITEMS items; ids are global, so chunks cannot collide.
+        for (let i = 0; i < items.length; i += BATCH_MAX_ITEMS) {
+          const part = await client.batch(items.slice(i, i + BATCH_MAX_ITEMS))
+          Object.assign(result.images, part.images)
+          Object.assign(result.errors, part.errors)
+        }
+      } finally {
+        stop()
+      }
+      const urls = Object.fromEntries(
+        items
+          .filter((it) => result.images[it.id!])
+          .map((it) => [it.id!, result.images[it.id!].url]),
+      )
+      const out = JSON.stringify(v.json ? result : urls, null, 2) + '\n'
+      // Written even when some items failed: a rerun finds the others in the cache for free.
+      if (!v.output || v.output === '-') process.stdout.write(out)
+      else await writeFile(v.output, out)
+      const generated = Object.values(result.images).filter((img) => !img.cached).length
+      console.error(
+        `${Object.keys(urls).length} of ${items.length} images (${generated} generated)${v.output && v.output !== '-' ? ` → ${v.output}` : ''}`,
+      )
+      const failed = Object.entries(result.errors)
+      for (const [id, problem] of failed) {
+        console.error(
+          `tti: ${id}: ${problem.detail ? `${problem.title}: ${problem.detail}` : problem.title}`,
+        )
+      }
+      if (failed.length === 0) return EXIT.ok
+      // The exit status of the first failure, as if that item had been its own request.
+      return failure(new TtiApiError(failed[0][1] as Problem)).code
+    }
     case 'models': {
       needKey()
       const models = await client.models()
@@ -183,7 +272,10 @@ async function main(argv: string[]): Promise<number> {
 }
 
 /** Builds the request body from the flags; format errors are usage errors, bounds the server's. */
-function generateParams(prompt: string, v: Record<string, string | boolean | undefined>) {
+function generateParams(
+  prompt: string,
+  v: Record<string, string | string[] | boolean | undefined>,
+) {
   const params: GenerateParams = { prompt }
   const str = (k: string) => (typeof v[k] === 'string' ? (v[k] as string) : undefined)
   if (str('negative') !== undefined) params.negative_prompt = str('negative')
@@ -207,6 +299,50 @@ function generateParams(prompt: string, v: Record<string, string | boolean | und
   if (str('model') !== undefined) params.model = str('model')
   if (v.truncate) params.truncate = true
   return params
+}
+
+/** Reads a prompts file into batch items, each with its global id. */
+function prebuildItems(
+  text: string,
+  defaults: Omit<GenerateParams, 'prompt'>,
+  file: string,
+): BatchItemParams[] {
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch (e) {
+    throw new UsageError(`${file} is not JSON: ${(e as Error).message}`)
+  }
+  const isObject = (x: unknown): x is Record<string, unknown> =>
+    typeof x === 'object' && x !== null && !Array.isArray(x)
+  let entries: [string | undefined, unknown][]
+  if (Array.isArray(json)) entries = json.map((x) => [undefined, x])
+  else if (isObject(json)) entries = Object.entries(json)
+  else throw new UsageError(`${file} must hold an array of prompts or an object of id → prompt`)
+  if (entries.length === 0) throw new UsageError(`${file} holds no prompts`)
+
+  const seen = new Set<string>()
+  return entries.map(([key, x], i) => {
+    if (typeof x !== 'string' && !isObject(x)) {
+      throw new UsageError(`${file}: item ${key ?? i} must be a prompt or an object`)
+    }
+    const item = typeof x === 'string' ? { prompt: x } : x
+    // A bare string is its own id (look images up by prompt); an object its id, else its index.
+    const id =
+      key ?? (typeof item.id === 'string' ? item.id : typeof x === 'string' ? x : String(i))
+    if (seen.has(id)) throw new UsageError(`${file}: id "${id}" appears twice`)
+    seen.add(id)
+    return { ...defaults, ...item, id } as BatchItemParams
+  })
+}
+
+/** Seconds of `3600`, `90m`, `12h` or `30d`. */
+function duration(text: string): number {
+  const m = text.trim().match(/^(\d+)([smhd]?)$/)
+  if (!m) throw new UsageError(`--expires-in must look like 3600, 90m, 12h or 30d, got "${text}"`)
+  return (
+    Number(m[1]) * { '': 1, s: 1, m: 60, h: 3600, d: 86_400 }[m[2] as '' | 's' | 'm' | 'h' | 'd']
+  )
 }
 
 function integer(flag: string, text: string): number {

@@ -9,10 +9,14 @@
  * const { images } = await tti.generate({ prompt: 'a red circle', seed: 42, steps: 4 })
  * const png = await tti.image(images[0].sha256)
  */
+import { BATCH_MAX_ITEMS } from '../embeds/limits'
 import { PROBLEM_TYPE_BASE } from '../problem'
 
 /** Prefix of every problem `type`; the rest is the slug (e.g. `rate-limited`). */
 export { PROBLEM_TYPE_BASE }
+
+/** Most items one `batch` call may hold. */
+export { BATCH_MAX_ITEMS }
 
 /** Options of `new TtiClient`. */
 export interface TtiClientOptions {
@@ -89,6 +93,41 @@ export interface ModelDescription {
     max_images: number
   }
   schedulers: string[]
+}
+
+/** The body of `POST /v1/embeds`: one image (seed required), optional expiry and origins. */
+export interface EmbedParams extends Omit<GenerateParams, 'n' | 'seed'> {
+  seed: number
+  /** Seconds until the URL stops working (410). */
+  expires_in?: number
+  /** Page origins allowed to show the image, e.g. `https://blog.example.com`; any when absent. */
+  origins?: string[]
+}
+
+/** A signed embed URL, as `POST /v1/embeds` answers it. */
+export interface EmbedInfo {
+  /** Put it in `<img src>`: it needs no key, and generates the image on its first view. */
+  url: string
+  /** A ready-to-paste `<img>` element. */
+  html: string
+  /** The key whose quota pays for the first view. */
+  key_id: string
+  /** The canonical parameters the URL names. */
+  params: Record<string, unknown>
+  expires_at: string | null
+  origins: string[] | null
+}
+
+/** One item of `batch`: the `generate` parameters of one image and an optional id. */
+export interface BatchItemParams extends Omit<GenerateParams, 'n'> {
+  /** Its key in the answer; the item's index when absent. */
+  id?: string
+}
+
+/** The answer of `batch`: images and problems, keyed by item id (or index). */
+export interface BatchResult {
+  images: Record<string, GeneratedImageInfo & { cached: boolean }>
+  errors: Record<string, Problem>
 }
 
 /** A key as the admin API shows it (never the key itself, except at creation). */
@@ -182,6 +221,29 @@ export class TtiClient {
     const body = (await res.json()) as Omit<GenerateResult, 'rateLimit'>
     const rateLimit = rateLimitOf(res.headers)
     return { ...body, ...(rateLimit ? { rateLimit } : {}) }
+  }
+
+  /** Mints a signed embed URL (needs the `embed` scope); generates nothing yet. */
+  async createEmbed(params: EmbedParams): Promise<EmbedInfo> {
+    const res = await this.#request('/v1/embeds', this.#apiKey, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify(params),
+    })
+    return res.json() as Promise<EmbedInfo>
+  }
+
+  /**
+   * Generates (or finds in the cache) up to `BATCH_MAX_ITEMS` images in one request; resolves
+   * to their permanent URLs and a problem for each item that failed.
+   */
+  async batch(items: BatchItemParams[]): Promise<BatchResult> {
+    const res = await this.#request('/v1/batch', this.#apiKey, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ items }),
+    })
+    return res.json() as Promise<BatchResult>
   }
 
   /** The PNG bytes of an image by its SHA-256 (its permanent URL needs no key). */
