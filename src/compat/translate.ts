@@ -5,6 +5,8 @@
  * then validates, keys and serves exactly like a native request (same cache, same quota).
  * Validation errors are renamed back to the field names the caller actually sent.
  */
+// A namespace import lets esbuild drop the zod exports (locales…) nobody uses.
+import * as z from 'zod'
 import { ProblemError, throwFieldErrors, type FieldError } from '../problem'
 
 /** OpenAI fields that have no meaning here and are accepted without effect. */
@@ -15,6 +17,18 @@ export const OPENAI_RESPONSE_FORMATS = Object.freeze(['url', 'b64_json'] as cons
 
 /** One of `OPENAI_RESPONSE_FORMATS`. */
 export type OpenAIResponseFormat = (typeof OPENAI_RESPONSE_FORMATS)[number]
+
+/** OpenAI's `response_format`, as validated here and shown in the OpenAPI document. */
+export const OpenAIResponseFormatSchema = z
+  .enum(OPENAI_RESPONSE_FORMATS, { error: 'must be "url" or "b64_json"' })
+  .meta({ description: 'Permanent URLs or inline base64 PNGs.', default: 'url' })
+
+/** OpenAI's `size`: "WIDTHxHEIGHT" or "auto" (the model's default size). */
+export const OpenAISizeSchema = z
+  .union([z.literal('auto'), z.string().regex(/^\d+x\d+$/)], {
+    error: 'must be "WIDTHxHEIGHT", e.g. "64x64"',
+  })
+  .meta({ description: '"WIDTHxHEIGHT", e.g. "64x64"; "auto" for the model default.' })
 
 /** A native body plus how the caller's field names map back onto native ones. */
 export interface Translated<Extra = object> {
@@ -36,20 +50,23 @@ export function fromOpenAI(body: unknown): Translated<{ responseFormat: OpenAIRe
   const { size, response_format: format = 'url', ...rest } = body
   const errors: FieldError[] = []
   for (const k of OPENAI_IGNORED_FIELDS) delete rest[k]
-  if (!(OPENAI_RESPONSE_FORMATS as readonly unknown[]).includes(format)) {
-    errors.push({ field: 'response_format', detail: 'must be "url" or "b64_json"' })
-  }
-  if (size !== undefined && size !== 'auto') {
-    const m = typeof size === 'string' ? size.match(/^(\d+)x(\d+)$/) : null
-    if (!m) errors.push({ field: 'size', detail: 'must be "WIDTHxHEIGHT", e.g. "64x64"' })
-    else Object.assign(rest, { width: Number(m[1]), height: Number(m[2]) })
+  const formatOk = OpenAIResponseFormatSchema.safeParse(format)
+  if (!formatOk.success)
+    errors.push({ field: 'response_format', detail: formatOk.error.issues[0].message })
+  if (size !== undefined) {
+    const sized = OpenAISizeSchema.safeParse(size)
+    if (!sized.success) errors.push({ field: 'size', detail: sized.error.issues[0].message })
+    else if (sized.data !== 'auto') {
+      const [width, height] = sized.data.split('x').map(Number)
+      Object.assign(rest, { width, height })
+    }
   }
   if (errors.length) throwFieldErrors(errors)
   return { body: rest, fieldNames, extra: { responseFormat: format as OpenAIResponseFormat } }
 }
 
-/** Hugging Face text-to-image `parameters` → native field names. */
-const HF_PARAMETERS = Object.freeze({
+/** Hugging Face text-to-image `parameters` → native field names (besides `target_size`). */
+export const HF_PARAMETERS = Object.freeze({
   negative_prompt: 'negative_prompt',
   guidance_scale: 'guidance_scale',
   num_inference_steps: 'steps',

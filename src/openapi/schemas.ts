@@ -7,6 +7,7 @@
  */
 // A namespace import lets esbuild drop the zod exports (locales…) nobody uses.
 import * as z from 'zod'
+import { HF_PARAMETERS, OpenAIResponseFormatSchema, OpenAISizeSchema } from '../compat/translate'
 import { ImageRequest } from '../images/schema'
 import { RateLimitPolicySchema, SCOPES } from '../keys/api-keys'
 import { PROBLEM_TYPE_BASE, PROBLEM_TYPES, type ProblemSlug } from '../problem'
@@ -142,14 +143,8 @@ export const OpenAIImageRequestSchema = z
   .strictObject({
     prompt: native.prompt,
     n: native.n,
-    size: z
-      .union([z.literal('auto'), z.string().regex(/^\d+x\d+$/)])
-      .optional()
-      .meta({ description: '"WIDTHxHEIGHT", e.g. "64x64"; "auto" for the model default.' }),
-    response_format: z
-      .enum(['url', 'b64_json'])
-      .optional()
-      .meta({ description: 'Permanent URLs or inline base64 PNGs.', default: 'url' }),
+    size: OpenAISizeSchema.optional(),
+    response_format: OpenAIResponseFormatSchema.optional(),
     model: native.model,
     negative_prompt: native.negative_prompt,
     seed: native.seed,
@@ -195,17 +190,14 @@ export const HuggingFaceRequestSchema = z
     inputs: native.prompt,
     parameters: z
       .strictObject({
-        negative_prompt: native.negative_prompt,
-        guidance_scale: native.guidance_scale,
-        num_inference_steps: native.steps,
-        width: native.width,
-        height: native.height,
+        // Exactly the parameters the translator maps, each with its native field's schema.
+        ...(Object.fromEntries(
+          Object.entries(HF_PARAMETERS).map(([hf, field]) => [hf, native[field]]),
+        ) as { [K in keyof typeof HF_PARAMETERS]: (typeof native)[(typeof HF_PARAMETERS)[K]] }),
         target_size: z
           .object({ width: native.width, height: native.height })
           .optional()
           .meta({ description: 'Alternative to width/height.' }),
-        seed: native.seed,
-        scheduler: native.scheduler,
       })
       .optional(),
     options: z
