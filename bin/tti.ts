@@ -48,7 +48,8 @@ generate options:
   -n N                  number of images
   --truncate            cut an over-long prompt instead of failing
   --json                print the API's JSON answer instead of one URL per line
-  --[no-]progress       show a progress indicator (default: when stderr is a terminal)
+  --[no-]progress       show a progress bar of denoising steps, streamed from the server
+                        (default: when stderr is a terminal)
 
 embed-url options: those of generate except -n and -o, plus
   --expires-in D        the URL stops working after D: 3600, 90m, 12h or 30d (default: never)
@@ -135,11 +136,16 @@ async function main(argv: string[]): Promise<number> {
         throw new UsageError('-o - writes one image; use a file name with -n > 1')
       }
       needKey()
-      const stop = progress(v.progress ?? Boolean(process.stderr.isTTY))
+      const showProgress = v.progress ?? Boolean(process.stderr.isTTY)
+      const steps: ProgressSteps = {}
+      const stop = progress(showProgress, steps)
       let result
       let files: string[]
       try {
-        result = await client.generate(params)
+        // Streamed only when someone watches: steps feed the bar (SSE), else one JSON answer.
+        result = await client.generate(params, {
+          onProgress: showProgress ? (p) => Object.assign(steps, p) : undefined,
+        })
         const pngs = await Promise.all(result.images.map((img) => client.image(img.sha256)))
         files = await writeImages(v.output, pngs)
       } finally {
@@ -365,23 +371,37 @@ async function writeImages(out: string, pngs: Uint8Array[]): Promise<string[]> {
   return files
 }
 
+/** Steps of a streamed generation, filled in as they arrive (empty until the first). */
+interface ProgressSteps {
+  step?: number
+  total_steps?: number
+}
+
 /**
- * A spinner with elapsed time on stderr; returns its stop function. The API answers a
- * generation in one response, so time is the only progress there is to show.
+ * A progress line on stderr: a spinner with elapsed time, and a bar of denoising steps once
+ * `steps` has them (a streamed generation); returns its stop function.
  */
-function progress(enabled: boolean): () => void {
+function progress(enabled: boolean, steps: ProgressSteps = {}): () => void {
   if (!enabled) return () => {}
   const frames = '⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏'
+  const width = 24
   const t0 = Date.now()
   let i = 0
-  const draw = () =>
+  const draw = () => {
+    const { step, total_steps: total } = steps
+    const bar =
+      step !== undefined && total
+        ? ` [${'#'.repeat(Math.round((step / total) * width)).padEnd(width, '.')}] ${step}/${total} steps`
+        : ''
     process.stderr.write(
-      `\r${frames[i++ % frames.length]} generating… ${((Date.now() - t0) / 1000).toFixed(1)}s`,
+      `\r${frames[i++ % frames.length]} generating…${bar} ${((Date.now() - t0) / 1000).toFixed(1)}s`,
     )
+  }
   draw()
   const timer = setInterval(draw, 100)
   return () => {
     clearInterval(timer)
+    draw() // so a captured stderr ends with the final state (e.g. 20/20 steps)
     process.stderr.write('\r\x1b[K')
   }
 }

@@ -61,6 +61,16 @@ export interface RateLimitInfo {
   resetSeconds: number
 }
 
+/** One denoising step of a streamed generation (the `progress` event of `POST /v1/images`). */
+export interface GenerationProgress {
+  step: number
+  total_steps: number
+  /** Index of the image being denoised (batched generations report 0). */
+  image: number
+  /** Images in the request. */
+  n: number
+}
+
 /** The answer of `generate`. */
 export interface GenerateResult {
   images: GeneratedImageInfo[]
@@ -207,20 +217,36 @@ export class TtiClient {
     this.#fetch = options.fetch ?? ((input, init) => fetch(input, init))
   }
 
-  /** Generates (or fetches from the cache) images; resolves to their permanent URLs. */
+  /**
+   * Generates (or fetches from the cache) images; resolves to their permanent URLs. With
+   * `onProgress` the request streams (`Accept: text/event-stream`) and each denoising step is
+   * reported; a cache hit reports none.
+   */
   async generate(
     params: GenerateParams,
-    init: { signal?: AbortSignal } = {},
+    init: { signal?: AbortSignal; onProgress?: (p: GenerationProgress) => void } = {},
   ): Promise<GenerateResult> {
     const res = await this.#request('/v1/images', this.#apiKey, {
       method: 'POST',
-      headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+      headers: {
+        'Content-Type': 'application/json',
+        Accept: init.onProgress ? 'text/event-stream' : 'application/json',
+      },
       body: JSON.stringify(params),
       signal: init.signal,
     })
-    const body = (await res.json()) as Omit<GenerateResult, 'rateLimit'>
     const rateLimit = rateLimitOf(res.headers)
-    return { ...body, ...(rateLimit ? { rateLimit } : {}) }
+    let body: Omit<GenerateResult, 'rateLimit'> | undefined
+    if (!init.onProgress) body = await res.json()
+    else {
+      for await (const { event, data } of serverSentEvents(res)) {
+        if (event === 'progress') init.onProgress(data as GenerationProgress)
+        else if (event === 'done') body = data as Omit<GenerateResult, 'rateLimit'>
+        else if (event === 'error') throw new TtiApiError(data as Problem)
+      }
+      if (!body) throw new Error('the event stream ended before the images were ready')
+    }
+    return { ...body!, ...(rateLimit ? { rateLimit } : {}) }
   }
 
   /** Mints a signed embed URL (needs the `embed` scope); generates nothing yet. */
@@ -315,6 +341,29 @@ export async function toApiError(res: Response): Promise<TtiApiError> {
     ...(text ? { detail: text.slice(0, 200) } : {}),
   }
   return new TtiApiError(problem, retryAfter)
+}
+
+/** Parses a `text/event-stream` body into its events (JSON `data`), in order. */
+async function* serverSentEvents(res: Response): AsyncGenerator<{ event: string; data: unknown }> {
+  if (!res.body) return
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader()
+  let buffer = ''
+  for (;;) {
+    const { value, done } = await reader.read()
+    if (done) return
+    buffer += value.replace(/\r\n?/g, '\n')
+    for (let end; (end = buffer.indexOf('\n\n')) >= 0; ) {
+      const frame = buffer.slice(0, end)
+      buffer = buffer.slice(end + 2)
+      let event = 'message'
+      const data: string[] = []
+      for (const line of frame.split('\n')) {
+        if (line.startsWith('event:')) event = line.slice(6).trim()
+        else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''))
+      }
+      if (data.length) yield { event, data: JSON.parse(data.join('\n')) }
+    }
+  }
 }
 
 function rateLimitOf(headers: Headers): RateLimitInfo | undefined {

@@ -96,6 +96,26 @@ describe('TtiClient', () => {
     expect(createHash('sha256').update(png).digest('hex')).toBe(img.sha256)
   })
 
+  it('reports each denoising step with onProgress (server-sent events), then the images', async () => {
+    const client = new TtiClient({ baseUrl: worker.url, apiKey: key })
+    const params = { prompt: 'a green circle', seed: 9, steps: 5 }
+    const steps: number[] = []
+    const first = await client.generate(params, {
+      onProgress: (p) => {
+        expect(p).toMatchObject({ total_steps: 5, image: 0, n: 1 })
+        steps.push(p.step)
+      },
+    })
+    expect(steps).toEqual([1, 2, 3, 4, 5])
+    expect(first.cached).toBe(false)
+    expect(first.rateLimit?.limit).toBeGreaterThan(0)
+    const plain = await client.generate(params)
+    expect(plain).toMatchObject({ cached: true, images: first.images })
+    const hit = await client.generate(params, { onProgress: () => steps.push(-1) })
+    expect(hit).toMatchObject({ cached: true, images: first.images })
+    expect(steps).toHaveLength(5) // a hit has no steps
+  })
+
   it('lists models with their limits and schedulers', async () => {
     const [model] = await new TtiClient({ baseUrl: worker.url, apiKey: key }).models()
     expect(model.id).toBeTruthy()
@@ -114,6 +134,11 @@ describe('TtiClient', () => {
     })
     expect((invalid as TtiApiError).detail).toMatch(/steps/)
     expect((invalid as TtiApiError).problem.errors?.[0].field).toBe('steps')
+    // Streaming too: errors before the stream starts are the same problem.
+    const streamed = await client
+      .generate({ prompt: 'x', steps: 0 }, { onProgress: () => {} })
+      .catch((e: unknown) => e)
+    expect(streamed).toMatchObject({ status: 422, slug: 'validation-error' })
 
     const anon = new TtiClient({ baseUrl: worker.url, apiKey: 'tti_' + 'A'.repeat(43) })
     await expect(anon.models()).rejects.toMatchObject({ status: 401, slug: 'unauthorized' })
@@ -188,6 +213,58 @@ describe('TtiClient in Deno (runtime-neutral: fetch only)', () => {
   })
 })
 
+describe('the progress and job examples of the README and docs/api.md', () => {
+  /** The ```sh blocks under `heading` in `file`, up to the next heading of that level or above. */
+  function shBlocks(file: string, heading: string): string[] {
+    const [, rest] = readFileSync(file, 'utf8').split(`\n${heading}\n`)
+    const level = heading.split(' ')[0]
+    const section = rest.split(new RegExp(`\n#{2,${level.length}} `))[0]
+    return [...section.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1])
+  }
+
+  /** Runs a block with bash in `dir`, localhost:8787 pointed at the test worker. */
+  function bash(script: string): Promise<{ code: number; stdout: string; stderr: string }> {
+    return new Promise((resolve) =>
+      execFile(
+        'bash',
+        ['-euo', 'pipefail', '-c', script.replaceAll('localhost:8787', worker.url)],
+        { cwd: dir, timeout: 60_000, env: { ...process.env, KEY: key } },
+        (err, stdout, stderr) => resolve({ code: err ? Number(err.code ?? 1) : 0, stdout, stderr }),
+      ),
+    )
+  }
+
+  /** Checks the output of the README's block: a stream of steps, then the polled job. */
+  function expectStreamThenJob(out: string, what: string): void {
+    const steps = [...out.matchAll(/^event: progress\ndata: (.*)$/gm)].map((m) => JSON.parse(m[1]))
+    expect(
+      steps.map((p) => p.step),
+      what,
+    ).toEqual([1, 2, 3, 4])
+    const done = JSON.parse(/^event: done\ndata: (.*)$/m.exec(out)![1])
+    expect(done.images[0].url).toMatch(/\/v1\/images\/[0-9a-f]{64}\.png$/)
+    const job = JSON.parse(readFileSync(path.join(dir, 'job.json'), 'utf8'))
+    expect(job).toMatchObject({ status: 'succeeded', images: [{ seed: expect.any(Number) }] })
+  }
+
+  it('README: streams steps with curl -N, then starts a job and polls it to success', async () => {
+    const [block] = shBlocks('README.md', '## Progress and long jobs')
+    const run = await bash(block)
+    expect(run.stderr).not.toMatch(/curl: /)
+    expect(run.code).toBe(0)
+    expectStreamThenJob(run.stdout, 'README')
+  })
+
+  it('docs/api.md: the event stream, then the respond-async job and its polling loop', async () => {
+    const [stream] = shBlocks('docs/api.md', '#### Progress: `Accept: text/event-stream`')
+    const [job] = shBlocks('docs/api.md', '#### Long jobs: `Prefer: respond-async`')
+    const run = await bash(`${stream}\n${job}`)
+    expect(run.code).toBe(0)
+    expectStreamThenJob(run.stdout, 'docs/api.md')
+    expect(run.stdout).toMatch(/^\/v1\/jobs\/[0-9a-f]{64}$/m)
+  })
+})
+
 describe('tti CLI', () => {
   it('generate writes the PNG, prints its permanent URL and exits 0', async () => {
     const out = path.join(dir, 'circle.png')
@@ -222,10 +299,12 @@ describe('tti CLI', () => {
       expect(pngSize(readFileSync(path.join(dir, f))).width).toBe(64)
     }
 
-    const piped = await tti(['generate', 'a dot', '-o', '-', '--steps', '1', '--progress'], user())
+    // --progress streams the steps (SSE) into a bar on stderr; stdout stays the PNG alone.
+    const piped = await tti(['generate', 'a dot', '-o', '-', '--steps', '3', '--progress'], user())
     expect(piped.code).toBe(0)
     expect(pngSize(piped.stdout).width).toBe(64)
     expect(piped.stderr).toContain('generating…')
+    expect(piped.stderr).toContain(`[${'#'.repeat(24)}] 3/3 steps`)
   })
 
   it('exits 2 with a plain message on bad input, locally or from the server', async () => {
