@@ -3,10 +3,13 @@
  * playwright-core) against the real worker: it renders every operation of /openapi.json with
  * its schemas, and its "Try it" forms send real requests: GET /healthz without a key, GET
  * /v1/models with one, and POST /v1/images from the document's example body, showing the PNG.
+ * Also runs the curl example of docs/api.md's OpenAPI section as written.
  */
-import { existsSync } from 'node:fs'
+import { execFile } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
+import { promisify } from 'node:util'
 import { chromium, type Browser, type Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startWorker, type RunningWorker } from './worker-server'
@@ -139,5 +142,27 @@ describe.skipIf(!existsSync(CHROMIUM))('/docs in headless Chromium', () => {
     await page.screenshot({ path: shot, fullPage: true })
     console.log(`docs screenshot: ${shot}`)
     expect(consoleErrors).toEqual([])
+  })
+
+  it("runs docs/api.md's OpenAPI curl example as written", async () => {
+    const heading = '### OpenAPI: `GET /openapi.json` and `GET /docs`'
+    const [, rest] = readFileSync('docs/api.md', 'utf8').split(`\n${heading}\n`)
+    const section = rest.split(/\n#{2,3} /)[0]
+    const blocks = [...section.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1])
+    expect(blocks).toHaveLength(1)
+    const dir = mkdtempSync(path.join(tmpdir(), 'tti-docs-'))
+    try {
+      // Asynchronously: the worker's dev server answers from this very process.
+      await promisify(execFile)(
+        'bash',
+        ['-euo', 'pipefail', '-c', blocks[0].replaceAll('localhost:8787', worker.url)],
+        { cwd: dir, timeout: 30_000 },
+      )
+      const doc = JSON.parse(readFileSync(path.join(dir, 'openapi.json'), 'utf8'))
+      expect(doc.openapi).toMatch(/^3\.1\./)
+      expect(Object.keys(doc.paths)).toContain('/v1/images')
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 })

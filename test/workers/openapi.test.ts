@@ -424,6 +424,29 @@ describe('real responses conform to the document', () => {
     const job = await call(`/v1/jobs/${'f'.repeat(64)}`, { headers: auth })
     await expectDocumented(job, '/v1/jobs/{id}', 'get') // 404
   })
+
+  it('Prefer: respond-async answers a documented 202 whose job polls to a documented result', async () => {
+    const res = await postImages(
+      key,
+      { prompt: 'a blue square', seed: 9090, steps: 2 },
+      {
+        Prefer: 'respond-async',
+      },
+    )
+    const accepted = (await expectDocumented(res, '/v1/images', 'post')) as { id: string }
+    // A prompt and seed no other test uses: a miss, so the generation runs as a job.
+    expect(res.status).toBe(202)
+    expect(res.headers.get('Location')).toBe(`/v1/jobs/${accepted.id}`)
+    let job: { status: string }
+    do {
+      const poll = await call(res.headers.get('Location')!, {
+        headers: { Authorization: `Bearer ${key}` },
+      })
+      job = (await expectDocumented(poll, '/v1/jobs/{id}', 'get')) as { status: string }
+      if (job.status === 'running') await new Promise((r) => setTimeout(r, 200))
+    } while (job.status === 'running')
+    expect(job.status).toBe('succeeded')
+  })
 })
 
 describe('/docs', () => {
