@@ -1,11 +1,13 @@
 /**
  * @module
- * Request bodies of POST /v1/embeds and POST /v1/batch as zod schemas (validated with
- * `parseOrThrow`, described by the OpenAPI document). Both build on the POST /v1/images body,
- * without `n`: an embed URL and a batch item each name one image.
+ * Request bodies of POST /v1/embeds and POST /v1/batch as zod schemas (described by the OpenAPI
+ * document, validated by `parseEmbedRequest` / `parseBatchRequest`). Both build on the
+ * POST /v1/images body, without `n`: an embed URL and a batch item each name one image.
  */
 import { z } from 'zod'
-import { ImageRequest, MAX_SEED } from '../images/schema'
+import { ImageRequest, MAX_SEED, MODEL_BOUNDED_FIELDS } from '../images/schema'
+import { throwFieldErrors } from '../problem'
+import { fieldErrors } from '../schema'
 import { BATCH_MAX_ITEMS, EMBED_MAX_EXPIRES_IN, EMBED_MAX_ORIGINS } from './limits'
 
 /** A page origin (`https://example.com`, `http://127.0.0.1:8080`), normalised by `URL`. */
@@ -95,23 +97,61 @@ export const BatchRequest = z
     },
     { error: 'must be a JSON object' },
   )
-  .superRefine((body, ctx) => {
-    // Ids key the answer, so two items may not end up under the same one.
-    const seen = new Set<string>()
-    body.items.forEach((item, i) => {
-      const id = batchId(item, i)
-      if (seen.has(id)) {
-        ctx.addIssue({ code: 'custom', path: ['items', i, 'id'], message: `duplicate id "${id}"` })
-      }
-      seen.add(id)
-    })
-  })
   .meta({
     description: `Body of POST /v1/batch: up to ${BATCH_MAX_ITEMS} image requests, generated in order.`,
   })
 
 /** A structurally valid POST /v1/batch body. */
 export type BatchRequestBody = z.output<typeof BatchRequest>
+
+/**
+ * Parses a POST /v1/embeds body; throws 422 naming every invalid field. Range errors of the
+ * model-bounded fields (steps, size, guidance, seed) are left to `resolveRequest`, as on
+ * POST /v1/images, so the message names the model's bounds; the body is then returned as is,
+ * and `resolveRequest` throws before any of it is used.
+ */
+export function parseEmbedRequest(body: unknown): EmbedRequestBody {
+  const parsed = EmbedRequest.safeParse(body)
+  if (parsed.success) return parsed.data
+  throwUnlessModelBounds(parsed.error.issues, 0)
+  return body as EmbedRequestBody
+}
+
+/**
+ * Parses a POST /v1/batch body: its structure and every item's types as one 422 (nothing is
+ * generated), ids unique; model-bounded ranges are left to each item's `createImages`, which
+ * reports them as that item's problem, in POST /v1/images' words.
+ */
+export function parseBatchRequest(body: unknown): BatchRequestBody {
+  const parsed = BatchRequest.safeParse(body)
+  if (!parsed.success) throwUnlessModelBounds(parsed.error.issues, 2)
+  const items = parsed.success ? parsed.data.items : (body as BatchRequestBody).items
+  // Ids key the answer, so two items may not end up under the same one.
+  const seen = new Set<string>()
+  const duplicates = items.flatMap((item, i) => {
+    const id = batchId(item, i)
+    const dup = seen.has(id)
+    seen.add(id)
+    return dup ? [{ field: `items.${i}.id`, detail: `duplicate id "${id}"` }] : []
+  })
+  if (duplicates.length) throwFieldErrors(duplicates)
+  return { items }
+}
+
+/** Throws the issues as a 422, except range issues of model-bounded fields at path `depth`. */
+function throwUnlessModelBounds(issues: readonly z.core.$ZodIssue[], depth: number): void {
+  const errors = fieldErrors(
+    issues.filter(
+      (i) =>
+        !(
+          (i.code === 'too_small' || i.code === 'too_big') &&
+          i.path.length === depth + 1 &&
+          (MODEL_BOUNDED_FIELDS as readonly PropertyKey[]).includes(i.path[depth])
+        ),
+    ),
+  )
+  if (errors.length) throwFieldErrors(errors)
+}
 
 /** The key of item `index` in a batch answer: its `id`, else its index. */
 export function batchId(item: { id?: string }, index: number): string {

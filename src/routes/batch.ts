@@ -8,13 +8,12 @@ import type { AppEnv } from '../app-env'
 import { coordinator, storeDeps } from '../bindings'
 import { createBatch } from '../embeds/batch'
 import { BATCH_MAX_BODY_BYTES } from '../embeds/limits'
-import { BatchRequest } from '../embeds/schema'
+import { parseBatchRequest } from '../embeds/schema'
 import type { EngineProvider } from '../engine-provider'
 import type { RateLimitPolicy } from '../keys/api-keys'
 import { apiKeyAuth } from '../middleware/auth'
 import { jsonBody } from '../middleware/json-body'
 import { rateLimit } from '../middleware/rate-limit'
-import { parseOrThrow } from '../schema'
 
 /** The batch route, mounted at `/v1/batch`. */
 export function batchRoutes(options: { engine: EngineProvider; rateLimit: RateLimitPolicy }) {
@@ -24,7 +23,7 @@ export function batchRoutes(options: { engine: EngineProvider; rateLimit: RateLi
     rateLimit({ defaults: options.rateLimit }),
     jsonBody({ maxBytes: BATCH_MAX_BODY_BYTES }),
     async (c) => {
-      const { items } = parseOrThrow(BatchRequest, c.get('json'))
+      const { items } = parseBatchRequest(c.get('json'))
       const result = await createBatch(
         {
           engine: await options.engine(c.env),

@@ -16,13 +16,12 @@ import {
   openEmbed,
   type OpenedEmbed,
 } from '../embeds/embeds'
-import { EmbedRequest } from '../embeds/schema'
+import { parseEmbedRequest } from '../embeds/schema'
 import type { EngineProvider } from '../engine-provider'
 import type { RateLimitPolicy } from '../keys/api-keys'
 import { apiKeyAuth } from '../middleware/auth'
 import { jsonBody } from '../middleware/json-body'
 import { rateLimit } from '../middleware/rate-limit'
-import { parseOrThrow } from '../schema'
 
 /** The embed routes, mounted at `/v1/embeds`. */
 export function embedRoutes(options: {
@@ -37,7 +36,7 @@ export function embedRoutes(options: {
     apiKeyAuth({ scope: 'embed' }),
     jsonBody({ maxBytes: options.maxBodyBytes }),
     async (c) => {
-      const body = parseOrThrow(EmbedRequest, c.get('json'))
+      const body = parseEmbedRequest(c.get('json'))
       const minted = await mintEmbed(
         { engine: await options.engine(c.env) },
         c.get('apiKey'),

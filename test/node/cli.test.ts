@@ -385,3 +385,133 @@ describe('tti CLI', () => {
     expect(down.stderr).toMatch(/^tti: fetch failed/)
   })
 })
+
+describe('tti embed-url and prebuild', () => {
+  it('embed-url prints a signed URL (or an <img>, or JSON) that shows the image without a key', async () => {
+    const args = ['embed-url', 'a red circle', '--seed', '63001', '--steps', '1']
+    const restricted = [...args, '--expires-in', '1h', '--origin', 'http://localhost:8080']
+    const run = await tti(restricted, user())
+    expect(run.code).toBe(0)
+    const url = run.stdout.toString().trim()
+    expect(url).toMatch(new RegExp(`^${worker.url}/v1/embeds/[\\w-]+\\.[\\w-]{43}\\.png$`))
+    const shown = await fetch(url, { headers: { Referer: 'http://localhost:8080/post.html' } })
+    expect([shown.status, shown.headers.get('content-type')]).toEqual([200, 'image/png'])
+    expect(pngSize(Buffer.from(await shown.arrayBuffer())).width).toBe(64)
+    expect((await fetch(url, { headers: { Referer: 'http://elsewhere.test/' } })).status).toBe(403)
+
+    const json = JSON.parse((await tti([...restricted, '--json'], user())).stdout.toString())
+    expect(json).toMatchObject({ origins: ['http://localhost:8080'], params: { seed: 63001 } })
+    expect(Date.parse(json.expires_at) - Date.now()).toBeGreaterThan(3500_000)
+    const html = (await tti([...args, '--html'], user())).stdout.toString()
+    expect(html).toMatch(
+      /^<img src="http:\/\/[^"]+\.png" width="64" height="64" alt="a red circle">\n$/,
+    )
+  })
+
+  it('embed-url exits 2 on bad input and 3 without the embed scope', async () => {
+    const cases: [string[], RegExp][] = [
+      [['embed-url', 'x'], /needs --seed/],
+      [['embed-url', 'x', '--seed', '1', '-n', '2'], /names one image/],
+      [['embed-url', 'x', '--seed', '1', '--expires-in', 'soon'], /--expires-in must look like/],
+      [
+        ['embed-url', 'x', '--seed', '1', '--origin', 'ftp://x.test'],
+        /origins\.0: must be an origin/,
+      ],
+      [['embed-url', 'x', '--seed', '1', '--steps', '0'], /steps: must be between/],
+    ]
+    for (const [args, message] of cases) {
+      const run = await tti(args, user())
+      expect({ args, code: run.code }).toEqual({ args, code: 2 })
+      expect(run.stderr).toMatch(message)
+    }
+    const generateOnly = await worker.createKey({ scopes: ['generate', 'read'] })
+    const noScope = await tti(['embed-url', 'x', '--seed', '1'], {
+      TTI_URL: worker.url,
+      TTI_API_KEY: generateOnly.key,
+    })
+    expect(noScope.code).toBe(3)
+    expect(noScope.stderr).toMatch(/"embed" scope/)
+  })
+
+  it('prebuild writes {id: permanent URL}, in chunks of the batch limit; a rerun is all hits', async () => {
+    const prompts = path.join(dir, 'prompts.json')
+    writeFileSync(prompts, JSON.stringify(['a red circle', { id: 'sq', prompt: 'a blue square' }]))
+    const out = path.join(dir, 'urls.json')
+    const run = await tti(
+      ['prebuild', prompts, '-o', out, '--seed', '63011', '--steps', '1'],
+      user(),
+    )
+    expect(run.stderr).toMatch(/^2 of 2 images \(2 generated\)/)
+    expect(run.code).toBe(0)
+    const urls = JSON.parse(readFileSync(out, 'utf8'))
+    expect(Object.keys(urls)).toEqual(['a red circle', 'sq'])
+    for (const url of Object.values(urls) as string[]) {
+      expect(url).toMatch(new RegExp(`^${worker.url}/v1/images/[0-9a-f]{64}\\.png$`))
+      expect(pngSize(Buffer.from(await (await fetch(url)).arrayBuffer())).width).toBe(64)
+    }
+    const again = await tti(
+      ['prebuild', prompts, '--json', '--seed', '63011', '--steps', '1'],
+      user(),
+    )
+    expect(again.code).toBe(0)
+    const answer = JSON.parse(again.stdout.toString())
+    expect(Object.values(answer.images).every((i) => (i as { cached: boolean }).cached)).toBe(true)
+    expect(answer.images.sq.url).toBe(urls.sq)
+
+    // More items than one request may hold: split into several batch calls.
+    const many = Object.fromEntries(
+      Array.from({ length: 70 }, (_, i) => [`p${i}`, { prompt: 'a green dot', seed: 63012 }]),
+    )
+    writeFileSync(prompts, JSON.stringify(many))
+    const chunked = await tti(['prebuild', prompts, '--steps', '1'], user())
+    expect(chunked.code).toBe(0)
+    expect(chunked.stderr).toMatch(/^70 of 70 images \(1 generated\)/)
+    expect(Object.keys(JSON.parse(chunked.stdout.toString()))).toHaveLength(70)
+  })
+
+  it('prebuild reports failed items on stderr, still writes the rest, and exits by the failure', async () => {
+    const prompts = path.join(dir, 'mixed.json')
+    const out = path.join(dir, 'mixed-urls.json')
+    writeFileSync(
+      prompts,
+      JSON.stringify({
+        ok: { prompt: 'a dot', seed: 63021 },
+        big: { prompt: 'a dot', steps: 100_000 },
+      }),
+    )
+    const run = await tti(['prebuild', prompts, '-o', out, '--steps', '1'], user())
+    expect(run.code).toBe(2)
+    expect(run.stderr).toMatch(/^tti: big: The request has invalid fields: steps: must be between/m)
+    expect(Object.keys(JSON.parse(readFileSync(out, 'utf8')))).toEqual(['ok'])
+
+    const { key: tight } = await worker.createKey({
+      rate_limit: { burst: 1, period_seconds: 3600 },
+    })
+    writeFileSync(
+      prompts,
+      JSON.stringify([
+        { prompt: 'a dot', seed: 63022 },
+        { prompt: 'a dot', seed: 63023 },
+      ]),
+    )
+    const limited = await tti(['prebuild', prompts, '--steps', '1'], {
+      TTI_URL: worker.url,
+      TTI_API_KEY: tight,
+    })
+    expect(limited.code).toBe(4)
+    expect(limited.stderr).toMatch(/^tti: 1: Rate limit exceeded/m)
+
+    const usage: [string[], RegExp][] = [
+      [['prebuild'], /prebuild takes one file/],
+      [['prebuild', path.join(dir, 'missing.json')], /cannot read/],
+      [['prebuild', path.join(dir, 'not-json.txt')], /is not JSON/],
+      [['prebuild', prompts, '-n', '2'], /items\.0\.n: unknown field/],
+    ]
+    writeFileSync(path.join(dir, 'not-json.txt'), 'not json')
+    for (const [args, message] of usage) {
+      const bad = await tti(args, user())
+      expect({ args, code: bad.code }).toEqual({ args, code: 2 })
+      expect(bad.stderr).toMatch(message)
+    }
+  })
+})

@@ -76,6 +76,7 @@ describe('POST /v1/batch', () => {
       items: [
         { id: 'ok', prompt: 'a green dot', seed: 61_011, steps: 1 },
         { id: 'too-many-steps', prompt: 'a green dot', seed: 61_012, steps: 10_000 },
+        { id: 'no-steps', prompt: 'a green dot', seed: 61_012, steps: 0 },
         { id: 'over-quota', prompt: 'a green dot', seed: 61_013, steps: 1 },
         { id: 'hit', prompt: 'a green dot', seed: 61_011, steps: 1 },
       ],
@@ -89,6 +90,7 @@ describe('POST /v1/batch', () => {
       status: 422,
       errors: [expect.objectContaining({ field: 'steps' })],
     })
+    expect(body.errors['no-steps'].detail).toMatch(/^steps: must be between 1 and \d+$/)
     expect(body.errors['over-quota']).toMatchObject({
       type: 'https://edge-tti.dev/problems/rate-limited',
       status: 429,

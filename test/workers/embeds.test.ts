@@ -79,6 +79,7 @@ describe('POST /v1/embeds', () => {
       [{ prompt: 'x' }, 'seed'],
       [{ prompt: 'x', seed: 1, n: 2 }, 'n'],
       [{ prompt: 'x', seed: 1, steps: 10_000 }, 'steps'],
+      [{ prompt: 'x', seed: 1, steps: 0 }, 'steps'],
       [{ prompt: 'x', seed: 1, scheduler: 'nope' }, 'scheduler'],
       [{ prompt: 'x', seed: 1, expires_in: 0 }, 'expires_in'],
       [{ prompt: 'x', seed: 1, origins: ['https://a.example/path'] }, 'origins.0'],
@@ -90,6 +91,13 @@ describe('POST /v1/embeds', () => {
       const fields = (problem.errors as { field: string }[]).map((e) => e.field)
       expect({ body, fields }).toEqual({ body, fields: expect.arrayContaining([field]) })
     }
+    // Model bounds read as on POST /v1/images, whichever side of them the value falls.
+    const low = await expectProblem(
+      await mint(owner.key, { prompt: 'x', seed: 1, steps: 0 }),
+      422,
+      'validation-error',
+    )
+    expect(low.detail).toMatch(/^steps: must be between 1 and \d+$/)
   })
 
   it('answers the URL, an <img> snippet and canonical parameters; equal requests, equal URLs', async () => {
