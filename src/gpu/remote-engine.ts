@@ -64,7 +64,7 @@ export interface RemoteEngineOptions {
   health?: () => Promise<Readonly<Record<string, HealthRecord>>>
 }
 
-/** An engine that runs the text encoder locally and the denoising loop on a GPU backend. */
+/** An engine that runs the denoising loop on a GPU backend (the text encoder where placed). */
 export function createRemoteEngine(
   models: readonly ServedModel[],
   options: RemoteEngineOptions,
@@ -78,6 +78,14 @@ export function createRemoteEngine(
   const baseMs = options.downForMs ?? 5_000
   const breaker = new CircuitBreaker({ baseMs, maxMs: options.maxDownForMs ?? 12 * baseMs })
   const probeTimeoutMs = options.probeTimeoutMs ?? 2_000
+  // Why each open circuit opened: while it stays open, clients get that failure's status
+  // (503 unreachable, 502 failing or garbage), not a different one for the same backend.
+  const lastFailure = new Map<string, BackendError>()
+  const fail = (base: string, error: BackendError) => {
+    breaker.failure(base)
+    lastFailure.set(base, error)
+    return error
+  }
 
   return {
     models: () => local.models(),
@@ -121,7 +129,11 @@ export function createRemoteEngine(
           return r.healthy && r.digests.includes(spec.digest)
         })
         if (!admitted) {
-          last = new BackendError(503, `GPU backend ${base} is marked down (circuit open)`)
+          const why = lastFailure.get(base)
+          last = new BackendError(
+            why?.status ?? 503,
+            `GPU backend ${base} is marked down (circuit open)${why ? ` after: ${why.message}` : ''}`,
+          )
           continue
         }
         const url = new URL('/v1/jobs', base).toString()
@@ -153,17 +165,15 @@ export function createRemoteEngine(
           signal?.throwIfAborted()
           if ((e as Error).name === 'TimeoutError')
             throw new BackendError(504, `GPU backend ${base} timed out`)
-          breaker.failure(base)
-          last = new BackendError(
-            503,
-            `GPU backend ${base} is unreachable: ${(e as Error).message}`,
+          last = fail(
+            base,
+            new BackendError(503, `GPU backend ${base} is unreachable: ${(e as Error).message}`),
           )
           continue
         }
         if (res.status >= 500 && res.status !== 504) {
           // The backend is up but failing (or still loading): try the next; the job is idempotent.
-          breaker.failure(base)
-          last = new BackendError(502, `GPU backend ${base} answered ${res.status}`)
+          last = fail(base, new BackendError(502, `GPU backend ${base} answered ${res.status}`))
           await res.body?.cancel()
           continue
         }
@@ -177,11 +187,12 @@ export function createRemoteEngine(
         try {
           const images = await readImages(res.body, base, req.n, onProgress)
           breaker.success(base)
+          lastFailure.delete(base)
           return images
         } catch (e) {
           // Garbage or a failed run: keep jobs away for a while. A deadline (504) is not the
           // backend's fault, and a retry with the same key should be able to join its run there.
-          if (backendStatus(e) === 502) breaker.failure(base)
+          if (e instanceof BackendError && e.status === 502) fail(base, e)
           throw e
         }
       }

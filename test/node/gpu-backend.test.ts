@@ -173,6 +173,11 @@ describe('gpu backend service', () => {
     })
     const remote = createRemoteEngine(models, { urls: [garbage], secret: SECRET })
     await expect(remote.generate(request())).rejects.toMatchObject({ status: 502 })
+    // Its circuit is open now; the client keeps getting 502, not a 503 for the same backend.
+    await expect(remote.generate(request())).rejects.toMatchObject({
+      status: 502,
+      message: expect.stringMatching(/circuit open after: .*GPU backend/),
+    })
   })
 
   it('gives 504 for a backend that is too slow', async () => {
@@ -303,16 +308,25 @@ describe('backend health on the edge', () => {
     flaky.state.failJobs = 1
     await expect(remote.generate(request({ seed: 31 }))).rejects.toMatchObject({ status: 502 })
     expect(flaky.state.jobs).toBe(1)
-    // Open: refused without a request to the backend.
-    await expect(remote.generate(request({ seed: 31 }))).rejects.toMatchObject({ status: 503 })
+    // Open: refused without a request to the backend, with the status of the failure that opened it.
+    await expect(remote.generate(request({ seed: 31 }))).rejects.toMatchObject({
+      status: 502,
+      message: expect.stringMatching(/circuit open/),
+    })
     expect(flaky.state).toMatchObject({ jobs: 1, probes: 0 })
     // Half-open after the backoff: a failing probe reopens it (backoff doubles), no job is sent.
     await new Promise((r) => setTimeout(r, 600))
     flaky.state.healthFails = true
-    await expect(remote.generate(request({ seed: 31 }))).rejects.toMatchObject({ status: 503 })
+    await expect(remote.generate(request({ seed: 31 }))).rejects.toMatchObject({
+      status: 502,
+      message: expect.stringMatching(/circuit open/),
+    })
     expect(flaky.state).toMatchObject({ jobs: 1, probes: 1 })
     await new Promise((r) => setTimeout(r, 500))
-    await expect(remote.generate(request({ seed: 31 }))).rejects.toMatchObject({ status: 503 })
+    await expect(remote.generate(request({ seed: 31 }))).rejects.toMatchObject({
+      status: 502,
+      message: expect.stringMatching(/circuit open/),
+    })
     expect(flaky.state.probes).toBe(1) // still open: 1000 ms this time
     // Ready again: the next probe passes and the job goes through.
     await new Promise((r) => setTimeout(r, 700))
