@@ -124,7 +124,8 @@ export const CreateKeyBody = z
         .min(1, { error: SCOPES_DETAIL })
         .optional()
         .meta({
-          description: '`generate` for image generation, `read` for GET /v1/models.',
+          description:
+            '`generate` for image generation, `read` for GET /v1/models, `embed` for minting signed embed URLs.',
           default: [...SCOPES],
         }),
       rate_limit: RateLimitPolicySchema.optional(),
