@@ -242,7 +242,7 @@ describe('edge → GPU backend through wrangler dev', () => {
     } finally {
       worker.stop()
     }
-  })
+  }, 300_000)
 
   it('maps backend failures to 502/503/504 problems and caches nothing', async () => {
     const garbage = await listen((_q, r) => {
@@ -280,7 +280,7 @@ describe('edge → GPU backend through wrangler dev', () => {
         worker.stop()
       }
     }
-  })
+  }, 600_000) // four wrangler dev starts, each loads the bundled model
 })
 
 describe('edge → `npm run gpu` on the wasm provider (wrangler --env gpu)', () => {
