@@ -49,6 +49,9 @@ describe.skipIf(!existsSync(CHROMIUM))('/docs in headless Chromium', () => {
       ],
     })
     page = await browser.newPage()
+    // Two shared cores: wrangler's dev server can stall for tens of seconds (e.g. while it gives
+    // up fetching the Request.cf object offline), far past playwright's 30 s default.
+    page.setDefaultTimeout(120_000)
     // CSP violations and script errors land here; the page must have none. (Chromium also logs
     // each non-2xx fetch, and this test sends a 401 on purpose.)
     page.on(
