@@ -5,7 +5,15 @@
  */
 import { env } from 'cloudflare:test'
 import { beforeAll, describe, expect, it } from 'vitest'
-import { signToken, type EmbedPayload } from '../../src/embeds/token'
+import { viewerOrigin } from '../../src/embeds/embeds'
+import {
+  decodeToken,
+  fromBase64url,
+  MAX_TOKEN_LENGTH,
+  signToken,
+  verifySignature,
+  type EmbedPayload,
+} from '../../src/embeds/token'
 import type { ApiKeyRecord } from '../../src/keys/api-keys'
 import { base64url } from '../../src/util'
 import { admin, call, createKey, expectProblem } from './helpers'
@@ -284,5 +292,45 @@ describe('GET /v1/embeds/{token}.png', () => {
     const url = await forge(owner.id, { p: { prompt: 'x', seed: 60_061, steps: 10_000 } })
     const problem = await expectProblem(await view(url), 422, 'validation-error')
     expect((problem.errors as { field: string }[])[0].field).toBe('steps')
+  })
+})
+
+describe('embed tokens', () => {
+  const secret = base64url(new Uint8Array(32).fill(7))
+  const payload: EmbedPayload = { v: 1, k: '0123456789abcdef', p: { prompt: 'x', seed: 1 } }
+
+  it('verify what they signed, with that secret only', async () => {
+    const token = await signToken(secret, payload)
+    const decoded = decodeToken(token)!
+    expect(decoded.payload).toEqual(payload)
+    expect(await verifySignature(secret, decoded)).toBe(true)
+    const other = base64url(new Uint8Array(32).fill(8))
+    expect(await verifySignature(other, decoded)).toBe(false)
+    // Deterministic: equal payloads, equal tokens.
+    expect(await signToken(secret, { ...payload })).toBe(token)
+  })
+
+  it('decode only two canonical base64url segments of JSON, within the length limit', async () => {
+    const [body, mac] = (await signToken(secret, payload)).split('.')
+    expect(decodeToken(`${body}.${mac.slice(0, -1)}`)).toBeNull() // 31 bytes, not 32
+    expect(decodeToken(`${body}.${mac}.`)).toBeNull()
+    expect(decodeToken(`${base64url(new TextEncoder().encode('{nope'))}.${mac}`)).toBeNull()
+    expect(decodeToken(`${body}${'A'.repeat(MAX_TOKEN_LENGTH)}.${mac}`)).toBeNull()
+    expect(fromBase64url('AQ')).toEqual(new Uint8Array([1]))
+    expect(fromBase64url('AR')).toBeNull() // same byte, non-zero padding bits
+    expect(fromBase64url('AQ==')).toBeNull()
+    expect(fromBase64url('A+/')).toBeNull()
+  })
+
+  it("take the page's origin from Origin, else from Referer", () => {
+    expect(viewerOrigin({ origin: 'https://a.example', referer: 'https://b.example/x' })).toBe(
+      'https://a.example',
+    )
+    expect(viewerOrigin({ referer: 'https://b.example:8443/x?y#z' })).toBe('https://b.example:8443')
+    expect(viewerOrigin({ origin: 'null', referer: 'https://b.example/' })).toBe(
+      'https://b.example',
+    )
+    expect(viewerOrigin({ referer: 'not a url' })).toBeNull()
+    expect(viewerOrigin({})).toBeNull()
   })
 })
