@@ -62,17 +62,24 @@ function resolve(schema) {
     schema = schema.$ref.split('/').slice(1).reduce((o, k) => o && o[k], spec)
   }
   if (schema && schema.allOf) {
-    const merged = { ...schema, allOf: undefined, properties: {}, required: [] }
-    for (const part of schema.allOf.map(resolve)) {
-      for (const [k, v] of Object.entries(part)) {
-        if (k === 'properties') for (const [p, s] of Object.entries(v)) merged.properties[p] = { ...merged.properties[p], ...s }
-        else if (k === 'required') merged.required.push(...v)
-        else merged[k] = v
-      }
-    }
-    return merged
+    return schema.allOf.map(resolve).reduce(merge, { ...schema, allOf: undefined })
   }
   return schema || {}
+}
+
+// allOf parts narrow each other (e.g. a problem's type per status): merge them, nested too.
+function merge(a, b) {
+  const out = { ...a }
+  for (const [k, v] of Object.entries(b)) {
+    if (k === 'properties') {
+      out.properties = { ...a.properties }
+      for (const [p, s] of Object.entries(v)) {
+        out.properties[p] = a.properties && a.properties[p] ? merge(resolve(a.properties[p]), s) : s
+      }
+    } else if (k === 'required') out.required = [...(a.required || []), ...v]
+    else out[k] = v
+  }
+  return out
 }
 
 function typeLabel(s) {

@@ -92,6 +92,7 @@ const EMBED_PROBLEMS = [
 ] as const
 
 const PROBLEM_REF = { $ref: '#/components/schemas/Problem' }
+const OPENAI_ERROR_REF = { $ref: '#/components/schemas/OpenAIError' }
 
 /** Response headers, described once. */
 const HEADERS: Readonly<Record<string, HeaderObjects[string]>> = Object.freeze({
@@ -155,7 +156,8 @@ function problemHeaders(slug: ProblemSlug): HeaderName[] {
 /**
  * The error responses for `slugs` (plus `internal-error`), one per status. The body is a
  * `Problem` whose `type` is narrowed to that status's slugs; each slug has a named example.
- * `openai` renders them as the OpenAI error envelope instead, as that route does.
+ * `openai` renders them as the OpenAI error envelope instead, as that route does, with `code`
+ * narrowed to the slugs (its `type` depends on the status, so no examples are made up).
  */
 function problemResponses(
   slugs: readonly ProblemSlug[],
@@ -174,17 +176,7 @@ function problemResponses(
         s,
         {
           summary: PROBLEM_TYPES[s].title,
-          value: options.openai
-            ? {
-                error: {
-                  message: PROBLEM_TYPES[s].title,
-                  // The route maps each status to OpenAI's error type; this is its fallback.
-                  type: status >= 500 ? 'server_error' : 'invalid_request_error',
-                  param: null,
-                  code: s,
-                },
-              }
-            : { type: PROBLEM_TYPE_BASE + s, title: PROBLEM_TYPES[s].title, status },
+          value: { type: PROBLEM_TYPE_BASE + s, title: PROBLEM_TYPES[s].title, status },
         },
       ]),
     )
@@ -192,7 +184,21 @@ function problemResponses(
       description,
       headers: headers(...new Set(group.flatMap(problemHeaders))),
       content: options.openai
-        ? { 'application/json': { schema: OpenAIErrorSchema, examples } }
+        ? {
+            'application/json': {
+              schema: {
+                allOf: [
+                  OPENAI_ERROR_REF,
+                  {
+                    type: 'object',
+                    properties: {
+                      error: { type: 'object', properties: { code: { enum: group } } },
+                    },
+                  },
+                ],
+              },
+            },
+          }
         : {
             'application/problem+json': {
               schema: {
@@ -254,6 +260,7 @@ export function buildOpenApiDocument(options: DocumentOptions): OpenApiDocument 
   const named = <T extends z.ZodType>(refId: string, schema: T): T =>
     registry.register(refId, schema.clone())
   named('Problem', ProblemSchema)
+  named('OpenAIError', OpenAIErrorSchema)
   const imageRequest = named('ImageRequest', ImageRequest)
   const imagesResponse = named('ImagesResponse', ImagesResponseSchema)
   const models = named('ModelList', ModelsResponseSchema)

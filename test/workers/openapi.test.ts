@@ -98,7 +98,7 @@ function resolve(s: Schema): Schema {
 function violations(value: unknown, schema: Schema, at = '$', partOfAllOf = false): string[] {
   const s = resolve(schema)
   const out: string[] = []
-  // Each part of an allOf lists only some properties; the whole lists them all.
+  // Each part of an allOf may list only some properties (also nested); the whole lists them all.
   if (s.allOf) out.push(...s.allOf.flatMap((p) => violations(value, p, at, true)))
   const alternatives = s.anyOf ?? s.oneOf
   if (alternatives && !alternatives.some((p) => violations(value, p, at).length === 0)) {
@@ -133,7 +133,7 @@ function violations(value: unknown, schema: Schema, at = '$', partOfAllOf = fals
     const obj = value as Record<string, unknown>
     for (const r of s.required ?? []) if (!(r in obj)) out.push(`${at}.${r}: missing`)
     for (const [k, v] of Object.entries(obj)) {
-      if (s.properties[k]) out.push(...violations(v, s.properties[k], `${at}.${k}`))
+      if (s.properties[k]) out.push(...violations(v, s.properties[k], `${at}.${k}`, partOfAllOf))
       else if (!s.additionalProperties && !partOfAllOf) out.push(`${at}.${k}: undocumented`)
     }
   }
