@@ -22,6 +22,7 @@ import {
   type ImageRequestBody,
 } from './schema'
 
+/** Largest seed (defined with the schema; re-exported for this module's importers). */
 export { MAX_SEED }
 
 /** The fields POST /v1/images accepts. */

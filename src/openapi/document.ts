@@ -115,7 +115,11 @@ const HEADERS: Readonly<Record<string, HeaderObjects[string]>> = Object.freeze({
     description: 'The permanent URL path `/v1/images/<sha256>.png`.',
     schema: { type: 'string' },
   },
-  Vary: { schema: { type: 'string', example: 'Accept' } },
+  Vary: {
+    description:
+      'Request headers the answer depends on (e.g. `Accept, Prefer`; `Origin, Referer`).',
+    schema: { type: 'string' },
+  },
   'RateLimit-Limit': { description: "The key's burst.", schema: { type: 'integer' } },
   'RateLimit-Remaining': { description: 'Images left now.', schema: { type: 'integer' } },
   'RateLimit-Reset': { description: 'Seconds to a full bucket.', schema: { type: 'integer' } },
@@ -466,6 +470,7 @@ export function buildOpenApiDocument(options: DocumentOptions): OpenApiDocument 
             'Content-Location',
             'Cross-Origin-Resource-Policy',
             'Access-Control-Allow-Origin',
+            'Vary',
             'X-Cache',
             'X-Request-Key',
             ...RATE_LIMIT_HEADERS,
