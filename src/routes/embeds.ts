@@ -111,7 +111,8 @@ function embedAccess() {
       c.set('apiKey', opened.key)
       await next()
       if (opened.allowOrigin) c.res.headers.set('Access-Control-Allow-Origin', opened.allowOrigin)
-      if (opened.allowOrigin !== '*') c.res.headers.append('Vary', 'Origin')
+      // A restricted answer depended on both headers: no cache may hand it to another page.
+      if (opened.allowOrigin !== '*') c.res.headers.append('Vary', 'Origin, Referer')
     },
   )
 }
