@@ -11,7 +11,7 @@
  * Either way, the `HF_TOKEN` secret with `HF_MODELS` adds hosted models (`hf:<id>`) whose
  * generations go to Hugging Face Inference Providers (see `./hosted-models`).
  */
-import { bundledModelSource, BUNDLED_MODEL_ID } from '../models/bundled'
+import { bundledModelSource, BUNDLED_MODEL_ID, type ModelFiles } from '../models/bundled'
 import { createPipelineEngine, type ServedModel } from '../pipeline/engine'
 import { loadModel } from '../pipeline/model'
 import { StableDiffusionPipeline } from '../pipeline/stable-diffusion'
@@ -39,6 +39,8 @@ export interface EngineEnv extends HostedEnv {
   GPU_BACKEND?: { fetch(input: string, init?: RequestInit): Promise<Response> }
   /** KV where the Cron Trigger records backend health for every isolate. */
   GPU_HEALTH?: HealthStore
+  /** The static assets holding the bundled model's files (wrangler.toml `[assets]`). */
+  MODEL_FILES?: ModelFiles
 }
 
 /** Shared probes are re-read from KV at most this often per isolate. */
@@ -79,8 +81,8 @@ let models: Promise<ServedModel[]> | undefined
 const engines = new Map<string, TextToImageEngine>()
 
 /** The bundled model, loaded on WebAssembly once per isolate (a failed load is retried). */
-function bundledModels(): Promise<ServedModel[]> {
-  models ??= loadModel(bundledModelSource(), createWasmBackend())
+function bundledModels(env: EngineEnv): Promise<ServedModel[]> {
+  models ??= loadModel(bundledModelSource(env.MODEL_FILES), createWasmBackend())
     .then((model) => [{ id: BUNDLED_MODEL_ID, pipeline: new StableDiffusionPipeline(model) }])
     .catch((e) => {
       models = undefined
@@ -99,13 +101,13 @@ export async function getEngine(env: EngineEnv = {}): Promise<TextToImageEngine>
       : 'local') + (hosted ? `|hosted:${hosted.key}` : '')
   const cached = engines.get(key)
   if (cached) return cached
-  const served = await bundledModels()
+  const served = await bundledModels(env)
   let engine: TextToImageEngine
   if (!urls.length || !env.GPU_BACKEND_SECRET) engine = createPipelineEngine(served)
   else {
     const store = env.GPU_HEALTH
     let read: { at: number; value: Promise<Record<string, HealthRecord>> } | undefined
-    const encoderBytes = await textEncoderBytes(bundledModelSource())
+    const encoderBytes = await textEncoderBytes(bundledModelSource(env.MODEL_FILES))
     engine = createRemoteEngine(served, {
       urls,
       secret: env.GPU_BACKEND_SECRET as string,

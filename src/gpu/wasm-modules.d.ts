@@ -3,16 +3,6 @@ declare module '*.wasm' {
   const module: WebAssembly.Module
   export default module
 }
-/** An `.onnx` import is the file's bytes (wrangler's Data rule). */
-declare module '*.onnx' {
-  const bytes: ArrayBuffer
-  export default bytes
-}
-/** A `.txt` import is the file's text (wrangler's Text rule). */
-declare module '*.txt' {
-  const text: string
-  export default text
-}
 declare module 'onnxruntime-web/ort-wasm-simd-threaded.wasm' {
   const module: WebAssembly.Module
   export default module

@@ -1,7 +1,7 @@
 /**
  * @module
- * Where model files come from: a folder on disk (Node), modules bundled into the worker, or
- * `fetch` in a browser. The pipeline reads every file through this small interface.
+ * Where model files come from: a folder on disk (Node), the worker's static assets, or `fetch`
+ * in a browser. The pipeline reads every file through this small interface.
  */
 
 /** Read access to a model folder in the diffusers / optimum ONNX layout. */
@@ -55,7 +55,10 @@ export async function readJson<T = Record<string, unknown>>(
 }
 
 /** A `ModelSource` over HTTP (browsers, Deno): files are fetched relative to `baseUrl`. */
-export function fetchSource(baseUrl: string, fetchFn: typeof fetch = fetch): ModelSource {
+export function fetchSource(
+  baseUrl: string,
+  fetchFn: (url: URL) => Promise<Response> = fetch,
+): ModelSource {
   const base = baseUrl.endsWith('/') ? baseUrl : `${baseUrl}/`
   const get = (p: string) => fetchFn(new URL(p, base))
   return {
