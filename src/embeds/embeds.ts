@@ -14,7 +14,7 @@
  * const minted = await mintEmbed({ engine }, key, body, 'https://tti.example.com')
  * // <img src="https://tti.example.com/v1/embeds/eyJ2Ijox….Qm9n….png">
  */
-import { z } from 'zod'
+import * as z from 'zod'
 import type { StoredImage } from '../cache/image-store'
 import { createImages, type CreateImagesDeps } from '../images/create-images'
 import { resolveRequest } from '../images/validate'

@@ -4,7 +4,7 @@
  * document, validated by `parseEmbedRequest` / `parseBatchRequest`). Both build on the
  * POST /v1/images body, without `n`: an embed URL and a batch item each name one image.
  */
-import { z } from 'zod'
+import * as z from 'zod'
 import { ImageRequest, MAX_SEED, MODEL_BOUNDED_FIELDS } from '../images/schema'
 import { throwFieldErrors } from '../problem'
 import { fieldErrors } from '../schema'
