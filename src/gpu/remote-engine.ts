@@ -117,7 +117,9 @@ export function createRemoteEngine(
       const shared = (await options.health?.().catch(() => undefined)) ?? {}
       const order = rankBackends(options.urls, shared, spec.digest)
       let last: BackendError = new BackendError(503, 'no GPU backend is reachable')
-      for (const base of order) {
+      const retried = new Set<string>()
+      for (let i = 0; i < order.length; i++) {
+        const base = order[i]
         if (Date.now() >= deadline)
           throw new BackendError(504, 'the GPU backend did not finish before the deadline')
         const admitted = await breaker.admit(base, async () => {
@@ -165,6 +167,13 @@ export function createRemoteEngine(
           signal?.throwIfAborted()
           if ((e as Error).name === 'TimeoutError')
             throw new BackendError(504, `GPU backend ${base} timed out`)
+          // A connection dropped before any answer (workerd: "Network connection lost") is tried
+          // once more on the same backend before failing over: the job is idempotent by key.
+          if (!retried.has(base)) {
+            retried.add(base)
+            order.splice(i + 1, 0, base)
+            continue
+          }
           last = fail(
             base,
             new BackendError(503, `GPU backend ${base} is unreachable: ${(e as Error).message}`),

@@ -329,7 +329,7 @@ describe('edge → `npm run gpu` on the wasm provider (wrangler --env gpu)', () 
       expect(cron.status, edge.log()).toBe(200)
       expect(sick.probes).toBe(1)
       const res = await edge.generate(REQUEST)
-      expect(res.status, edge.log()).toBe(200)
+      expect(res.status, `${edge.log()}\nbackend:\n${backend.log()}`).toBe(200)
       expect(Buffer.from(await res.arrayBuffer()).equals(edgeBytes)).toBe(true)
       // The shared probe ranked the sick backend last, so the job went straight to the good one.
       expect(sick.jobs).toBe(0)
@@ -345,7 +345,7 @@ describe('edge → `npm run gpu` on the wasm provider (wrangler --env gpu)', () 
     )
     try {
       const res = await remoteEncoder.generate(REQUEST)
-      expect(res.status, remoteEncoder.log()).toBe(200)
+      expect(res.status, `${remoteEncoder.log()}\nbackend:\n${backend.log()}`).toBe(200)
       expect(Buffer.from(await res.arrayBuffer()).equals(edgeBytes)).toBe(true)
       // Guidance is on by default: the prompt and the negative prompt were encoded there.
       expect((await backend.healthz()).body.jobs).toMatchObject({ started: 2, promptsEncoded: 2 })
