@@ -11,7 +11,8 @@
  *   npm run eval:model -- [--model DIR] [--per-combo 6] [--sheet contact-sheet.png]
  *
  * Prints accuracy per attribute at each guidance scale (default 7.5 and 1.0; `--guidance 7.5,3,1`,
- * `--guidance-rescale 0.7`) and writes a contact sheet of the first scale's images.
+ * `--guidance-rescale 0.7`) and writes a contact sheet of the first scale's images; `--dump out.json`
+ * writes each case with its judgement (including the measured fill ratio) per guidance scale.
  */
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -110,7 +111,7 @@ function judge(world: World, img: RgbImage, background: string) {
   const position = Object.entries(world.positions).reduce((a, b) =>
     (b[1][0] - cx) ** 2 + (b[1][1] - cy) ** 2 < (a[1][0] - cx) ** 2 + (a[1][1] - cy) ** 2 ? b : a,
   )[0]
-  return { color: names[ci], shape, position }
+  return { color: names[ci], shape, position, fill }
 }
 
 /** Tiles images into one RGB grid with 2-pixel gutters. */
@@ -139,6 +140,7 @@ async function main() {
       steps: { type: 'string' },
       guidance: { type: 'string', default: '7.5,1' },
       'guidance-rescale': { type: 'string', default: '0' },
+      dump: { type: 'string' },
     },
   })
   const dir = values.model
@@ -157,6 +159,7 @@ async function main() {
   console.log('|---:|---:|---:|---:|---:|---:|')
   const guidanceRescale = Number(values['guidance-rescale'])
   const scales = values.guidance.split(',').map(Number)
+  const dump: Record<string, unknown[]> = {}
   for (const guidanceScale of scales) {
     const hits = { color: 0, shape: 0, position: 0, all: 0 }
     const images: RgbImage[] = []
@@ -173,6 +176,7 @@ async function main() {
       })
       images.push(img)
       const j = judge(world, img, c.background)
+      ;(dump[String(guidanceScale)] ??= []).push({ ...c, judged: j })
       const ok = {
         color: j?.color === c.color,
         shape: j?.shape === c.shape,
@@ -194,6 +198,7 @@ async function main() {
       writeFileSync(values.sheet.replace(/\.png$/, '.txt'), list.join('\n') + '\n')
     }
   }
+  if (values.dump) writeFileSync(values.dump, JSON.stringify(dump, null, 1))
 }
 
 main().catch((e) => {
