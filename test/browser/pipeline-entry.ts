@@ -2,6 +2,7 @@
  * Browser entry for the pipeline test: the unchanged `src/pipeline` over onnxruntime-web,
  * loading a model folder over HTTP. The test driver calls `runGolden(caseUrl, providers)`.
  */
+import * as ort from 'onnxruntime-web'
 import { createWebBackend } from '../../src/gpu/ort-web'
 import { loadModel } from '../../src/pipeline/model'
 import { fetchSource } from '../../src/pipeline/model-source'
@@ -12,7 +13,7 @@ import { goldenParams } from './golden-params'
 type RunGolden = (
   caseUrl: string,
   providers: string,
-) => Promise<{ latents: number[]; image: number[]; backend: string }>
+) => Promise<{ latents: number[]; image: number[]; backend: string; webgpuAdapter: boolean }>
 
 // The project typechecks against workers types, not the DOM; the page needs only these two.
 const page = globalThis as unknown as { runGolden: RunGolden; location: { href: string } }
@@ -27,5 +28,7 @@ page.runGolden = async (caseUrl, providers) => {
     latents: Array.from(res.latents),
     image: Array.from(res.images[0].data),
     backend: backend.name,
+    // onnxruntime-web sets this only when a session has run on its WebGPU provider.
+    webgpuAdapter: Boolean(ort.env.webgpu.adapter),
   }
 }

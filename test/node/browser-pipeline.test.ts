@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { GOLDEN, goldenJson, maxAbs, maxAbsDiff } from './golden'
 
 const CHROMIUM = '/usr/bin/chromium'
+const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json'
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const ORT_DIST = join(ROOT, 'node_modules/onnxruntime-web/dist')
 const MODEL = join(GOLDEN, 'pipeline/tiny-sd-optimum')
@@ -69,39 +70,73 @@ describe.skipIf(!existsSync(CHROMIUM))('pipeline in headless Chromium', () => {
   afterAll(() => server?.close())
 
   it('reproduces a reference generation on WebAssembly', async () => {
-    const { chromium } = await import('playwright-core')
-    const browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        '--no-first-run',
-      ],
-    })
-    try {
-      const page = await browser.newPage()
-      const errors: string[] = []
-      page.on('pageerror', (e) => errors.push(e.message))
-      await page.goto(`${base}/`)
-      await page.waitForFunction(() => typeof (globalThis as any).runGolden === 'function')
-      const got = await page.evaluate(() => (globalThis as any).runGolden('/case.json', 'wasm'))
-      expect(errors).toEqual([])
-      expect(got.backend).toBe('onnxruntime-web:wasm')
-      const ref = goldenJson(`pipeline/cases/${CASE}.json`)
-      expect(maxAbsDiff(got.latents, ref.final_latents)).toBeLessThanOrEqual(
-        1e-3 * Math.max(1, maxAbs(ref.final_latents)),
-      )
-      let differ = 0
-      ref.image.uint8.forEach((v: number, i: number) => {
-        expect(Math.abs(got.image[i] - v)).toBeLessThanOrEqual(1)
-        if (got.image[i] !== v) differ++
-      })
-      expect(differ / ref.image.uint8.length).toBeLessThanOrEqual(0.01)
-    } finally {
-      await browser.close()
-    }
+    const got = await runInChromium(base, 'wasm', [])
+    expect(got.backend).toBe('onnxruntime-web:wasm')
+    expect(got.webgpuAdapter).toBe(false)
+    expectGolden(got, 1)
   })
+
+  // The browser's WebGPU provider over SwiftShader (Debian's chromium ships its Vulkan driver).
+  it('reproduces a reference generation on WebGPU (SwiftShader)', async () => {
+    const got = await runInChromium(base, 'webgpu', [
+      '--enable-unsafe-webgpu',
+      '--enable-features=Vulkan',
+    ])
+    expect(got.backend).toBe('onnxruntime-web:webgpu>wasm')
+    expect(got.webgpuAdapter).toBe(true)
+    expectGolden(got, 1)
+  }, 300_000)
 })
+
+interface PageResult {
+  latents: number[]
+  image: number[]
+  backend: string
+  webgpuAdapter: boolean
+}
+
+/** Runs the golden case in a fresh headless Chromium on `providers`. */
+async function runInChromium(base: string, providers: string, args: string[]): Promise<PageResult> {
+  const { chromium } = await import('playwright-core')
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    env: { ...process.env, VK_ICD_FILENAMES: SWIFTSHADER_ICD },
+    args: [
+      '--no-sandbox',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+      ...(args.length ? args : ['--disable-gpu']),
+    ],
+  })
+  try {
+    const page = await browser.newPage()
+    const errors: string[] = []
+    page.on('pageerror', (e) => errors.push(e.message))
+    await page.goto(`${base}/`)
+    await page.waitForFunction(() => typeof (globalThis as any).runGolden === 'function')
+    const got: PageResult = await page.evaluate(
+      (p) => (globalThis as any).runGolden('/case.json', p),
+      providers,
+    )
+    expect(errors).toEqual([])
+    return got
+  } finally {
+    await browser.close()
+  }
+}
+
+/** Latents within 1e-3 of the reference scale, pixels within `pixelTolerance`, < 1% differing. */
+function expectGolden(got: PageResult, pixelTolerance: number): void {
+  const ref = goldenJson(`pipeline/cases/${CASE}.json`)
+  expect(maxAbsDiff(got.latents, ref.final_latents)).toBeLessThanOrEqual(
+    1e-3 * Math.max(1, maxAbs(ref.final_latents)),
+  )
+  let differ = 0
+  ref.image.uint8.forEach((v: number, i: number) => {
+    expect(Math.abs(got.image[i] - v)).toBeLessThanOrEqual(pixelTolerance)
+    if (got.image[i] !== v) differ++
+  })
+  expect(differ / ref.image.uint8.length).toBeLessThanOrEqual(0.01)
+}
