@@ -16,6 +16,9 @@ import type { ServedModel } from '../src/pipeline/engine'
 import { loadModel } from '../src/pipeline/model'
 import { StableDiffusionPipeline } from '../src/pipeline/stable-diffusion'
 
+/** Idle keep-alive time of the backend's connections (longer than common client pools). */
+const KEEP_ALIVE_MS = 65_000
+
 async function main() {
   const { values } = parseArgs({
     options: {
@@ -42,9 +45,15 @@ async function main() {
   })()
   const app = createBackendApp({ models, secret, provider: backend.name })
   const port = Number(values.port)
-  serve({ fetch: app.fetch, port, hostname: values.host }, () => {
+  const server = serve({ fetch: app.fetch, port, hostname: values.host }, () => {
     console.log(`gpu backend on http://${values.host}:${port} (${backend.name}; loading)`)
   })
+  // Node closes idle keep-alive connections after 5 s; a client that reuses one just then (the
+  // edge, after a health probe) sees "connection lost". Outlive the clients' idle pools instead.
+  if ('keepAliveTimeout' in server) {
+    server.keepAliveTimeout = KEEP_ALIVE_MS
+    server.headersTimeout = KEEP_ALIVE_MS + 1_000
+  }
   const loaded = await models
   console.log(`gpu backend ready: ${loaded.map((m) => m.id).join(', ')}`)
 }

@@ -173,6 +173,8 @@ describe('edge → GPU backend through wrangler dev', () => {
   const extra: Server[] = []
   const listen = async (handler: Parameters<typeof createServer>[1]) => {
     const s = createServer(handler)
+    // As the real backend does (scripts/gpu-server.ts): no idle close under workerd's pool.
+    s.keepAliveTimeout = 65_000
     extra.push(s)
     await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
     return `http://127.0.0.1:${(s.address() as AddressInfo).port}`
@@ -316,6 +318,7 @@ describe('edge → `npm run gpu` on the wasm provider (wrangler --env gpu)', () 
       r.writeHead(503, { 'content-type': 'application/json' })
       r.end(JSON.stringify({ ready: false, status: 'loading', models: [] }))
     })
+    s.keepAliveTimeout = 65_000
     servers.push(s)
     await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
     const sickUrl = `http://127.0.0.1:${(s.address() as AddressInfo).port}`
