@@ -5,40 +5,24 @@
  */
 import { env } from 'cloudflare:test'
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { installedEngine } from '../../src/engine-provider'
 import {
-  installEngineProvider,
-  installedEngine,
-  type EngineProvider,
-} from '../../src/engine-provider'
-import type { TextToImageEngine } from '../../src/gpu/engine-types'
-import { call, createKey, eventually, expectProblem, metric, postImages } from './helpers'
+  call,
+  createKey,
+  eventually,
+  expectProblem,
+  metric,
+  postImages,
+  unwrapGenerate,
+  wrapGenerate,
+} from './helpers'
 
 let key: string
 let modelId: string
 /** Small, cheap requests: few steps at the model's default size. */
 const base = { steps: 2 }
 
-let restore: (() => void) | undefined
-
-/** Wraps the installed engine's `generate` until the test ends. */
-function wrapGenerate(
-  wrap: (inner: TextToImageEngine['generate']) => TextToImageEngine['generate'],
-): void {
-  const previous: EngineProvider = installEngineProvider(async (e) => {
-    const engine = await previous(e)
-    return {
-      models: () => engine.models(),
-      tokenize: (model, text) => engine.tokenize(model, text),
-      generate: wrap((req, opts) => engine.generate(req, opts)),
-    }
-  })!
-  restore = () => installEngineProvider(previous)
-}
-
-afterEach(() => {
-  restore?.()
-  restore = undefined
-})
+afterEach(unwrapGenerate)
 
 beforeAll(async () => {
   key = (await createKey({ name: 'generation', rate_limit: { burst: 1000, period_seconds: 60 } }))
@@ -222,8 +206,7 @@ describe('single flight', () => {
     expect(refunded.headers.get('RateLimit-Remaining')).toBe('1')
     expect(calls).toBe(2)
     expect((await metric('tti_generations_failed_total')) - failedBefore).toBe(2)
-    restore!()
-    restore = undefined
+    unwrapGenerate()
     const retry = await postImages(key, body)
     expect(retry.status).toBe(200)
     expect(retry.headers.get('X-Cache')).toBe('MISS')

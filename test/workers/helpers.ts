@@ -5,7 +5,35 @@
  */
 import { SELF } from 'cloudflare:test'
 import { expect } from 'vitest'
+import { installEngineProvider, type EngineProvider } from '../../src/engine-provider'
+import type { TextToImageEngine } from '../../src/gpu/engine-types'
 import { PROBLEM_TYPE_BASE, type ProblemSlug } from '../../src/problem'
+
+let restoreEngine: (() => void) | undefined
+
+/**
+ * Wraps the installed engine's `generate` (to count, delay or fail calls; the model stays real)
+ * until `unwrapGenerate`, which test files run in `afterEach`.
+ */
+export function wrapGenerate(
+  wrap: (inner: TextToImageEngine['generate']) => TextToImageEngine['generate'],
+): void {
+  const previous: EngineProvider = installEngineProvider(async (e) => {
+    const engine = await previous(e)
+    return {
+      models: () => engine.models(),
+      tokenize: (model, text) => engine.tokenize(model, text),
+      generate: wrap((req, opts) => engine.generate(req, opts)),
+    }
+  })!
+  restoreEngine = () => installEngineProvider(previous)
+}
+
+/** Puts back the engine that `wrapGenerate` replaced (a no-op when nothing is wrapped). */
+export function unwrapGenerate(): void {
+  restoreEngine?.()
+  restoreEngine = undefined
+}
 
 /** The ADMIN_TOKEN binding of vitest.config.mts. */
 export const ADMIN_TOKEN = 'test-admin-token'

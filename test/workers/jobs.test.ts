@@ -5,33 +5,19 @@
  * Engine wrappers only count, delay or fail calls; the model is always the real one.
  */
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { installEngineProvider, type EngineProvider } from '../../src/engine-provider'
-import type { TextToImageEngine } from '../../src/gpu/engine-types'
-import { call, createKey, eventually, expectProblem, postImages } from './helpers'
+import {
+  call,
+  createKey,
+  eventually,
+  expectProblem,
+  postImages,
+  unwrapGenerate,
+  wrapGenerate,
+} from './helpers'
 
 const ASYNC = { Prefer: 'respond-async', Accept: 'application/json' }
 let key: string
-let restore: (() => void) | undefined
-
-/** Wraps the installed engine's `generate` until the test ends. */
-function wrapGenerate(
-  wrap: (inner: TextToImageEngine['generate']) => TextToImageEngine['generate'],
-): void {
-  const previous: EngineProvider = installEngineProvider(async (e) => {
-    const engine = await previous(e)
-    return {
-      models: () => engine.models(),
-      tokenize: (model, text) => engine.tokenize(model, text),
-      generate: wrap((req, opts) => engine.generate(req, opts)),
-    }
-  })!
-  restore = () => installEngineProvider(previous)
-}
-
-afterEach(() => {
-  restore?.()
-  restore = undefined
-})
+afterEach(unwrapGenerate)
 
 beforeAll(async () => {
   key = (await createKey({ name: 'jobs', rate_limit: { burst: 1000, period_seconds: 60 } })).key
@@ -141,8 +127,7 @@ describe('Prefer: respond-async', () => {
       await expectProblem(job, 503, 'generation-failed')
     })
     // Refunded in the background (waitUntil): the one-image key can try again.
-    restore!()
-    restore = undefined
+    unwrapGenerate()
     await eventually(async () => {
       expect((await postImages(tight, body, ASYNC)).status).toBe(202)
     })

@@ -6,34 +6,20 @@
  */
 import { env } from 'cloudflare:test'
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { installEngineProvider, type EngineProvider } from '../../src/engine-provider'
-import type { TextToImageEngine } from '../../src/gpu/engine-types'
 import { PROBLEM_TYPE_BASE } from '../../src/problem'
-import { call, createKey, eventually, expectProblem, postImages } from './helpers'
+import {
+  call,
+  createKey,
+  eventually,
+  expectProblem,
+  postImages,
+  unwrapGenerate,
+  wrapGenerate,
+} from './helpers'
 
 const SSE = { Accept: 'text/event-stream' }
 let key: string
-let restore: (() => void) | undefined
-
-/** Wraps the installed engine's `generate` until the test ends. */
-function wrapGenerate(
-  wrap: (inner: TextToImageEngine['generate']) => TextToImageEngine['generate'],
-): void {
-  const previous: EngineProvider = installEngineProvider(async (e) => {
-    const engine = await previous(e)
-    return {
-      models: () => engine.models(),
-      tokenize: (model, text) => engine.tokenize(model, text),
-      generate: wrap((req, opts) => engine.generate(req, opts)),
-    }
-  })!
-  restore = () => installEngineProvider(previous)
-}
-
-afterEach(() => {
-  restore?.()
-  restore = undefined
-})
+afterEach(unwrapGenerate)
 
 beforeAll(async () => {
   key = (await createKey({ name: 'progress', rate_limit: { burst: 1000, period_seconds: 60 } })).key
@@ -132,8 +118,7 @@ describe('POST /v1/images with Accept: text/event-stream', () => {
     })
     expect(calls).toBe(1)
     // The charge was refunded: the one-image key can still generate.
-    restore!()
-    restore = undefined
+    unwrapGenerate()
     await eventually(async () => {
       const retry = await postImages(tight, { prompt: 'doomed stream', seed: 503, steps: 2 })
       expect(retry.status).toBe(200)
