@@ -4,6 +4,8 @@
  * code takes, so tests can build the same dependencies around fault-injecting wrappers.
  */
 import type { ImageStoreDeps } from './cache/image-store'
+import type { EngineProvider } from './engine-provider'
+import type { CreateImagesDeps } from './images/create-images'
 import type { KeyDeps } from './keys/api-keys'
 
 /** Key storage and revocation flags. */
@@ -24,4 +26,21 @@ export function storeDeps(env: Env): ImageStoreDeps {
 /** The single-flight coordinator of a request key. */
 export function coordinator(env: Env, requestKey: string) {
   return env.COORDINATOR.get(env.COORDINATOR.idFromName(requestKey))
+}
+
+/**
+ * What `createImages` needs for one request: the engine, the store, the single-flight
+ * coordinators and the caller's quota charge (set by the `rateLimit` middleware).
+ */
+export async function imageDeps(
+  env: Env,
+  engine: EngineProvider,
+  charge: CreateImagesDeps['charge'],
+) {
+  return {
+    engine: await engine(env),
+    store: storeDeps(env),
+    coordinator: (requestKey: string) => coordinator(env, requestKey),
+    charge,
+  }
 }

@@ -15,7 +15,7 @@
 import { Hono, type Context } from 'hono'
 import type { ContentfulStatusCode } from 'hono/utils/http-status'
 import type { AppEnv } from '../app-env'
-import { coordinator, storeDeps } from '../bindings'
+import { imageDeps, storeDeps } from '../bindings'
 import { getImage } from '../cache/image-store'
 import { imageHeaders, imagePath } from '../cache/serve-image'
 import type { EngineProvider } from '../engine-provider'
@@ -103,12 +103,7 @@ async function create(
   flags: { singleImage: boolean },
 ): Promise<CreateImagesResult> {
   const result = await createImages(
-    {
-      engine: await options.engine(c.env),
-      store: storeDeps(c.env),
-      coordinator: (key) => coordinator(c.env, key),
-      charge: c.get('charge'),
-    },
+    await imageDeps(c.env, options.engine, c.get('charge')),
     body,
     flags,
   )

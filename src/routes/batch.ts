@@ -5,7 +5,7 @@
  */
 import { Hono } from 'hono'
 import type { AppEnv } from '../app-env'
-import { coordinator, storeDeps } from '../bindings'
+import { imageDeps } from '../bindings'
 import { createBatch } from '../embeds/batch'
 import { BATCH_MAX_BODY_BYTES } from '../embeds/limits'
 import { parseBatchRequest } from '../embeds/schema'
@@ -25,12 +25,7 @@ export function batchRoutes(options: { engine: EngineProvider; rateLimit: RateLi
     async (c) => {
       const { items } = parseBatchRequest(c.get('json'))
       const result = await createBatch(
-        {
-          engine: await options.engine(c.env),
-          store: storeDeps(c.env),
-          coordinator: (key) => coordinator(c.env, key),
-          charge: c.get('charge'),
-        },
+        await imageDeps(c.env, options.engine, c.get('charge')),
         items,
         c.req.url,
       )

@@ -7,7 +7,7 @@
 import { Hono } from 'hono'
 import { createMiddleware } from 'hono/factory'
 import type { AppEnv } from '../app-env'
-import { coordinator, keyDeps, storeDeps } from '../bindings'
+import { imageDeps, keyDeps, storeDeps } from '../bindings'
 import { imageHeaders, imagePath, matchesEtag, serveImage } from '../cache/serve-image'
 import {
   embedCacheControl,
@@ -57,10 +57,7 @@ export function embedRoutes(options: {
       const opened = c.get('embed')
       const got = await embedImage(
         {
-          engine: await options.engine(c.env),
-          store: storeDeps(c.env),
-          coordinator: (key) => coordinator(c.env, key),
-          charge: c.get('charge'),
+          ...(await imageDeps(c.env, options.engine, c.get('charge'))),
           read: async (sha256) =>
             (
               await serveImage(

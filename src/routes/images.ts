@@ -6,7 +6,7 @@
  */
 import { Hono, type Context } from 'hono'
 import type { AppEnv } from '../app-env'
-import { coordinator, storeDeps } from '../bindings'
+import { imageDeps, storeDeps } from '../bindings'
 import { getImage, IMMUTABLE } from '../cache/image-store'
 import { imageHeaders, imagePath, matchesEtag, serveImage } from '../cache/serve-image'
 import type { EngineProvider } from '../engine-provider'
@@ -41,12 +41,7 @@ export function imageRoutes(options: {
     rateLimit({ defaults: options.rateLimit }),
     jsonBody({ maxBytes: options.maxBodyBytes }),
     async (c) => {
-      const deps = {
-        engine: await options.engine(c.env),
-        store: storeDeps(c.env),
-        coordinator: (key: string) => coordinator(c.env, key),
-        charge: c.get('charge'),
-      }
+      const deps = await imageDeps(c.env, options.engine, c.get('charge'))
       c.header('Vary', 'Accept, Prefer')
       // Event stream first (it is already asynchronous), then respond-async, then one answer.
       if (wantsEventStream(c.req.header('Accept'))) {
