@@ -2,9 +2,10 @@
 """Train the bundled tiny-shapes text-to-image model end to end and export it as ONNX.
 
 Stages: synthetic world -> BPE tokenizer -> KL autoencoder (64x64x3 <-> 8x8x4; L1 + MSE weighted
-towards the shape's pixels) -> latent diffusion UNet + CLIP-style text encoder (trained
-jointly, v-prediction, SD's scaled_linear schedule rescaled to zero terminal SNR) -> Python DDIM
-evaluation on held-out combos -> ONNX export.
+towards the shape's pixels; the training renders plus renders in random colours) -> latent diffusion
+UNet + CLIP-style text encoder (trained jointly, v-prediction, SD's scaled_linear schedule rescaled to
+zero terminal SNR, colour/background words sometimes left out of captions) -> Python DDIM evaluation on
+held-out combos -> ONNX export.
 
 Usage:  /usr/bin/python3 training/train.py --out models/tiny-shapes
         /usr/bin/python3 training/train.py --out /tmp/smoke --smoke
@@ -79,12 +80,30 @@ def make_caption(rng, color, shape, bg, size, pos):
     return t.format(size=sw, color=color, shape=shape, bg=bg, pos=pos_phrase(rng, pos))
 
 
+def partial_caption(rng, color, shape, bg, size, pos, p_drop):
+    """`make_caption`, except that the colour and the background words are each left out with
+    probability p_drop (the image is the same): the shape word must then carry the shape on its own,
+    instead of the model learning it from the (colour, background) pair it came with."""
+    drop_color, drop_bg = rng.random() < p_drop, rng.random() < p_drop
+    if not (drop_color or drop_bg):
+        return make_caption(rng, color, shape, bg, size, pos)
+    sw = rng.choice(SIZE_WORDS[size])
+    t = rng.choice(["a {size} {color} {shape} {pos}", "{size} {color} {shape} {pos}"] if drop_bg else TEMPLATES)
+    if drop_color:
+        t = t.replace("{color} ", "")
+    return re.sub(r"\s+", " ", t.format(size=sw, color=color, shape=shape, bg=bg, pos=pos_phrase(rng, pos))).strip()
+
+
 def render(color, shape, bg, px, pos):
     """Flat-colour render, no antialiasing. Circle/square are centred on the position;
     the triangle (apex up) has its centroid on the position (clamped into the canvas)."""
+    return render_rgb(COLORS[color], shape, BACKGROUNDS[bg], px, *POSITIONS[pos])
+
+
+def render_rgb(fg, shape, bg, px, cx, cy):
+    """`render` with any RGB colours, size and centre (the VAE's random-colour renders)."""
     img = np.empty((IMG, IMG, 3), np.uint8)
-    img[:] = BACKGROUNDS[bg]
-    cx, cy = POSITIONS[pos]
+    img[:] = bg
     s = float(px)
     if shape == "circle":
         m = (_XX - cx) ** 2 + (_YY - cy) ** 2 <= (s / 2) ** 2
@@ -95,8 +114,42 @@ def render(color, shape, bg, px, pos):
         top = min(max(top, 0.0), IMG - s)
         v = (_YY - top) / s
         m = (v >= 0) & (v <= 1) & (np.abs(_XX - cx) <= v * s / 2)
-    img[m] = COLORS[color]
+    img[m] = fg
     return img
+
+
+def random_renders(rng, n, held):
+    """n renders with random colours (at least 100 RGB apart; each half the time uniform in RGB, else
+    a palette or background colour jittered by ~20), shape, size (12-36 px) and centre, for the VAE
+    only: it learns to draw any shape in any colour anywhere, not just the palette's training combos.
+    A render within 80 RGB of a held-out (colour, shape, background) combo is drawn again, so no VAE
+    image is a near copy of a held-out combo."""
+    fg_rgb, bg_rgb = FG_RGB, np.array(list(BACKGROUNDS.values()), np.float32)
+    anchors = np.concatenate([fg_rgb, bg_rgb])
+
+    def colour():
+        if rng.random() < 0.5:
+            return rng.integers(0, 256, 3)
+        return np.clip(anchors[rng.integers(len(anchors))] + rng.normal(0, 20, 3), 0, 255).round().astype(np.int64)
+
+    imgs = np.empty((n, IMG, IMG, 3), np.uint8)
+    masks = np.empty((n, IMG, IMG), bool)
+    bg_names = list(BACKGROUNDS)
+    i = 0
+    while i < n:
+        fg, bg = colour(), colour()
+        if np.linalg.norm(fg - bg) < 100:
+            continue
+        shape = SHAPES[rng.integers(len(SHAPES))]
+        dfg, dbg = np.linalg.norm(fg_rgb - fg, axis=1), np.linalg.norm(bg_rgb - bg, axis=1)
+        if (FG_NAMES[dfg.argmin()], shape, bg_names[dbg.argmin()]) in held and dfg.min() < 80 and dbg.min() < 80:
+            continue
+        px = int(rng.integers(12, 37))
+        cx, cy = rng.uniform(px / 2, IMG - px / 2, 2)
+        imgs[i] = render_rgb(tuple(int(v) for v in fg), shape, tuple(int(v) for v in bg), px, cx, cy)
+        masks[i] = np.any(imgs[i] != bg.astype(np.uint8), -1)
+        i += 1
+    return imgs, masks
 
 
 def all_combos():
@@ -533,11 +586,16 @@ def main():
     ap.add_argument("--out", default="models/tiny-shapes")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--window", type=int, default=20)
-    ap.add_argument("--vae-steps", type=int, default=1500)
+    ap.add_argument("--vae-steps", type=int, default=2500)
     ap.add_argument("--vae-batch", type=int, default=32)
     ap.add_argument("--vae-grad-weight", type=float, default=0.0, help="weight of an image-gradient L1 term (v3 experiment)")
     ap.add_argument("--vae-fg-weight", type=float, default=10.0, help="extra pixel-loss weight on the shape (0: v2's loss)")
-    ap.add_argument("--unet-steps", type=int, default=2000)
+    ap.add_argument("--vae-random-frac", type=float, default=0.5,
+                    help="share of each VAE batch drawn in random RGB colours, sizes and places (0: v3's data)")
+    ap.add_argument("--vae-from", help="load the VAE saved by SAVE_VAE instead of training it (experiments only)")
+    ap.add_argument("--caption-drop-attr", type=float, default=0.15,
+                    help="probability of leaving out the colour, and separately the background, of a training caption")
+    ap.add_argument("--unet-steps", type=int, default=3000)
     ap.add_argument("--unet-batch", type=int, default=64)
     ap.add_argument("--unet-lr", type=float, default=8e-4)
     ap.add_argument("--eval-n", type=int, default=100)
@@ -619,18 +677,29 @@ def main():
     FGM = F.max_pool2d(((X - BGX).abs().amax(1, keepdim=True) > 0.01).float(), 3, 1, 1)
     opt = torch.optim.AdamW(list(enc.parameters()) + list(dec.parameters()), lr=2e-3, weight_decay=0.0)
     g = torch.Generator().manual_seed(args.seed + 1)
+    vrng = np.random.default_rng(args.seed + 7)
+    held_set = set(held_c)
+    n_rand = round(args.vae_batch * args.vae_random_frac)
     t_vae = time.time()
-    for step in range(args.vae_steps):
+    if args.vae_from:
+        saved = torch.load(args.vae_from)
+        enc.load_state_dict(saved["enc"])
+        dec.load_state_dict(saved["dec"])
+    for step in range(0 if args.vae_from else args.vae_steps):
         for pg in opt.param_groups:
             pg["lr"] = lr_at(step, args.vae_steps, 2e-3, 50)
-        idx = torch.randint(0, len(X), (args.vae_batch,), generator=g)
-        x = X[idx]
+        idx = torch.randint(0, len(X), (args.vae_batch - n_rand,), generator=g)
+        x, fgm = X[idx], FGM[idx]
+        if n_rand:
+            rimgs, rmasks = random_renders(vrng, n_rand, held_set)
+            rm = F.max_pool2d(torch.from_numpy(rmasks).float()[:, None], 3, 1, 1)
+            x, fgm = torch.cat([x, to_tensor(rimgs)]), torch.cat([fgm, rm])
         mean, logvar = enc(x)
         z = mean + torch.randn(mean.shape, generator=g) * (0.5 * logvar).exp()
         rec = dec(z)
         kl = 0.5 * (mean ** 2 + logvar.exp() - 1 - logvar).mean()
         lmean = (mean.mean((0, 2, 3)) ** 2).sum()
-        w = 1 + args.vae_fg_weight * FGM[idx]
+        w = 1 + args.vae_fg_weight * fgm
         w = w / w.mean()
         loss = ((rec - x).abs() * w).mean() + (((rec - x) ** 2) * w).mean() + 1e-4 * kl + 1e-2 * lmean
         if args.vae_grad_weight:
@@ -700,7 +769,8 @@ def main():
         caps = []
         for i in idx.tolist():
             a = attrs[i]
-            caps.append("" if crng.random() < 0.1 else make_caption(crng, a[0], a[1], a[2], a[3], a[5]))
+            caps.append("" if crng.random() < 0.1 else
+                        partial_caption(crng, a[0], a[1], a[2], a[3], a[5], args.caption_drop_attr))
         ids = torch.tensor([tok(c) for c in caps])
         x0 = L[idx]
         t = torch.randint(0, 1000, (args.unet_batch,), generator=g)
