@@ -61,12 +61,12 @@ function trainingCombos(world: World, heldout: Combo[]): Combo[] {
 }
 
 /** Deterministic prompts: for each combo, `perCombo` (size, position) pairs. */
-function buildCases(world: World, heldout: Combo[], perCombo: number): Case[] {
+function buildCases(world: World, combos: Combo[], perCombo: number): Case[] {
   const sizes = Object.keys(world.sizes)
   const positions = Object.keys(world.positions)
   const pairs = sizes.flatMap((s) => positions.map((p) => [s, p] as const))
   const cases: Case[] = []
-  heldout.forEach((h, hi) => {
+  combos.forEach((h, hi) => {
     for (let k = 0; k < perCombo; k++) {
       const [size, position] = pairs[(hi * 7 + k * 5) % pairs.length]
       const where = position === 'centre' ? 'in the centre' : `in the ${position}`
