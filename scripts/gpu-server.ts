@@ -9,10 +9,10 @@
 import { serve } from '@hono/node-server'
 import { basename, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
-import { createBackendApp } from '../src/gpu/backend-service'
+import { createBackendApp } from '../src/backend/service'
 import { createNodeBackend } from '../src/gpu/ort-node'
 import { folderSource } from '../src/node/folder-source'
-import type { ServedModel } from '../src/pipeline/engine'
+import type { ServedModel } from '../src/engine/local-engine'
 import { loadModel } from '../src/pipeline/model'
 import { StableDiffusionPipeline } from '../src/pipeline/stable-diffusion'
 

@@ -9,7 +9,7 @@
 import { Hono } from 'hono'
 import type { AppEnv } from './app-env'
 import { huggingFaceRoutes, openAIRoutes } from './compat/routes'
-import type { EngineProvider } from './engine-provider'
+import type { EngineProvider } from './engine/provider'
 import type { RateLimitPolicy } from './keys/api-keys'
 import { notFoundProblem, onProblem } from './middleware/problem'
 import { checkPolicy } from './middleware/rate-limit'

@@ -4,7 +4,7 @@
  * code takes, so tests can build the same dependencies around fault-injecting wrappers.
  */
 import type { ImageStoreDeps } from './cache/image-store'
-import type { EngineProvider } from './engine-provider'
+import type { EngineProvider } from './engine/provider'
 import type { CreateImagesDeps } from './images/create-images'
 import type { KeyDeps } from './keys/api-keys'
 

@@ -5,8 +5,8 @@
  */
 import { env } from 'cloudflare:workers'
 import { createApp, rateLimitFromVars } from './app'
-import { installedEngine, installEngineProvider } from './engine-provider'
-import { getEngine, recordBackendHealth, type EngineEnv } from './gpu/engine'
+import { installedEngine, installEngineProvider } from './engine/provider'
+import { getEngine, recordBackendHealth, type EngineEnv } from './engine/select'
 
 // The GPU backend vars are optional and absent from the generated `Env` unless configured.
 installEngineProvider((e) => getEngine(e as Env & EngineEnv))

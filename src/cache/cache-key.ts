@@ -4,7 +4,7 @@
  * with defaults filled in. Prompts enter as the token ids the model receives, so two prompts
  * share an entry exactly when the text encoder sees the same input.
  */
-import type { GenerateRequest, ModelInfo, TokenizedPrompt } from '../gpu/engine-types'
+import type { GenerateRequest, ModelInfo, TokenizedPrompt } from '../engine/types'
 import { SCHEDULER_ALIASES } from '../pipeline/schedulers'
 import { sha256Hex } from '../util'
 

@@ -5,7 +5,7 @@
  * Writes go R2 images → R2 index → KV, so a failure at any point leaves either nothing indexed
  * or an index whose images exist: an image is never lost and a key never points at wrong bytes.
  */
-import type { GeneratedImage } from '../gpu/engine-types'
+import type { GeneratedImage } from '../engine/types'
 import { sha256Hex } from '../util'
 
 /** One stored image as the index records it. */

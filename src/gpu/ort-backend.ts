@@ -5,7 +5,13 @@
  */
 import type { InferenceSession as OrtSession, Tensor as OrtTensor } from 'onnxruntime-common'
 import { providersForComponent } from './providers'
-import type { InferenceBackend, ModelSession, Tensor, TensorType, ValueInfo } from './tensor'
+import type {
+  InferenceBackend,
+  ModelSession,
+  Tensor,
+  TensorType,
+  ValueInfo,
+} from '../pipeline/tensor'
 
 /** The part of an ONNX Runtime module this adapter uses. */
 export interface OrtModule {

@@ -9,7 +9,7 @@ import * as ort from 'onnxruntime-node'
 import { createOrtBackend, type OrtModule } from './ort-backend'
 import { createWebBackend } from './ort-web'
 import { resolveProviders } from './providers'
-import type { InferenceBackend } from './tensor'
+import type { InferenceBackend } from '../pipeline/tensor'
 
 /** Creates an onnxruntime-node backend, e.g. `createNodeBackend('webgpu,cpu')`. */
 export function createNodeBackend(providers?: string | readonly string[]): InferenceBackend {

@@ -9,7 +9,7 @@ import * as ort from 'onnxruntime-web/wasm'
 import ortWasm from 'onnxruntime-web/ort-wasm-simd-threaded.wasm'
 import { createOrtBackend, type OrtModule } from './ort-backend'
 import { resolveProviders } from './providers'
-import type { InferenceBackend } from './tensor'
+import type { InferenceBackend } from '../pipeline/tensor'
 
 /** Marker bytes passed as `wasmBinary`; the shim swaps them for the precompiled module. */
 const MARKER = new TextEncoder().encode('tti:ort-wasm-module-import')

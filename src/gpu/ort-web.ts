@@ -7,7 +7,7 @@
 import * as ort from 'onnxruntime-web'
 import { createOrtBackend, type OrtModule } from './ort-backend'
 import { resolveProviders, type Runtime } from './providers'
-import type { InferenceBackend } from './tensor'
+import type { InferenceBackend } from '../pipeline/tensor'
 
 /** Creates an onnxruntime-web backend for `runtime`, e.g. `createWebBackend('browser')`. */
 export function createWebBackend(

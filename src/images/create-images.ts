@@ -6,8 +6,8 @@
 import { canonicalRequest, requestKey } from '../cache/cache-key'
 import { lookup, type ImageStoreDeps, type IndexEntry } from '../cache/image-store'
 import type { GenerationOutcome } from '../durable/generation-coordinator'
-import type { GenerateRequest, TextToImageEngine } from '../gpu/engine-types'
-import { backendStatus } from '../gpu/remote-engine'
+import type { GenerateRequest, TextToImageEngine } from '../engine/types'
+import { backendStatus } from '../engine/remote-engine'
 import { ProblemError, type ProblemSlug } from '../problem'
 import { resolveRequest } from './validate'
 

@@ -16,7 +16,7 @@ import type { AppEnv } from '../app-env'
 import type { IndexEntry } from '../cache/image-store'
 import { imagePath } from '../cache/serve-image'
 import type { GenerationOutcome, ProgressListener } from '../durable/generation-coordinator'
-import type { GenerateRequest } from '../gpu/engine-types'
+import type { GenerateRequest } from '../engine/types'
 import { ProblemError, problemResponse } from '../problem'
 import { createImages, type CreateImagesDeps, type CreateImagesResult } from './create-images'
 

@@ -11,7 +11,7 @@ import type {
   ModelInfo,
   TextToImageEngine,
   TokenizedPrompt,
-} from '../gpu/engine-types'
+} from '../engine/types'
 import { ProblemError, throwFieldErrors, type FieldError } from '../problem'
 import { fieldErrors } from '../schema'
 import {

@@ -5,7 +5,7 @@
  * dtype, hidden size, timestep dtype and rank, VAE scale and scaling factor, training resolution,
  * defaults. Nothing model-specific is hard-coded.
  */
-import type { InferenceBackend, ModelSession, ValueInfo } from '../gpu/tensor'
+import type { InferenceBackend, ModelSession, ValueInfo } from './tensor'
 import { ModelLoadError, readJson, readText, type ModelSource } from './model-source'
 import type { SchedulerConfig } from './schedulers'
 import { ClipTokenizer } from './tokenizer'

@@ -10,7 +10,7 @@
  * const pipe = new StableDiffusionPipeline(model)
  * const { images } = await pipe.generate({ prompt: 'a red circle', seed: 1 })
  */
-import { asFloat32, float32, integers, type Tensor } from '../gpu/tensor'
+import { asFloat32, float32, integers, type Tensor } from './tensor'
 import { decodedToRgb, type RgbImage } from './image'
 import type { LoadedModel, ModelSpec } from './model'
 import { TorchGenerator } from './randn'

@@ -1,15 +1,15 @@
 /**
  * @module
  * `POST /v1/batch` (scope `generate`): a list of image requests → a map of permanent URLs, for
- * static site generators (`tti prebuild prompts.json`). See `src/embeds/batch.ts`.
+ * static site generators (`tti prebuild prompts.json`). See `src/images/batch.ts`.
  */
 import { Hono } from 'hono'
 import type { AppEnv } from '../app-env'
 import { imageDeps } from '../bindings'
-import { createBatch } from '../embeds/batch'
+import { createBatch } from '../images/batch'
 import { BATCH_MAX_BODY_BYTES } from '../embeds/limits'
 import { parseBatchRequest } from '../embeds/schema'
-import type { EngineProvider } from '../engine-provider'
+import type { EngineProvider } from '../engine/provider'
 import type { RateLimitPolicy } from '../keys/api-keys'
 import { apiKeyAuth } from '../middleware/auth'
 import { jsonBody } from '../middleware/json-body'

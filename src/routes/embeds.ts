@@ -17,7 +17,7 @@ import {
   type OpenedEmbed,
 } from '../embeds/embeds'
 import { parseEmbedRequest } from '../embeds/schema'
-import type { EngineProvider } from '../engine-provider'
+import type { EngineProvider } from '../engine/provider'
 import type { RateLimitPolicy } from '../keys/api-keys'
 import { apiKeyAuth } from '../middleware/auth'
 import { jsonBody } from '../middleware/json-body'

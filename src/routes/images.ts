@@ -9,7 +9,7 @@ import type { AppEnv } from '../app-env'
 import { imageDeps, storeDeps } from '../bindings'
 import { getImage, IMMUTABLE } from '../cache/image-store'
 import { imageHeaders, imagePath, matchesEtag, serveImage } from '../cache/serve-image'
-import type { EngineProvider } from '../engine-provider'
+import type { EngineProvider } from '../engine/provider'
 import { createImages } from '../images/create-images'
 import { jobPath } from '../images/jobs'
 import {

@@ -4,8 +4,8 @@
  */
 import { Hono } from 'hono'
 import type { AppEnv } from '../app-env'
-import type { EngineProvider } from '../engine-provider'
-import type { ModelInfo } from '../gpu/engine-types'
+import type { EngineProvider } from '../engine/provider'
+import type { ModelInfo } from '../engine/types'
 import { apiKeyAuth } from '../middleware/auth'
 
 /** A model as the API shows it (snake_case, like request fields). */

@@ -9,26 +9,26 @@ import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createBackendApp } from '../../src/gpu/backend-service'
-import type { GenerateRequest } from '../../src/gpu/engine-types'
+import { createBackendApp } from '../../src/backend/service'
+import type { GenerateRequest } from '../../src/engine/types'
 import { createNodeBackend } from '../../src/gpu/ort-node'
-import { probeBackend, rankBackends, type BackendReadiness } from '../../src/gpu/health'
+import { probeBackend, rankBackends, type BackendReadiness } from '../../src/engine/health'
 import {
   EDGE_TEXT_ENCODER_MAX_BYTES,
   textEncoderBytes,
   textEncoderPlacement,
-} from '../../src/gpu/placement'
-import type { InferenceBackend } from '../../src/gpu/tensor'
+} from '../../src/engine/placement'
+import type { InferenceBackend } from '../../src/pipeline/tensor'
 import {
   decodeJob,
   encodeJob,
   HEADERS,
   JOB_CONTENT_TYPE,
   signRequest,
-} from '../../src/gpu/protocol'
-import { BackendError, createRemoteEngine } from '../../src/gpu/remote-engine'
+} from '../../src/backend/protocol'
+import { BackendError, createRemoteEngine } from '../../src/engine/remote-engine'
 import { folderSource } from '../../src/node/folder-source'
-import { createPipelineEngine, type ServedModel } from '../../src/pipeline/engine'
+import { createPipelineEngine, type ServedModel } from '../../src/engine/local-engine'
 import { loadModel } from '../../src/pipeline/model'
 import { StableDiffusionPipeline } from '../../src/pipeline/stable-diffusion'
 import { GOLDEN } from './golden'

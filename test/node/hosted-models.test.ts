@@ -6,14 +6,14 @@
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { afterAll, describe, expect, it } from 'vitest'
-import { createHostedEngine } from '../../src/gpu/hosted-engine'
+import { createHostedEngine } from '../../src/engine/hosted-engine'
 import {
   DEFAULT_HOSTED_PROVIDER,
   HOSTED_PROMPT_BYTES,
   hostedConfig,
   promptBytes,
-} from '../../src/gpu/hosted-models'
-import { BackendError, backendStatus } from '../../src/gpu/remote-engine'
+} from '../../src/engine/hosted-models'
+import { BackendError, backendStatus } from '../../src/engine/remote-engine'
 import { freePort } from './worker-server'
 
 const BASE = { HF_TOKEN: 'hf_test', HF_MODELS: 'stabilityai/sd-turbo' }

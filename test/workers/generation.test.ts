@@ -5,7 +5,7 @@
  */
 import { env } from 'cloudflare:test'
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { installedEngine } from '../../src/engine-provider'
+import { installedEngine } from '../../src/engine/provider'
 import {
   call,
   createKey,

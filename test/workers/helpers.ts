@@ -5,8 +5,8 @@
  */
 import { SELF } from 'cloudflare:test'
 import { expect } from 'vitest'
-import { installEngineProvider, type EngineProvider } from '../../src/engine-provider'
-import type { TextToImageEngine } from '../../src/gpu/engine-types'
+import { installEngineProvider, type EngineProvider } from '../../src/engine/provider'
+import type { TextToImageEngine } from '../../src/engine/types'
 import { PROBLEM_TYPE_BASE, type ProblemSlug } from '../../src/problem'
 
 let restoreEngine: (() => void) | undefined

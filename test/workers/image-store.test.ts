@@ -10,8 +10,8 @@ import {
   storeImages,
   type ImageStoreDeps,
 } from '../../src/cache/image-store'
-import { installedEngine } from '../../src/engine-provider'
-import type { GeneratedImage } from '../../src/gpu/engine-types'
+import { installedEngine } from '../../src/engine/provider'
+import type { GeneratedImage } from '../../src/engine/types'
 import { sha256Hex } from '../../src/util'
 
 let images: GeneratedImage[]

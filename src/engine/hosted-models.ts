@@ -11,7 +11,7 @@
  * Hosted models have no tokenizer files here, so prompts are measured and keyed in UTF-8 bytes
  * (see `promptBytes`): a byte count bounds any byte-level BPE token count from above.
  */
-import type { ModelInfo } from './engine-types'
+import type { ModelInfo } from './types'
 import { sha256Hex } from '../util'
 
 /** The vars that configure the hosted-provider backend. */

@@ -12,9 +12,9 @@
  * // { images: { hero: { url, sha256, seed, width, height, cached } }, errors: {} }
  */
 import { imagePath } from '../cache/serve-image'
-import { createImages, type CreateImagesDeps } from '../images/create-images'
+import { createImages, type CreateImagesDeps } from './create-images'
 import { PROBLEM_TYPE_BASE, PROBLEM_TYPES, ProblemError } from '../problem'
-import { batchId, type BatchRequestBody } from './schema'
+import { batchId, type BatchRequestBody } from '../embeds/schema'
 
 /** One image of a batch answer. */
 export interface BatchImage {

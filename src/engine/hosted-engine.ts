@@ -15,12 +15,7 @@
  * const engine = await createHostedEngine(hostedConfig({ HF_TOKEN: 'hf_…', HF_MODELS: 'stabilityai/sd-turbo' })!)
  * const [png] = await engine.generate({ model: 'hf:stabilityai/sd-turbo', prompt: 'a red fox', … })
  */
-import type {
-  GeneratedImage,
-  GenerateRequest,
-  TextToImageEngine,
-  TokenizedPrompt,
-} from './engine-types'
+import type { GeneratedImage, GenerateRequest, TextToImageEngine, TokenizedPrompt } from './types'
 import { hostedModels, promptBytes, type HostedConfig, type HostedModel } from './hosted-models'
 import { BackendError } from './remote-engine'
 

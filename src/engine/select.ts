@@ -12,10 +12,10 @@
  * generations go to Hugging Face Inference Providers (see `./hosted-models`).
  */
 import { bundledModelSource, BUNDLED_MODEL_ID, type ModelFiles } from '../models/bundled'
-import { createPipelineEngine, type ServedModel } from '../pipeline/engine'
+import { createPipelineEngine, type ServedModel } from './local-engine'
 import { loadModel } from '../pipeline/model'
 import { StableDiffusionPipeline } from '../pipeline/stable-diffusion'
-import type { TextToImageEngine } from './engine-types'
+import type { TextToImageEngine } from './types'
 import {
   probeBackend,
   readHealth,
@@ -26,7 +26,7 @@ import {
 import { textEncoderBytes, textEncoderPlacement } from './placement'
 import { createHostedEngine, withHostedModels } from './hosted-engine'
 import { hostedConfig, type HostedEnv } from './hosted-models'
-import { createWasmBackend } from './ort-wasm'
+import { createWasmBackend } from '../gpu/ort-wasm'
 import { createRemoteEngine } from './remote-engine'
 
 /** The bindings that select and reach a GPU backend. */

@@ -6,9 +6,9 @@
  * and the Cron Trigger's shared probes). Failures surface as `BackendError` with the status the
  * client should see: 502 (bad or refused response), 503 (no backend reachable), 504 (deadline).
  */
-import type { ServedModel } from '../pipeline/engine'
-import { createPipelineEngine } from '../pipeline/engine'
-import type { GeneratedImage, TextToImageEngine } from './engine-types'
+import type { ServedModel } from './local-engine'
+import { createPipelineEngine } from './local-engine'
+import type { GeneratedImage, TextToImageEngine } from './types'
 import { CircuitBreaker, probeBackend, rankBackends, type HealthRecord } from './health'
 import type { TextEncoderPlacement } from './placement'
 import {
@@ -19,8 +19,8 @@ import {
   readFrames,
   sha256Hex,
   signRequest,
-} from './protocol'
-import { float32, integers, type Tensor } from './tensor'
+} from '../backend/protocol'
+import { float32, integers, type Tensor } from '../pipeline/tensor'
 
 /** A generation failure caused by the backend, with the HTTP status to report. */
 export class BackendError extends Error {

@@ -10,10 +10,10 @@ import type {
   ModelInfo,
   TextToImageEngine,
   TokenizedPrompt,
-} from '../gpu/engine-types'
-import { encodePng, formatParameters } from './png'
-import { SCHEDULER_NAMES } from './schedulers'
-import { StableDiffusionPipeline } from './stable-diffusion'
+} from './types'
+import { encodePng, formatParameters } from '../pipeline/png'
+import { SCHEDULER_NAMES } from '../pipeline/schedulers'
+import { StableDiffusionPipeline } from '../pipeline/stable-diffusion'
 
 /** API-level bounds, tighter than the pipeline's own, so one request stays cheap. */
 export const API_LIMITS = Object.freeze({

@@ -1,10 +1,10 @@
 /**
  * @module
  * Where the app and the generation coordinator get their engine. `src/index.ts` installs
- * `getEngine` from `src/gpu/engine`; tests may install a wrapper around it (to count calls,
+ * `getEngine` from `src/engine/select`; tests may install a wrapper around it (to count calls,
  * delay or fail `generate`) — never a stand-in model.
  */
-import type { TextToImageEngine } from './gpu/engine-types'
+import type { TextToImageEngine } from './types'
 
 /** Returns the engine serving an environment. */
 export type EngineProvider = (env: Env) => Promise<TextToImageEngine>

@@ -10,7 +10,7 @@
  * Response: a stream of frames, kind byte ‖ u32 length ‖ payload: `P` progress JSON, `I` image
  * (u32 meta length ‖ meta JSON ‖ PNG bytes), `E` error JSON, `D` done.
  */
-import type { Tensor, TensorType } from './tensor'
+import type { Tensor, TensorType } from '../pipeline/tensor'
 
 /** How far a request's timestamp may be from the backend's clock. */
 export const SIGNATURE_WINDOW_MS = 60_000

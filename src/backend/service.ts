@@ -6,7 +6,7 @@
  */
 import { Hono } from 'hono'
 import { encodePng, formatParameters } from '../pipeline/png'
-import type { ServedModel } from '../pipeline/engine'
+import type { ServedModel } from '../engine/local-engine'
 import {
   decodeJob,
   frame,
@@ -19,8 +19,8 @@ import {
   verifyRequest,
   type Job,
 } from './protocol'
-import type { BackendReadiness } from './health'
-import { asFloat32 } from './tensor'
+import type { BackendReadiness } from '../engine/health'
+import { asFloat32 } from '../pipeline/tensor'
 
 /** Options of `createBackendApp`. */
 export interface BackendOptions {
