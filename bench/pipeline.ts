@@ -24,6 +24,7 @@ import { createRemoteEngine } from '../src/engine/remote-engine'
 import type { InferenceBackend, ModelSession } from '../src/pipeline/tensor'
 import { folderSource } from '../src/node/folder-source'
 import { createPipelineEngine } from '../src/engine/local-engine'
+import type { TextToImageEngine } from '../src/engine/types'
 import { loadModel } from '../src/pipeline/model'
 import { StableDiffusionPipeline, type GenerateParams } from '../src/pipeline/stable-diffusion'
 
@@ -128,7 +129,7 @@ async function main() {
   // Edge-to-backend overhead: the same CPU pipeline, in-process vs through the signed HTTP job.
   const dir = MODELS.find(([, d]) => existsSync(d))![1]
   const model = await loadModel(folderSource(dir), createNodeBackend('cpu'))
-  const models = [{ id: 'm', pipeline: new StableDiffusionPipeline(model) }]
+  const models = [new StableDiffusionPipeline(model)]
   const app = createBackendApp({ models, secret: 'bench-secret', resultTtlMs: 0 })
   const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' })
   await new Promise((r) => server.once('listening', r))
@@ -136,7 +137,7 @@ async function main() {
   const local = createPipelineEngine(models)
   const remote = createRemoteEngine(models, { urls: [url], secret: 'bench-secret' })
   const req = {
-    model: 'm',
+    model: model.spec.id,
     prompt: PARAMS.prompt,
     negativePrompt: '',
     seed: 0,
@@ -148,7 +149,7 @@ async function main() {
     n: 1,
     truncate: true,
   }
-  const time = async (engine: typeof local) => {
+  const time = async (engine: TextToImageEngine) => {
     await engine.generate(req)
     const t0 = performance.now()
     for (let r = 0; r < RUNS; r++) await engine.generate({ ...req, seed: 1000 + r })

@@ -7,12 +7,10 @@
  *   TTI_PROVIDERS=wasm  # the edge's WebAssembly kernels: the same bytes as the in-edge path
  */
 import { serve } from '@hono/node-server'
-import { basename, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { createBackendApp } from '../src/backend/service'
 import { createNodeBackend } from '../src/gpu/ort-node'
 import { folderSource } from '../src/node/folder-source'
-import type { ServedModel } from '../src/engine/local-engine'
 import { loadModel } from '../src/pipeline/model'
 import { StableDiffusionPipeline } from '../src/pipeline/stable-diffusion'
 
@@ -36,10 +34,9 @@ async function main() {
   const dirs = values.model?.length ? values.model : ['models/tiny-shapes']
   const backend = createNodeBackend(values.providers)
   const models = (async () => {
-    const loaded: ServedModel[] = []
+    const loaded: StableDiffusionPipeline[] = []
     for (const dir of dirs) {
-      const model = await loadModel(folderSource(dir), backend)
-      loaded.push({ id: basename(resolve(dir)), pipeline: new StableDiffusionPipeline(model) })
+      loaded.push(new StableDiffusionPipeline(await loadModel(folderSource(dir), backend)))
     }
     return loaded
   })()
@@ -55,7 +52,7 @@ async function main() {
     server.headersTimeout = KEEP_ALIVE_MS + 1_000
   }
   const loaded = await models
-  console.log(`gpu backend ready: ${loaded.map((m) => m.id).join(', ')}`)
+  console.log(`gpu backend ready: ${loaded.map((m) => m.spec.id).join(', ')}`)
 }
 
 main().catch((e: Error) => {

@@ -93,6 +93,42 @@ export function problemResponse(slug: ProblemSlug, init: ProblemInit = {}): Resp
   })
 }
 
+/** HTTP reason phrases for statuses a bare `HTTPException` may carry (RFC 9110 §15). */
+const REASON_PHRASES: Readonly<Record<number, string>> = Object.freeze({
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  405: 'Method Not Allowed',
+  406: 'Not Acceptable',
+  408: 'Request Timeout',
+  409: 'Conflict',
+  411: 'Length Required',
+  413: 'Content Too Large',
+  415: 'Unsupported Media Type',
+  422: 'Unprocessable Content',
+  429: 'Too Many Requests',
+  500: 'Internal Server Error',
+  502: 'Bad Gateway',
+  503: 'Service Unavailable',
+  504: 'Gateway Timeout',
+})
+
+/** A problem with no type of ours (`about:blank`, RFC 9457 §4.2.1): title = the reason phrase. */
+export function blankProblem(status: number, detail: string, instance?: string): Response {
+  const body = {
+    type: 'about:blank',
+    title: REASON_PHRASES[status] ?? `HTTP ${status}`,
+    status,
+    ...(detail ? { detail } : {}),
+    ...(instance ? { instance } : {}),
+  }
+  return new Response(JSON.stringify(body), {
+    status,
+    headers: { 'Content-Type': 'application/problem+json' },
+  })
+}
+
 /** One field error, as listed in a `validation-error` problem's `errors`. */
 export interface FieldError {
   field: string

@@ -10,7 +10,9 @@
  * Response: a stream of frames, kind byte ‖ u32 length ‖ payload: `P` progress JSON, `I` image
  * (u32 meta length ‖ meta JSON ‖ PNG bytes), `E` error JSON, `D` done.
  */
+import type { GenerateRequest } from '../engine/types'
 import type { Tensor, TensorType } from '../pipeline/tensor'
+import { sha256Hex, toHex } from '../util'
 
 /** How far a request's timestamp may be from the backend's clock. */
 export const SIGNATURE_WINDOW_MS = 60_000
@@ -26,22 +28,12 @@ export const JOB_CONTENT_TYPE = 'application/vnd.tti.job'
 /** Content type of the framed response stream. */
 export const FRAMES_CONTENT_TYPE = 'application/vnd.tti.frames'
 
-/** The JSON part of a denoise job. */
-export interface JobHeader {
-  /** Model id and digest; the backend refuses a digest it does not serve. */
-  model: string
-  digest: string
-  seed: number
-  steps: number
-  guidanceScale: number
-  width: number
-  height: number
-  scheduler: string
-  n: number
-  /** Generation parameters recorded in the PNG text chunk. */
-  prompt: string
-  negativePrompt: string
-}
+/**
+ * The JSON part of a denoise job: the edge's resolved request as it is, plus the model digest
+ * (the backend refuses a digest it does not serve). No mapping of its own: the backend hands it
+ * to the same local engine the edge would use.
+ */
+export type JobHeader = GenerateRequest & { digest: string }
 
 /**
  * A job: its header plus named tensors. With the text encoder at the edge: `prompt_embeds` and,
@@ -188,14 +180,6 @@ export async function* readFrames(stream: ReadableStream<Uint8Array>): AsyncGene
   }
 }
 
-const hex = (b: ArrayBuffer) =>
-  [...new Uint8Array(b)].map((x) => x.toString(16).padStart(2, '0')).join('')
-
-/** SHA-256 of bytes, hex. */
-export async function sha256Hex(bytes: Uint8Array): Promise<string> {
-  return hex(await crypto.subtle.digest('SHA-256', bytes))
-}
-
 async function hmac(secret: string, message: string): Promise<Uint8Array> {
   const key = await crypto.subtle.importKey(
     'raw',
@@ -214,7 +198,7 @@ export async function signRequest(
   path: string,
   body: Uint8Array,
 ): Promise<string> {
-  return `v1=${hex((await hmac(secret, `${timestamp}.${path}.${await sha256Hex(body)}`)).buffer as ArrayBuffer)}`
+  return `v1=${toHex(await hmac(secret, `${timestamp}.${path}.${await sha256Hex(body)}`))}`
 }
 
 /** Why a signature check failed, or `ok`. */

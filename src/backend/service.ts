@@ -5,8 +5,12 @@
  * `scripts/gpu-server.ts` serves it on Node with onnxruntime-node (webgpu / cuda / cpu).
  */
 import { Hono } from 'hono'
-import { encodePng, formatParameters } from '../pipeline/png'
-import type { ServedModel } from '../engine/local-engine'
+import type { StableDiffusionPipeline } from '../pipeline/stable-diffusion'
+import {
+  createPipelineEngine,
+  type LocalEngine,
+  type PromptEmbeddings,
+} from '../engine/local-engine'
 import {
   decodeJob,
   frame,
@@ -15,17 +19,17 @@ import {
   imagePayload,
   JOB_CONTENT_TYPE,
   ProtocolError,
-  sha256Hex,
   verifyRequest,
   type Job,
 } from './protocol'
+import { sha256Hex } from '../util'
 import type { BackendReadiness } from '../engine/health'
 import { asFloat32 } from '../pipeline/tensor'
 
 /** Options of `createBackendApp`. */
 export interface BackendOptions {
   /** The served models, or their load in progress: until it settles `/healthz` answers 503. */
-  models: readonly ServedModel[] | Promise<readonly ServedModel[]>
+  models: readonly StableDiffusionPipeline[] | Promise<readonly StableDiffusionPipeline[]>
   /** Shared secret for request signatures (HMAC-SHA256). */
   secret: string
   /** How long a finished job's result is kept for retries with the same idempotency key. */
@@ -53,12 +57,12 @@ const MAX_BODY = 1 << 20
 export function createBackendApp(options: BackendOptions): Hono {
   if (!options.secret) throw new Error('the backend needs a shared secret (TTI_BACKEND_SECRET)')
   const ttl = options.resultTtlMs ?? 10 * 60_000
-  const byId = new Map<string, ServedModel>()
+  let engine: LocalEngine | undefined
   let status: BackendReadiness['status'] = 'loading'
   let loadError: string | undefined
   Promise.resolve(options.models).then(
     (models) => {
-      for (const m of models) byId.set(m.id, m)
+      engine = createPipelineEngine(models)
       status = 'ready'
     },
     (e: Error) => {
@@ -91,7 +95,7 @@ export function createBackendApp(options: BackendOptions): Hono {
       ready: status === 'ready',
       status,
       provider: options.provider,
-      models: [...byId.values()].map((m) => ({ id: m.id, digest: m.pipeline.spec.digest })),
+      models: (engine?.models() ?? []).map((m) => ({ id: m.id, digest: m.digest })),
       jobs: { ...stats },
       ...(loadError ? { error: loadError } : {}),
     }
@@ -111,7 +115,7 @@ export function createBackendApp(options: BackendOptions): Hono {
       body,
     )
     if (check !== 'ok') return problem(401, 'Unauthorized', `request signature ${check}`)
-    if (status !== 'ready') {
+    if (status !== 'ready' || !engine) {
       const res = problem(503, 'Service Unavailable', `the backend is ${status}`)
       res.headers.set('retry-after', '5')
       return res
@@ -122,8 +126,8 @@ export function createBackendApp(options: BackendOptions): Hono {
     } catch (e) {
       return problem(400, 'Bad Request', (e as ProtocolError).message)
     }
-    const served = byId.get(job.header.model)
-    if (!served || served.pipeline.spec.digest !== job.header.digest)
+    const served = engine.models().find((m) => m.id === job.header.model)
+    if (!served || served.digest !== job.header.digest)
       return problem(
         409,
         'Conflict',
@@ -135,7 +139,7 @@ export function createBackendApp(options: BackendOptions): Hono {
     sweep(runs, ttl)
     let run = runs.get(key)
     if (!run) {
-      run = startRun(served, job, deadline, stats)
+      run = startRun(engine, job, deadline, stats)
       stats.started++
       stats.running++
       options.onJobStart?.(key)
@@ -164,41 +168,23 @@ function sweep(runs: Map<string, Run>, ttl: number): void {
 }
 
 function startRun(
-  served: ServedModel,
+  engine: LocalEngine,
   job: Job,
   deadline: number,
   stats: { promptsEncoded: number },
 ): Run {
   const listeners = new Set<(p: object) => void>()
-  const h = job.header
+  const { digest: _digest, ...req } = job.header
   const signal = AbortSignal.timeout(Math.max(0, deadline - Date.now()))
   const result = (async () => {
-    const { pe, ne } = await embeddings(served, job, stats)
-    const res = await served.pipeline.generate(
-      {
-        prompt: h.prompt,
-        negativePrompt: h.negativePrompt,
-        seed: h.seed,
-        steps: h.steps,
-        guidanceScale: h.guidanceScale,
-        width: h.width,
-        height: h.height,
-        scheduler: h.scheduler,
-        numImages: h.n,
-        promptEmbeds: pe,
-        negativePromptEmbeds: ne,
-      },
-      {
-        signal,
-        onStep: (p) =>
-          listeners.forEach((l) => l({ step: p.step, totalSteps: p.totalSteps, image: 0 })),
-      },
-    )
-    return res.images.map((image, i) => ({
-      meta: { seed: h.seed + i, width: h.width, height: h.height },
-      png: encodePng(image, {
-        parameters: formatParameters({ ...h, seed: h.seed + i, modelDigest: h.digest }),
-      }),
+    const images = await engine.generate(req, {
+      signal,
+      embeddings: await embeddings(engine, job, stats),
+      onProgress: (p) => listeners.forEach((l) => l(p)),
+    })
+    return images.map(({ bytes, seed, width, height }) => ({
+      meta: { seed, width, height },
+      png: bytes,
     }))
   })()
   result.catch(() => undefined) // observed by every stream; never an unhandled rejection
@@ -207,14 +193,15 @@ function startRun(
 
 /** The job's prompt embeddings: sent by the edge, or encoded here from its `input_ids`. */
 async function embeddings(
-  served: ServedModel,
+  engine: LocalEngine,
   job: Job,
   stats: { promptsEncoded: number },
-): Promise<{ pe: Float32Array; ne?: Float32Array }> {
+): Promise<PromptEmbeddings> {
   const { prompt_embeds: pe, negative_prompt_embeds: ne, input_ids: ids } = job.tensors
-  if (pe) return { pe: asFloat32(pe), ne: ne ? asFloat32(ne) : undefined }
+  if (pe) return { prompt: asFloat32(pe), negative: ne ? asFloat32(ne) : undefined }
   if (!ids) throw new ProtocolError('job has neither prompt_embeds nor input_ids')
-  const window = served.pipeline.spec.tokenWindow
+  const pipeline = engine.pipeline(job.header.model)
+  const window = pipeline.spec.tokenWindow
   const rows = job.header.guidanceScale > 1 ? 2 : 1
   if (
     ids.type !== 'int32' ||
@@ -227,8 +214,8 @@ async function embeddings(
     Array.from(ids.data.subarray(r * window, (r + 1) * window) as Int32Array)
   stats.promptsEncoded += rows
   return {
-    pe: await served.pipeline.encodeTokenIds(row(0)),
-    ne: rows === 2 ? await served.pipeline.encodeTokenIds(row(1)) : undefined,
+    prompt: await pipeline.encodeTokenIds(row(0)),
+    negative: rows === 2 ? await pipeline.encodeTokenIds(row(1)) : undefined,
   }
 }
 

@@ -11,6 +11,7 @@
 import { DurableObject } from 'cloudflare:workers'
 import { lookup, storeImages, type IndexEntry } from '../cache/image-store'
 import { installedEngine } from '../engine/provider'
+import { failureOf, type EngineFailure } from '../engine/errors'
 import type { GenerateRequest, GenerationProgress } from '../engine/types'
 import { recordMetrics } from './metrics'
 
@@ -22,6 +23,11 @@ export interface GenerationOutcome {
   source: 'stored' | 'generated' | 'joined'
 }
 
+/** What `run` answers: the images, or why the flight failed. */
+export type GenerationResult =
+  | ({ ok: true } & GenerationOutcome)
+  | { ok: false; failure: EngineFailure }
+
 /** Receives each denoising step of the flight a caller started or joined. */
 export type ProgressListener = (progress: GenerationProgress) => unknown
 
@@ -30,7 +36,7 @@ export type FlightStatus =
   | { state: 'idle' }
   | { state: 'running'; progress: GenerationProgress | null; n: number }
   | { state: 'succeeded'; entry: IndexEntry }
-  | { state: 'failed'; message: string }
+  | { state: 'failed'; failure: EngineFailure }
 
 /** The single-flight Durable Object for one request key. */
 export class GenerationCoordinator extends DurableObject<Env> {
@@ -38,7 +44,7 @@ export class GenerationCoordinator extends DurableObject<Env> {
   private done: GenerationOutcome | undefined
   private progress: GenerationProgress | undefined
   private images = 0
-  private failure: string | undefined
+  private failure: EngineFailure | undefined
   private readonly listeners = new Set<ProgressListener>()
 
   /**
@@ -49,14 +55,18 @@ export class GenerationCoordinator extends DurableObject<Env> {
     requestKey: string,
     req: GenerateRequest,
     onProgress?: ProgressListener,
-  ): Promise<GenerationOutcome> {
-    if (this.done) return { ...this.done, source: 'stored' }
+  ): Promise<GenerationResult> {
+    if (this.done) return { ok: true, ...this.done, source: 'stored' }
     if (onProgress) this.listeners.add(onProgress)
     try {
       if (this.flight) {
         // A joiner sees where the flight is now, not only the steps still to come.
         if (onProgress && this.progress) this.notify(onProgress, this.progress)
-        return { ...(await this.flight), source: 'joined' }
+        const joined = await this.flight.then(
+          (o) => ({ ok: true as const, ...o, source: 'joined' as const }),
+          (e) => ({ ok: false as const, failure: failureOf(e) }),
+        )
+        return joined
       }
       // Set synchronously, before any await, so every later caller joins this flight.
       this.flight = this.generate(requestKey, req)
@@ -64,10 +74,10 @@ export class GenerationCoordinator extends DurableObject<Env> {
       this.failure = undefined
       try {
         this.done = await this.flight
-        return this.done
+        return { ok: true, ...this.done }
       } catch (e) {
-        this.failure = e instanceof Error ? e.message : String(e)
-        throw e
+        this.failure = failureOf(e)
+        return { ok: false, failure: this.failure }
       } finally {
         this.flight = undefined
         this.progress = undefined
@@ -81,7 +91,7 @@ export class GenerationCoordinator extends DurableObject<Env> {
   status(): FlightStatus {
     if (this.done) return { state: 'succeeded', entry: this.done.entry }
     if (this.flight) return { state: 'running', progress: this.progress ?? null, n: this.images }
-    if (this.failure !== undefined) return { state: 'failed', message: this.failure }
+    if (this.failure !== undefined) return { state: 'failed', failure: this.failure }
     return { state: 'idle' }
   }
 
@@ -115,7 +125,7 @@ export class GenerationCoordinator extends DurableObject<Env> {
       return { entry, bytes: images.map((i) => i.bytes), source: 'generated' }
     } catch (e) {
       await recordMetrics(this.env.METRICS, { generationsFailed: 1 })
-      throw new Error(`generation failed: ${e instanceof Error ? e.message : String(e)}`)
+      throw e
     }
   }
 }

@@ -15,9 +15,10 @@
  * const engine = await createHostedEngine(hostedConfig({ HF_TOKEN: 'hf_…', HF_MODELS: 'stabilityai/sd-turbo' })!)
  * const [png] = await engine.generate({ model: 'hf:stabilityai/sd-turbo', prompt: 'a red fox', … })
  */
+import { pngSize } from '../pipeline/png'
 import type { GeneratedImage, GenerateRequest, TextToImageEngine, TokenizedPrompt } from './types'
 import { hostedModels, promptBytes, type HostedConfig, type HostedModel } from './hosted-models'
-import { BackendError } from './remote-engine'
+import { BackendError } from './errors'
 
 /** The client library, loaded on first use so deployments without a token never evaluate it. */
 const loadClient = () => import('@huggingface/inference')
@@ -151,16 +152,4 @@ function providerFailure(e: unknown, timedOut: boolean, model: string): BackendE
     return new BackendError(503, `hosted model ${model}: provider unreachable: ${err.message}`)
   }
   return new BackendError(502, `hosted model ${model}: ${err.name}: ${err.message}`)
-}
-
-/** Width and height from a PNG's IHDR chunk, or undefined when the bytes are not a PNG. */
-function pngSize(b: Uint8Array): { width: number; height: number } | undefined {
-  const sig = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]
-  if (b.length < 33 || sig.some((x, i) => b[i] !== x)) return undefined
-  // IHDR is the first chunk: length(4) type(4) at offset 8, then width and height (big-endian).
-  if (String.fromCharCode(b[12], b[13], b[14], b[15]) !== 'IHDR') return undefined
-  const view = new DataView(b.buffer, b.byteOffset, b.byteLength)
-  const width = view.getUint32(16)
-  const height = view.getUint32(20)
-  return width && height ? { width, height } : undefined
 }

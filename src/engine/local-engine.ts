@@ -1,88 +1,106 @@
 /**
  * @module
- * A `TextToImageEngine` over local pipelines: maps API requests onto `StableDiffusionPipeline`,
- * encodes PNGs with their generation parameters, and reports each model's defaults and limits.
- * Used by the in-isolate WebAssembly path and by the GPU backend service alike.
+ * A `TextToImageEngine` over local pipelines: maps API requests onto `StableDiffusionPipeline`
+ * (`toPipelineParams`, the one such mapping), encodes PNGs with their generation parameters, and
+ * reports each model's defaults and limits. Used by the in-isolate WebAssembly path and by the
+ * GPU backend service alike, so both generate through the same code.
  */
+import { MODEL_LIMITS } from '../pipeline/model'
+import { encodePng, formatParameters } from '../pipeline/png'
+import { SCHEDULER_NAMES } from '../pipeline/schedulers'
+import type { GenerateParams, StableDiffusionPipeline } from '../pipeline/stable-diffusion'
 import type {
   GeneratedImage,
+  GenerateOptions,
   GenerateRequest,
   ModelInfo,
   TextToImageEngine,
   TokenizedPrompt,
 } from './types'
-import { encodePng, formatParameters } from '../pipeline/png'
-import { SCHEDULER_NAMES } from '../pipeline/schedulers'
-import { StableDiffusionPipeline } from '../pipeline/stable-diffusion'
-
-/** API-level bounds, tighter than the pipeline's own, so one request stays cheap. */
-export const API_LIMITS = Object.freeze({
-  minSteps: 1,
-  maxSteps: 100,
-  minGuidance: 0,
-  maxGuidance: 30,
-  maxImages: 4,
-})
-
-/** A served model: its public id and its pipeline. */
-export interface ServedModel {
-  id: string
-  pipeline: StableDiffusionPipeline
-}
 
 /** Describes a served model for `/v1/models` and request validation. */
-export function describeModel({ id, pipeline }: ServedModel): ModelInfo {
+export function describeModel(pipeline: StableDiffusionPipeline): ModelInfo {
   const s = pipeline.spec
+  const { maxSizeFactor, ...bounds } = MODEL_LIMITS
   return {
-    id,
+    id: s.id,
     digest: s.digest,
     maxPromptTokens: s.tokenWindow - 2,
     defaults: {
       steps: s.defaults.steps,
       guidance_scale: s.defaults.guidanceScale,
       scheduler: s.defaults.scheduler,
-      width: s.sampleSize,
-      height: s.sampleSize,
+      width: s.defaults.width,
+      height: s.defaults.height,
     },
     limits: {
-      maxWidth: s.sampleSize,
-      maxHeight: s.sampleSize,
+      maxWidth: s.sampleSize * maxSizeFactor,
+      maxHeight: s.sampleSize * maxSizeFactor,
       sizeMultiple: s.sizeMultiple,
-      ...API_LIMITS,
+      ...bounds,
     },
     schedulers: SCHEDULER_NAMES,
   }
 }
 
+/**
+ * The pipeline parameters of a request: the one mapping from the API's request to the pipeline.
+ * A new request field is added to `GenerateRequest`, here, and to the pipeline.
+ */
+export function toPipelineParams(req: GenerateRequest): GenerateParams {
+  return {
+    prompt: req.prompt,
+    negativePrompt: req.negativePrompt,
+    seed: req.seed,
+    steps: req.steps,
+    guidanceScale: req.guidanceScale,
+    width: req.width,
+    height: req.height,
+    scheduler: req.scheduler,
+    numImages: req.n,
+    truncate: req.truncate,
+  }
+}
+
+/** Text encoder states computed elsewhere (the edge, for a GPU backend): skip the encoder. */
+export interface PromptEmbeddings {
+  prompt: Float32Array
+  negative?: Float32Array
+}
+
+/** A local engine; `generate` may also take precomputed prompt embeddings. */
+export interface LocalEngine extends TextToImageEngine {
+  /** The pipeline serving a model id; throws `RangeError` for an unknown one. */
+  pipeline(model: string): StableDiffusionPipeline
+  generate(
+    req: GenerateRequest,
+    options?: GenerateOptions & { embeddings?: PromptEmbeddings },
+  ): Promise<GeneratedImage[]>
+}
+
 /** Builds an engine over one or more local pipelines; the first model is the default. */
-export function createPipelineEngine(models: readonly ServedModel[]): TextToImageEngine {
-  const byId = new Map(models.map((m) => [m.id, m]))
-  const infos = Object.freeze(models.map(describeModel))
-  const get = (id: string) => {
-    const m = byId.get(id)
-    if (!m) throw new RangeError(`unknown model ${JSON.stringify(id)}`)
-    return m
+export function createPipelineEngine(pipelines: readonly StableDiffusionPipeline[]): LocalEngine {
+  const byId = new Map(pipelines.map((p) => [p.spec.id, p]))
+  const infos = Object.freeze(pipelines.map(describeModel))
+  const pipeline = (id: string) => {
+    const p = byId.get(id)
+    if (!p) throw new RangeError(`unknown model ${JSON.stringify(id)}`)
+    return p
   }
   return {
+    pipeline,
     models: () => infos,
     tokenize(model, text): TokenizedPrompt {
-      const enc = get(model).pipeline.tokenize(text, true)
+      const enc = pipeline(model).tokenize(text, true)
       return { inputIds: enc.inputIds, nTokens: enc.nTokens, truncated: enc.truncated }
     },
-    async generate(req: GenerateRequest, options = {}): Promise<GeneratedImage[]> {
-      const { pipeline } = get(req.model)
-      const result = await pipeline.generate(
+    async generate(req, options = {}): Promise<GeneratedImage[]> {
+      const pipe = pipeline(req.model)
+      const result = await pipe.generate(
         {
-          prompt: req.prompt,
-          negativePrompt: req.negativePrompt,
-          seed: req.seed,
-          steps: req.steps,
-          guidanceScale: req.guidanceScale,
-          width: req.width,
-          height: req.height,
-          scheduler: req.scheduler,
-          numImages: req.n,
-          truncate: req.truncate,
+          ...toPipelineParams(req),
+          promptEmbeds: options.embeddings?.prompt,
+          negativePromptEmbeds: options.embeddings?.negative,
         },
         {
           signal: options.signal,
@@ -101,7 +119,7 @@ export function createPipelineEngine(models: readonly ServedModel[]): TextToImag
             width: req.width,
             height: req.height,
             model: req.model,
-            modelDigest: pipeline.spec.digest,
+            modelDigest: pipe.spec.digest,
           }),
         }),
         contentType: 'image/png' as const,

@@ -6,7 +6,9 @@
  * and the Cron Trigger's shared probes). Failures surface as `BackendError` with the status the
  * client should see: 502 (bad or refused response), 503 (no backend reachable), 504 (deadline).
  */
-import type { ServedModel } from './local-engine'
+import { pngSize } from '../pipeline/png'
+import type { StableDiffusionPipeline } from '../pipeline/stable-diffusion'
+import { BackendError } from './errors'
 import { createPipelineEngine } from './local-engine'
 import type { GeneratedImage, TextToImageEngine } from './types'
 import { CircuitBreaker, probeBackend, rankBackends, type HealthRecord } from './health'
@@ -17,31 +19,10 @@ import {
   HEADERS,
   JOB_CONTENT_TYPE,
   readFrames,
-  sha256Hex,
   signRequest,
 } from '../backend/protocol'
 import { float32, integers, type Tensor } from '../pipeline/tensor'
-
-/** A generation failure caused by the backend, with the HTTP status to report. */
-export class BackendError extends Error {
-  override name = 'BackendError'
-  /** Builds the error; the message starts with `[backend NNN]` so the status survives RPC. */
-  constructor(
-    readonly status: 502 | 503 | 504,
-    message: string,
-  ) {
-    super(`[backend ${status}] ${message}`)
-  }
-}
-
-/**
- * The backend status carried by an error, also after a Durable Object RPC boundary turned the
- * `BackendError` into a plain `Error` (only the message crosses it), or undefined.
- */
-export function backendStatus(error: unknown): 502 | 503 | 504 | undefined {
-  const m = /\[backend (50[234])\]/.exec(error instanceof Error ? error.message : String(error))
-  return m ? (Number(m[1]) as 502 | 503 | 504) : undefined
-}
+import { sha256Hex } from '../util'
 
 /** Options of `createRemoteEngine`. */
 export interface RemoteEngineOptions {
@@ -66,13 +47,13 @@ export interface RemoteEngineOptions {
 
 /** An engine that runs the denoising loop on a GPU backend (the text encoder where placed). */
 export function createRemoteEngine(
-  models: readonly ServedModel[],
+  models: readonly StableDiffusionPipeline[],
   options: RemoteEngineOptions,
 ): TextToImageEngine {
   if (!options.urls.length) throw new Error('createRemoteEngine needs at least one backend URL')
   if (!options.secret) throw new Error('createRemoteEngine needs the backend secret')
   const local = createPipelineEngine(models)
-  const byId = new Map(models.map((m) => [m.id, m]))
+  const byId = new Map(models.map((m) => [m.spec.id, m]))
   const doFetch = options.fetch ?? ((u, i) => fetch(u, i))
   const timeoutMs = options.timeoutMs ?? 120_000
   const baseMs = options.downForMs ?? 5_000
@@ -91,27 +72,11 @@ export function createRemoteEngine(
     models: () => local.models(),
     tokenize: (model, text) => local.tokenize(model, text),
     async generate(req, { signal, onProgress } = {}) {
-      const served = byId.get(req.model)
-      if (!served) throw new RangeError(`unknown model ${JSON.stringify(req.model)}`)
-      const pipe = served.pipeline
+      const pipe = byId.get(req.model)
+      if (!pipe) throw new RangeError(`unknown model ${JSON.stringify(req.model)}`)
       const spec = pipe.spec
       const tensors = await jobTensors(pipe, req, options.textEncoder?.[req.model] ?? 'edge')
-      const body = encodeJob({
-        header: {
-          model: req.model,
-          digest: spec.digest,
-          seed: req.seed,
-          steps: req.steps,
-          guidanceScale: req.guidanceScale,
-          width: req.width,
-          height: req.height,
-          scheduler: req.scheduler,
-          n: req.n,
-          prompt: req.prompt,
-          negativePrompt: req.negativePrompt,
-        },
-        tensors,
-      })
+      const body = encodeJob({ header: { ...req, digest: spec.digest }, tensors })
       const key = await sha256Hex(body)
       const deadline = Date.now() + timeoutMs
       const shared = (await options.health?.().catch(() => undefined)) ?? {}
@@ -212,7 +177,7 @@ export function createRemoteEngine(
 
 /** The job's tensors: hidden states encoded here, or token ids for the backend to encode. */
 async function jobTensors(
-  pipe: ServedModel['pipeline'],
+  pipe: StableDiffusionPipeline,
   req: Parameters<TextToImageEngine['generate']>[0],
   placement: TextEncoderPlacement,
 ): Promise<Record<string, Tensor>> {
@@ -249,7 +214,7 @@ async function readImages(
     for await (const f of readFrames(body)) {
       if (f.kind === 'P') onProgress?.(f.progress)
       else if (f.kind === 'I') {
-        if (!isPng(f.png))
+        if (!pngSize(f.png))
           throw new BackendError(502, `GPU backend ${base} sent an image that is not a PNG`)
         images.push({ bytes: f.png, contentType: 'image/png', ...f.meta })
       } else if (f.kind === 'E')
@@ -273,8 +238,4 @@ async function readImages(
     )
   }
   throw new BackendError(502, `GPU backend ${base} ended the response early`)
-}
-
-function isPng(b: Uint8Array): boolean {
-  return b.length > 8 && b[0] === 0x89 && b[1] === 0x50 && b[2] === 0x4e && b[3] === 0x47
 }

@@ -11,8 +11,8 @@
  * Either way, the `HF_TOKEN` secret with `HF_MODELS` adds hosted models (`hf:<id>`) whose
  * generations go to Hugging Face Inference Providers (see `./hosted-models`).
  */
-import { bundledModelSource, BUNDLED_MODEL_ID, type ModelFiles } from '../models/bundled'
-import { createPipelineEngine, type ServedModel } from './local-engine'
+import { bundledModelSource, type ModelFiles } from '../models/bundled'
+import { createPipelineEngine } from './local-engine'
 import { loadModel } from '../pipeline/model'
 import { StableDiffusionPipeline } from '../pipeline/stable-diffusion'
 import type { TextToImageEngine } from './types'
@@ -77,13 +77,13 @@ export async function recordBackendHealth(
   return records
 }
 
-let models: Promise<ServedModel[]> | undefined
+let models: Promise<StableDiffusionPipeline[]> | undefined
 const engines = new Map<string, TextToImageEngine>()
 
 /** The bundled model, loaded on WebAssembly once per isolate (a failed load is retried). */
-function bundledModels(env: EngineEnv): Promise<ServedModel[]> {
+function bundledModels(env: EngineEnv): Promise<StableDiffusionPipeline[]> {
   models ??= loadModel(bundledModelSource(env.MODEL_FILES), createWasmBackend())
-    .then((model) => [{ id: BUNDLED_MODEL_ID, pipeline: new StableDiffusionPipeline(model) }])
+    .then((model) => [new StableDiffusionPipeline(model)])
     .catch((e) => {
       models = undefined
       throw e
@@ -114,7 +114,10 @@ export async function getEngine(env: EngineEnv = {}): Promise<TextToImageEngine>
       timeoutMs: env.GPU_BACKEND_TIMEOUT_MS ? Number(env.GPU_BACKEND_TIMEOUT_MS) : undefined,
       fetch: backendFetch(env),
       textEncoder: Object.fromEntries(
-        served.map((m) => [m.id, textEncoderPlacement(m.id, encoderBytes, env.GPU_TEXT_ENCODER)]),
+        served.map((m) => [
+          m.spec.id,
+          textEncoderPlacement(m.spec.id, encoderBytes, env.GPU_TEXT_ENCODER),
+        ]),
       ),
       health: store
         ? () => {

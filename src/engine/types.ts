@@ -78,6 +78,12 @@ export interface GenerationProgress {
   image: number
 }
 
+/** Per-call options of `generate`. */
+export interface GenerateOptions {
+  signal?: AbortSignal
+  onProgress?: (p: GenerationProgress) => void
+}
+
 /** Anything that can make images: the in-edge WebAssembly pipeline or a GPU backend client. */
 export interface TextToImageEngine {
   /** The models this engine serves. */
@@ -85,8 +91,5 @@ export interface TextToImageEngine {
   /** Tokenizes a prompt exactly as the model will see it. Throws on an unknown model. */
   tokenize(model: string, text: string): TokenizedPrompt
   /** Generates `req.n` images. Rejects on failure or abort. */
-  generate(
-    req: GenerateRequest,
-    options?: { signal?: AbortSignal; onProgress?: (p: GenerationProgress) => void },
-  ): Promise<GeneratedImage[]>
+  generate(req: GenerateRequest, options?: GenerateOptions): Promise<GeneratedImage[]>
 }

@@ -5,26 +5,21 @@
  */
 import { canonicalRequest, requestKey } from '../cache/cache-key'
 import { lookup, type ImageStoreDeps, type IndexEntry } from '../cache/image-store'
-import type { GenerationOutcome } from '../durable/generation-coordinator'
+import type { GenerationResult } from '../durable/generation-coordinator'
+import type { EngineFailure } from '../engine/errors'
 import type { GenerateRequest, TextToImageEngine } from '../engine/types'
-import { backendStatus } from '../engine/remote-engine'
-import { ProblemError, type ProblemSlug } from '../problem'
+import { ProblemError } from '../problem'
 import { resolveRequest } from './validate'
-
-/** The problem for each GPU backend failure status (see `BackendError`). */
-const BACKEND_PROBLEMS = Object.freeze({
-  502: 'backend-error',
-  503: 'backend-unavailable',
-  504: 'backend-timeout',
-} as const satisfies Record<502 | 503 | 504, ProblemSlug>)
 
 /** Seconds a client should wait after a failed generation. */
 export const GENERATION_RETRY_AFTER_SECONDS = 5
 
-/** The problem a failed generation answers with (also for a polled job that failed). */
-export function generationProblem(error: unknown): ProblemError {
-  const status = backendStatus(error)
-  return new ProblemError(status ? BACKEND_PROBLEMS[status] : 'generation-failed', {
+/**
+ * The problem a failed generation answers with (also for a polled job that failed): the one
+ * mapping from an engine failure to HTTP. The failure's type is a problem slug as it is.
+ */
+export function failureProblem(failure: EngineFailure): ProblemError {
+  return new ProblemError(failure.type, {
     headers: { 'Retry-After': String(GENERATION_RETRY_AFTER_SECONDS) },
   })
 }
@@ -35,7 +30,7 @@ export interface CreateImagesDeps {
   store: ImageStoreDeps
   /** The single-flight coordinator of a request key. */
   coordinator: (requestKey: string) => {
-    run(requestKey: string, req: GenerateRequest): Promise<GenerationOutcome>
+    run(requestKey: string, req: GenerateRequest): Promise<GenerationResult>
   }
   /**
    * Charges `cost` images against the caller's quota (0 on a hit); throws 429 when exhausted.
@@ -78,13 +73,17 @@ export async function createImages(
   }
 
   const refund = await deps.charge(req.n)
-  let outcome: GenerationOutcome
+  let outcome: GenerationResult
   try {
     outcome = await deps.coordinator(key).run(key, req)
   } catch (e) {
-    console.error(`generation for ${key} failed`, e)
+    // The coordinator answers failures as data; a throw here is the RPC itself failing.
+    outcome = { ok: false, failure: { status: 503, type: 'generation-failed', detail: String(e) } }
+  }
+  if (!outcome.ok) {
+    console.error(`generation for ${key} failed: ${outcome.failure.detail}`)
     await refund().catch((r) => console.warn('quota refund failed', r))
-    throw generationProblem(e)
+    throw failureProblem(outcome.failure)
   }
   return {
     entry: outcome.entry,

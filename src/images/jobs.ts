@@ -8,7 +8,7 @@
 import { lookup, type ImageStoreDeps, type IndexEntry } from '../cache/image-store'
 import type { FlightStatus } from '../durable/generation-coordinator'
 import { ProblemError } from '../problem'
-import { generationProblem } from './create-images'
+import { failureProblem } from './create-images'
 import type { ProgressEvent } from './progress'
 
 /** The path of a job, as sent in `Location`. */
@@ -51,7 +51,7 @@ export async function findJob(deps: JobDeps, requestKey: string): Promise<Job> {
     case 'succeeded':
       return { status: 'succeeded', entry: flight.entry }
     case 'failed':
-      throw generationProblem(new Error(flight.message))
+      throw failureProblem(flight.failure)
     case 'idle':
       throw new ProblemError('not-found', { detail: `no job ${requestKey}` })
   }

@@ -15,7 +15,7 @@ import { streamSSE } from 'hono/streaming'
 import type { AppEnv } from '../app-env'
 import type { IndexEntry } from '../cache/image-store'
 import { imagePath } from '../cache/serve-image'
-import type { GenerationOutcome, ProgressListener } from '../durable/generation-coordinator'
+import type { GenerationResult, ProgressListener } from '../durable/generation-coordinator'
 import type { GenerateRequest } from '../engine/types'
 import { ProblemError, problemResponse } from '../problem'
 import { createImages, type CreateImagesDeps, type CreateImagesResult } from './create-images'
@@ -37,7 +37,7 @@ export interface StartImagesDeps extends Omit<CreateImagesDeps, 'coordinator'> {
       requestKey: string,
       req: GenerateRequest,
       onProgress?: ProgressListener,
-    ): Promise<GenerationOutcome>
+    ): Promise<GenerationResult>
   }
 }
 

@@ -5,21 +5,18 @@
  */
 import type { Context, ErrorHandler, NotFoundHandler } from 'hono'
 import { HTTPException } from 'hono/http-exception'
-import { PROBLEM_TYPES, ProblemError, problemResponse, type ProblemSlug } from '../problem'
+import { blankProblem, ProblemError, problemResponse } from '../problem'
 
-/** Renders `ProblemError`s as they are, other HTTP errors by status, anything else as 500. */
+/**
+ * Renders `ProblemError`s as they are, anything else as 500. A bare `HTTPException` (thrown by
+ * Hono or a library, never by our code) has no problem type of ours: guessing one from its status
+ * would mislabel it (a 403 is not necessarily `key-revoked`), so it renders as RFC 9457's
+ * `about:blank` with the status's own reason phrase as title (RFC 9457 §4.2.1).
+ */
 export const onProblem: ErrorHandler = (err, c: Context) => {
   const instance = new URL(c.req.url).pathname
   if (err instanceof ProblemError) return err.getResponse(instance)
-  if (err instanceof HTTPException) {
-    const slug = (Object.keys(PROBLEM_TYPES) as ProblemSlug[]).find(
-      (s) => PROBLEM_TYPES[s].status === err.status,
-    )
-    return problemResponse(slug ?? 'internal-error', {
-      detail: err.message,
-      extensions: { instance },
-    })
-  }
+  if (err instanceof HTTPException) return blankProblem(err.status, err.message, instance)
   console.error('unhandled error', err)
   return problemResponse('internal-error', { extensions: { instance } })
 }

@@ -11,8 +11,8 @@
  */
 import { fetchSource, type ModelSource } from '../pipeline/model-source'
 
-/** Public id of the bundled model. */
-export const BUNDLED_MODEL_ID = 'tiny-shapes'
+/** The bundled model's folder under `models/` (its id comes from its `model_index.json`). */
+const BUNDLED_MODEL_DIR = 'tiny-shapes'
 
 /** The assets binding that holds `models/` (a Workers `Fetcher`). */
 export interface ModelFiles {
@@ -23,5 +23,5 @@ export interface ModelFiles {
 export function bundledModelSource(files: ModelFiles | undefined): ModelSource {
   if (!files) throw new Error('the MODEL_FILES assets binding is missing (see wrangler.toml)')
   // Only the path matters to an assets binding; the host is a placeholder.
-  return fetchSource(`https://model-files.invalid/${BUNDLED_MODEL_ID}/`, (url) => files.fetch(url))
+  return fetchSource(`https://model-files.invalid/${BUNDLED_MODEL_DIR}/`, (url) => files.fetch(url))
 }

@@ -30,7 +30,25 @@ export interface ModelDefaults {
   steps: number
   guidanceScale: number
   scheduler: string
+  /** Image size in pixels (`_defaults` `width`/`height`, else the training resolution). */
+  width: number
+  height: number
 }
+
+/**
+ * Bounds of a request to a served model, the same for every model: the one table that request
+ * validation (`GET /v1/models` `limits`) and the serving engines read. Sizes are bounded by the
+ * model's training resolution (`sampleSize`) times `maxSizeFactor`. The pipeline's own
+ * `PIPELINE_LIMITS` are wider: they only keep a direct caller (CLI, tests) from exhausting memory.
+ */
+export const MODEL_LIMITS = Object.freeze({
+  minSteps: 1,
+  maxSteps: 100,
+  minGuidance: 0,
+  maxGuidance: 30,
+  maxImages: 4,
+  maxSizeFactor: 1,
+})
 
 /** How the UNet wants its timestep: element type and rank (scalar `[]` or `[batch]`). */
 export interface TimestepInput {
@@ -41,6 +59,11 @@ export interface TimestepInput {
 
 /** Everything derived from a model folder. */
 export interface ModelSpec {
+  /**
+   * Public model id: `model_index.json` `_name_or_path` (as diffusers records it), else the last
+   * segment of the folder's path or URL. Edge and backend derive it the same way, here.
+   */
+  id: string
   /** SHA-256 (hex) over every file's path and bytes: part of every cache key. */
   digest: string
   /** Text encoder sequence length (77 for CLIP). */
@@ -204,6 +227,8 @@ export async function loadModel(
     steps: numberOr(d.num_inference_steps, DEFAULT_STEPS),
     guidanceScale: numberOr(d.guidance_scale, DEFAULT_GUIDANCE),
     scheduler: String(d.scheduler ?? schedulerConfig._class_name ?? 'PNDMScheduler'),
+    width: numberOr(d.width, sampleSize),
+    height: numberOr(d.height, sampleSize),
   }
   if (!Number.isFinite(hiddenSize)) {
     throw new ModelLoadError(
@@ -211,6 +236,7 @@ export async function loadModel(
     )
   }
   const spec: ModelSpec = {
+    id: modelId(index, source.label),
     digest: await digestFiles(hashes),
     tokenWindow,
     inputIdsType: ids.type,
@@ -226,6 +252,14 @@ export async function loadModel(
     schedulerConfig,
   }
   return { spec, tokenizer, textEncoder, unet, vaeDecoder }
+}
+
+/** The model's public id (see `ModelSpec.id`). */
+function modelId(index: Record<string, unknown>, label: string): string {
+  const named = index._name_or_path
+  if (typeof named === 'string' && named.trim()) return named.trim()
+  const segments = label.split(/[\\/]/).filter(Boolean)
+  return segments[segments.length - 1] ?? label
 }
 
 /** Wraps a source so each file is read at most once during a load. */

@@ -40,6 +40,22 @@ export function formatParameters(p: PngParameters): string {
   return lines.join('\n')
 }
 
+/** The eight bytes every PNG starts with (PNG spec §5.2). */
+const PNG_SIGNATURE = Object.freeze(
+  new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+)
+
+/** Width and height from a PNG's IHDR chunk, or undefined when the bytes are not a PNG. */
+export function pngSize(b: Uint8Array): { width: number; height: number } | undefined {
+  if (b.length < 33 || PNG_SIGNATURE.some((x, i) => b[i] !== x)) return undefined
+  // IHDR is the first chunk: length(4) type(4) at offset 8, then width and height (big-endian).
+  if (String.fromCharCode(b[12], b[13], b[14], b[15]) !== 'IHDR') return undefined
+  const view = new DataView(b.buffer, b.byteOffset, b.byteLength)
+  const width = view.getUint32(16)
+  const height = view.getUint32(20)
+  return width && height ? { width, height } : undefined
+}
+
 const CRC_TABLE = (() => {
   const t = new Uint32Array(256)
   for (let n = 0; n < 256; n++) {
@@ -99,7 +115,7 @@ export function encodePng(image: RgbImage, text: Record<string, string> = {}): U
   v.setUint32(4, height)
   ihdr.set([8, 2, 0, 0, 0], 8) // 8-bit, truecolour, deflate, adaptive filtering, no interlace
   const parts = [
-    new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    PNG_SIGNATURE,
     chunk('IHDR', ihdr),
     ...Object.entries(text).map(([k, t]) => textChunk(k, t)),
     chunk('IDAT', zlibSync(raw, { level: 9 })),

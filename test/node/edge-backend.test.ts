@@ -183,7 +183,7 @@ describe('edge → GPU backend through wrangler dev', () => {
   beforeAll(async () => {
     const model = await loadModel(folderSource(MODEL_DIR), createNodeBackend('cpu'))
     const app = createBackendApp({
-      models: [{ id: MODEL_ID, pipeline: new StableDiffusionPipeline(model) }],
+      models: [new StableDiffusionPipeline(model)],
       secret: SECRET,
       onJobStart: () => jobs++,
     })
@@ -211,12 +211,9 @@ describe('edge → GPU backend through wrangler dev', () => {
 
       // The in-edge path: the same pipeline on onnxruntime-web's WebAssembly build, as in workerd.
       const wasm = createPipelineEngine([
-        {
-          id: MODEL_ID,
-          pipeline: new StableDiffusionPipeline(
-            await loadModel(folderSource(MODEL_DIR), createWebBackend('node')),
-          ),
-        },
+        new StableDiffusionPipeline(
+          await loadModel(folderSource(MODEL_DIR), createWebBackend('node')),
+        ),
       ])
       const info = wasm.models()[0]
       const [local] = await wasm.generate({

@@ -26,9 +26,10 @@ import {
   JOB_CONTENT_TYPE,
   signRequest,
 } from '../../src/backend/protocol'
-import { BackendError, createRemoteEngine } from '../../src/engine/remote-engine'
+import { BackendError } from '../../src/engine/errors'
+import { createRemoteEngine } from '../../src/engine/remote-engine'
 import { folderSource } from '../../src/node/folder-source'
-import { createPipelineEngine, type ServedModel } from '../../src/engine/local-engine'
+import { createPipelineEngine } from '../../src/engine/local-engine'
 import { loadModel } from '../../src/pipeline/model'
 import { StableDiffusionPipeline } from '../../src/pipeline/stable-diffusion'
 import { GOLDEN } from './golden'
@@ -36,14 +37,14 @@ import { GOLDEN } from './golden'
 const SECRET = 'test-secret-0123456789'
 const DIR = join(GOLDEN, 'pipeline', 'tiny-sd-optimum')
 
-let models: ServedModel[]
+let models: StableDiffusionPipeline[]
 let server: ServerType
 let base: string
 const started: string[] = []
 const extra: Server[] = []
 
 const request = (over: Partial<GenerateRequest> = {}): GenerateRequest => ({
-  model: 'tiny',
+  model: 'tiny-sd-optimum',
   prompt: 'a red circle',
   negativePrompt: '',
   seed: 7,
@@ -67,7 +68,7 @@ async function listen(handler: Parameters<typeof createServer>[1]): Promise<stri
 
 beforeAll(async () => {
   const model = await loadModel(folderSource(DIR), createNodeBackend('cpu'))
-  models = [{ id: 'tiny', pipeline: new StableDiffusionPipeline(model) }]
+  models = [new StableDiffusionPipeline(model)]
   const app = createBackendApp({
     models,
     secret: SECRET,
@@ -138,8 +139,8 @@ describe('gpu backend service', () => {
     const body = encodeJob({
       header: {
         ...request(),
-        model: 'tiny',
-        digest: models[0].pipeline.spec.digest,
+        model: 'tiny-sd-optimum',
+        digest: models[0].spec.digest,
         guidanceScale: 1,
       } as never,
       tensors: {},
@@ -195,14 +196,14 @@ describe('gpu backend service', () => {
       ready: true,
       status: 'ready',
       provider: 'cpu',
-      models: [{ id: 'tiny', digest: models[0].pipeline.spec.digest }],
+      models: [{ id: 'tiny-sd-optimum', digest: models[0].spec.digest }],
     })
   })
 })
 
 describe('backend readiness and text encoder placement', () => {
   it('answers 503 on /healthz and refuses jobs until its models are loaded', async () => {
-    let finish!: (m: readonly ServedModel[]) => void
+    let finish!: (m: readonly StableDiffusionPipeline[]) => void
     const app = createBackendApp({
       models: new Promise((r) => (finish = r)),
       secret: SECRET,
@@ -261,7 +262,7 @@ describe('backend readiness and text encoder placement', () => {
     expect(Buffer.from(got.bytes).equals(Buffer.from(want.bytes))).toBe(true)
     const job = decodeJob(bodies[0])
     expect(Object.keys(job.tensors)).toEqual(['input_ids'])
-    expect(job.tensors.input_ids.dims).toEqual([2, models[0].pipeline.spec.tokenWindow])
+    expect(job.tensors.input_ids.dims).toEqual([2, models[0].spec.tokenWindow])
     expect((await encoded()) - before).toBe(2)
   })
 })

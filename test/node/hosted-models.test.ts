@@ -13,7 +13,7 @@ import {
   hostedConfig,
   promptBytes,
 } from '../../src/engine/hosted-models'
-import { BackendError, backendStatus } from '../../src/engine/remote-engine'
+import { BackendError, failureOf } from '../../src/engine/errors'
 import { freePort } from './worker-server'
 
 const BASE = { HF_TOKEN: 'hf_test', HF_MODELS: 'stabilityai/sd-turbo' }
@@ -111,7 +111,7 @@ describe('createHostedEngine', () => {
     )
     const error = await engine.generate(request).catch((e) => e)
     expect(error).toBeInstanceOf(BackendError)
-    expect(backendStatus(error)).toBe(503)
+    expect(failureOf(error).status).toBe(503)
   })
 
   it("passes a caller's abort through instead of calling it a provider failure", async () => {
