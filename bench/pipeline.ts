@@ -2,6 +2,8 @@
  * Benchmark (not a test): where the time of a generation goes, per backend.
  *
  *   npm run bench                # all backends; BENCH_RUNS=5 by default
+ *   npm run bench -- --model DIR [--size 512] [--steps 1]   # any model folder vs raw ORT
+ *                                                           # (`./model-folder.ts`)
  *
  * For each model at 64x64, 20 DDIM steps, guidance 7.5 (batched guidance halves):
  * - whole-image time, time inside ONNX sessions, UNet time per step, and the pipeline's own
@@ -148,6 +150,7 @@ async function main() {
     scheduler: 'DDIMScheduler',
     n: 1,
     truncate: true,
+    options: {},
   }
   const time = async (engine: TextToImageEngine) => {
     await engine.generate(req)
@@ -165,8 +168,12 @@ async function main() {
   console.log(`| edge-to-backend overhead | ${(viaHttp - inProcess).toFixed(1)} |`)
 }
 
-main().then(
-  () => process.exit(0),
+// `--model DIR`: the any-folder mode, project against raw onnxruntime-node (its own module).
+const run = process.argv.includes('--model')
+  ? () => import('./model-folder').then(() => undefined)
+  : main
+run().then(
+  () => (process.argv.includes('--model') ? undefined : process.exit(0)),
   (e) => {
     console.error(e)
     process.exit(1)

@@ -16,6 +16,7 @@ import {
   TtiApiError,
   TtiClient,
   type BatchItemParams,
+  type CreateKeyParams,
   type BatchResult,
   type GenerateParams,
   type Problem,
@@ -250,7 +251,10 @@ async function main(argv: string[]): Promise<number> {
         needAdmin()
         out = await client.createKey({
           ...(v.name ? { name: v.name } : {}),
-          ...(v.scopes ? { scopes: v.scopes.split(',').map((s) => s.trim()) } : {}),
+          // Unknown scopes go to the server as typed, which names them in its 422.
+          ...(v.scopes
+            ? { scopes: v.scopes.split(',').map((s) => s.trim()) as CreateKeyParams['scopes'] }
+            : {}),
           ...(v.burst || v.period
             ? {
                 rate_limit: {

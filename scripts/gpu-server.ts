@@ -32,7 +32,8 @@ async function main() {
       'set TTI_BACKEND_SECRET (the same value as the worker secret GPU_BACKEND_SECRET)',
     )
   const dirs = values.model?.length ? values.model : ['models/tiny-shapes']
-  const backend = createNodeBackend(values.providers)
+  // Sessions load and run on a worker thread, so /healthz and progress stay live meanwhile.
+  const backend = createNodeBackend(values.providers, { thread: true })
   const models = (async () => {
     const loaded: StableDiffusionPipeline[] = []
     for (const dir of dirs) {

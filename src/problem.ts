@@ -29,6 +29,10 @@ export const PROBLEM_TYPES = Object.freeze({
   'prompt-too-long': { status: 422, title: "The prompt exceeds the model's token window" },
   'rate-limited': { status: 429, title: 'Rate limit exceeded' },
   'internal-error': { status: 500, title: 'Internal server error' },
+  'generation-non-finite': {
+    status: 500,
+    title: 'The model produced NaN or infinite values for this request; retrying will not help',
+  },
   'generation-failed': { status: 503, title: 'Image generation failed; retry later' },
   'backend-error': { status: 502, title: 'The GPU backend failed or sent an invalid response' },
   'backend-unavailable': { status: 503, title: 'No GPU backend is reachable; retry later' },

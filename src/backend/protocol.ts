@@ -141,7 +141,7 @@ export function imagePayload(meta: object, png: Uint8Array): Uint8Array {
 export type Frame =
   | { kind: 'P'; progress: { step: number; totalSteps: number; image: number } }
   | { kind: 'I'; meta: { seed: number; width: number; height: number }; png: Uint8Array }
-  | { kind: 'E'; error: { status: number; title: string; detail: string } }
+  | { kind: 'E'; error: { status: number; title: string; detail: string; type?: string } }
   | { kind: 'D' }
 
 /** Reads frames from a response body stream, rejecting on truncation or an unknown kind. */

@@ -247,6 +247,7 @@ function streamRun(run: Run): ReadableStream<Uint8Array> {
             : err.name === 'PipelineInputError'
               ? 422
               : 500
+        const nonFinite = err.name === 'NonFiniteOutputError'
         push(
           frame(
             'E',
@@ -255,6 +256,8 @@ function streamRun(run: Run): ReadableStream<Uint8Array> {
                 status,
                 title: timedOut ? 'Deadline exceeded' : 'Generation failed',
                 detail: err.message,
+                // The edge answers this one as it is: the same job would fail the same way.
+                ...(nonFinite ? { type: 'generation-non-finite' } : {}),
               }),
             ),
           ),

@@ -29,6 +29,8 @@ export interface CanonicalRequest {
   height: number
   scheduler: { className: string; overrides: Record<string, unknown> }
   format: 'png'
+  /** The request's non-default generation options, keys sorted; absent when there are none. */
+  options?: Record<string, unknown>
 }
 
 /**
@@ -72,7 +74,12 @@ export function canonicalRequest(
     height: req.height,
     scheduler: canonicalScheduler(req.scheduler),
     format: 'png',
+    ...(Object.keys(req.options).length ? { options: sortedKeys(req.options) } : {}),
   }
+}
+
+function sortedKeys(o: object): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(o).sort(([a], [b]) => (a < b ? -1 : 1)))
 }
 
 /** The request key: lowercase hex SHA-256 of the canonical request's JSON. */

@@ -9,7 +9,23 @@
  * const { images } = await tti.generate({ prompt: 'a red circle', seed: 42, steps: 4 })
  * const png = await tti.image(images[0].sha256)
  */
+// Wire types are inferred from the schemas the API validates and documents with (type-only
+// imports: nothing of zod or the server is bundled into the client).
+import type * as z from 'zod'
 import { BATCH_MAX_ITEMS } from '../embeds/limits'
+import type { BatchItem, EmbedRequest } from '../embeds/schema'
+import type { ImageRequest } from '../images/schema'
+import type { CreateKeyBody } from '../keys/api-keys'
+import type {
+  BatchResultSchema,
+  ImageResultSchema,
+  ImagesResponseSchema,
+  KeyRecordSchema,
+  MintedEmbedSchema,
+  ModelSchema,
+  ProblemSchema,
+  ProgressEventSchema,
+} from '../openapi/schemas'
 import { PROBLEM_TYPE_BASE } from '../problem'
 
 /** Prefix of every problem `type`; the rest is the slug (e.g. `rate-limited`). */
@@ -31,28 +47,10 @@ export interface TtiClientOptions {
 }
 
 /** The body of `POST /v1/images` (snake_case, exactly as the API takes it). */
-export interface GenerateParams {
-  prompt: string
-  negative_prompt?: string
-  seed?: number
-  steps?: number
-  guidance_scale?: number
-  width?: number
-  height?: number
-  scheduler?: string
-  model?: string
-  n?: number
-  truncate?: boolean
-}
+export type GenerateParams = z.input<typeof ImageRequest>
 
 /** One generated image: its permanent URL and content hash. */
-export interface GeneratedImageInfo {
-  url: string
-  seed: number
-  sha256: string
-  width: number
-  height: number
-}
+export type GeneratedImageInfo = z.output<typeof ImageResultSchema>
 
 /** The key's quota after a request, from the `RateLimit-*` headers (absent when not sent). */
 export interface RateLimitInfo {
@@ -62,112 +60,34 @@ export interface RateLimitInfo {
 }
 
 /** One denoising step of a streamed generation (the `progress` event of `POST /v1/images`). */
-export interface GenerationProgress {
-  step: number
-  total_steps: number
-  /** Index of the image being denoised (batched generations report 0). */
-  image: number
-  /** Images in the request. */
-  n: number
-}
+export type GenerationProgress = z.output<typeof ProgressEventSchema>
 
 /** The answer of `generate`. */
-export interface GenerateResult {
-  images: GeneratedImageInfo[]
-  model: string
-  /** Whether the images were already stored (no generation ran for this request). */
-  cached: boolean
-  rateLimit?: RateLimitInfo
-}
+export type GenerateResult = z.output<typeof ImagesResponseSchema> & { rateLimit?: RateLimitInfo }
 
 /** A model as `GET /v1/models` describes it. */
-export interface ModelDescription {
-  id: string
-  digest: string
-  max_prompt_tokens: number
-  defaults: {
-    steps: number
-    guidance_scale: number
-    scheduler: string
-    width: number
-    height: number
-  }
-  limits: {
-    max_width: number
-    max_height: number
-    size_multiple: number
-    min_steps: number
-    max_steps: number
-    min_guidance_scale: number
-    max_guidance_scale: number
-    max_images: number
-  }
-  schedulers: string[]
-}
+export type ModelDescription = z.output<typeof ModelSchema>
 
 /** The body of `POST /v1/embeds`: one image (seed required), optional expiry and origins. */
-export interface EmbedParams extends Omit<GenerateParams, 'n' | 'seed'> {
-  seed: number
-  /** Seconds until the URL stops working (410). */
-  expires_in?: number
-  /** Page origins allowed to show the image, e.g. `https://blog.example.com`; any when absent. */
-  origins?: string[]
-}
+export type EmbedParams = z.input<typeof EmbedRequest>
 
 /** A signed embed URL, as `POST /v1/embeds` answers it. */
-export interface EmbedInfo {
-  /** Put it in `<img src>`: it needs no key, and generates the image on its first view. */
-  url: string
-  /** A ready-to-paste `<img>` element. */
-  html: string
-  /** The key whose quota pays for the first view. */
-  key_id: string
-  /** The canonical parameters the URL names. */
-  params: Record<string, unknown>
-  expires_at: string | null
-  origins: string[] | null
-}
+export type EmbedInfo = z.output<typeof MintedEmbedSchema>
 
 /** One item of `batch`: the `generate` parameters of one image and an optional id. */
-export interface BatchItemParams extends Omit<GenerateParams, 'n'> {
-  /** Its key in the answer; the item's index when absent. */
-  id?: string
-}
+export type BatchItemParams = z.input<typeof BatchItem>
 
 /** The answer of `batch`: images and problems, keyed by item id (or index). */
-export interface BatchResult {
-  images: Record<string, GeneratedImageInfo & { cached: boolean }>
-  errors: Record<string, Problem>
-}
+export type BatchResult = z.output<typeof BatchResultSchema>
 
 /** A key as the admin API shows it (never the key itself, except at creation). */
-export interface KeyRecord {
-  id: string
-  name: string
-  scopes: string[]
-  created_at: string
-  revoked_at?: string
-  rate_limit?: { burst: number; period_seconds: number }
-}
+export type KeyRecord = z.output<typeof KeyRecordSchema>
 
 /** The body of `POST /v1/keys`. */
-export interface CreateKeyParams {
-  name?: string
-  scopes?: string[]
-  rate_limit?: { burst: number; period_seconds: number }
-}
+export type CreateKeyParams = z.input<typeof CreateKeyBody>
 
 /** A problem+json body (RFC 9457) with the API's extension members. */
-export interface Problem {
-  type: string
-  title: string
-  status: number
-  detail?: string
-  instance?: string
-  /** Field errors of a `validation-error`. */
-  errors?: { field: string; detail: string }[]
-  [extension: string]: unknown
-}
+export type Problem = z.output<typeof ProblemSchema> & { [extension: string]: unknown }
 
 /** An API error: the problem the server sent (or one built from a non-problem answer). */
 export class TtiApiError extends Error {

@@ -111,6 +111,7 @@ export function canonicalParams(
     scheduler,
     model: req.model,
     ...(req.truncate ? { truncate: true } : {}),
+    ...req.options,
   }
 }
 

@@ -1,16 +1,24 @@
 /**
  * @module
- * Generation failures as data. Engines throw `BackendError` (a status and a message); whatever
- * crosses a boundary (Durable Object RPC, a polled job) carries the plain `EngineFailure` that
- * `failureOf` makes of any error, never text to parse back. The HTTP layer maps a failure to
- * its problem in one place (`src/images/create-images.ts` `failureProblem`).
+ * Generation failures as data. Engines throw an `EngineError` (a `BackendError` for a GPU backend
+ * or hosted provider); whatever crosses a boundary (Durable Object RPC, a polled job, the backend
+ * wire) carries the plain `EngineFailure` that `failureOf` makes of any error, never text to
+ * parse back. The HTTP layer maps a failure to its problem in one place
+ * (`src/images/create-images.ts` `failureProblem`).
  */
 
-/** What kind of failure a generation had, with the HTTP status a client should see. */
+/** What kind of failure a generation had: the problem type a client sees, and its status. */
 export interface EngineFailure {
-  status: 502 | 503 | 504
-  type: 'backend-error' | 'backend-unavailable' | 'backend-timeout' | 'generation-failed'
+  status: 500 | 502 | 503 | 504
+  type:
+    | 'backend-error'
+    | 'backend-unavailable'
+    | 'backend-timeout'
+    | 'generation-failed'
+    | 'generation-non-finite'
   detail: string
+  /** Whether the same request may succeed later (`Retry-After`); false when it would recur. */
+  retryable: boolean
 }
 
 /** The failure type of each backend status. */
@@ -20,26 +28,38 @@ const BACKEND_TYPES = Object.freeze({
   504: 'backend-timeout',
 } as const)
 
+/** A generation failure that carries its `EngineFailure`. */
+export class EngineError extends Error {
+  override name = 'EngineError'
+  /** Builds the error from its failure. */
+  constructor(readonly failure: EngineFailure) {
+    super(failure.detail)
+  }
+}
+
 /** A generation failure caused by a GPU backend or a hosted provider, with its status. */
-export class BackendError extends Error {
+export class BackendError extends EngineError {
   override name = 'BackendError'
   /** Builds the error; `status` is what the client should see. */
   constructor(
     readonly status: 502 | 503 | 504,
     message: string,
   ) {
-    super(message)
+    super({ status, type: BACKEND_TYPES[status], detail: message, retryable: true })
   }
+}
 
-  /** The failure as plain data. */
-  get failure(): EngineFailure {
-    return { status: this.status, type: BACKEND_TYPES[this.status], detail: this.message }
-  }
+/** The failure for a model output of NaN or infinities: it would recur, so it is no retry. */
+export function nonFiniteFailure(detail: string): EngineFailure {
+  return { status: 500, type: 'generation-non-finite', detail, retryable: false }
 }
 
 /** The plain-data failure of any error an engine threw. */
 export function failureOf(error: unknown): EngineFailure {
-  if (error instanceof BackendError) return error.failure
+  if (error instanceof EngineError) return error.failure
   const detail = error instanceof Error ? error.message : String(error)
-  return { status: 503, type: 'generation-failed', detail }
+  // By name: the pipeline's error class may come from another bundle (the backend's).
+  if (error instanceof Error && error.name === 'NonFiniteOutputError')
+    return nonFiniteFailure(detail)
+  return { status: 503, type: 'generation-failed', detail, retryable: true }
 }

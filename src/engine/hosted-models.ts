@@ -166,6 +166,7 @@ export async function hostedModels(config: HostedConfig): Promise<HostedModel[]>
           maxImages: 4,
         },
         schedulers: [HOSTED_SCHEDULER],
+        options: [],
       }
       return { info, hfModel }
     }),

@@ -6,6 +6,7 @@
  * GPU backend service alike, so both generate through the same code.
  */
 import { MODEL_LIMITS } from '../pipeline/model'
+import { OPTION_DEFAULTS, OPTION_NAMES } from './options'
 import { encodePng, formatParameters } from '../pipeline/png'
 import { SCHEDULER_NAMES } from '../pipeline/schedulers'
 import type { GenerateParams, StableDiffusionPipeline } from '../pipeline/stable-diffusion'
@@ -40,6 +41,7 @@ export function describeModel(pipeline: StableDiffusionPipeline): ModelInfo {
       ...bounds,
     },
     schedulers: SCHEDULER_NAMES,
+    options: OPTION_NAMES,
   }
 }
 
@@ -59,6 +61,7 @@ export function toPipelineParams(req: GenerateRequest): GenerateParams {
     scheduler: req.scheduler,
     numImages: req.n,
     truncate: req.truncate,
+    guidanceRescale: req.options.guidance_rescale ?? OPTION_DEFAULTS.guidance_rescale,
   }
 }
 

@@ -4,8 +4,7 @@
  * fits a 128 MB isolate next to everything else, otherwise on the backend (the edge then sends
  * token ids instead of hidden states). The one place this is decided.
  */
-import { MODEL_FILES } from '../pipeline/model'
-import type { ModelSource } from '../pipeline/model-source'
+import type { ModelSpec } from '../pipeline/model'
 
 /** Where the text encoder runs. */
 export type TextEncoderPlacement = 'edge' | 'backend'
@@ -17,13 +16,12 @@ export type TextEncoderPlacement = 'edge' | 'backend'
  */
 export const EDGE_TEXT_ENCODER_MAX_BYTES = 32 * 1024 * 1024
 
-/** Size of a model's text encoder files, in bytes. */
-export async function textEncoderBytes(source: ModelSource): Promise<number> {
-  let total = (await source.readBytes('text_encoder/model.onnx')).byteLength
-  for (const ext of MODEL_FILES.externalData)
-    if (await source.has(`text_encoder/${ext}`))
-      total += (await source.readBytes(`text_encoder/${ext}`)).byteLength
-  return total
+/**
+ * Size of a model's text encoder files (model and external data), in bytes, from the spec
+ * (`componentBytes`, file sizes read without the files); unknown sizes count as too big.
+ */
+export function textEncoderBytes(spec: Pick<ModelSpec, 'componentBytes'>): number {
+  return spec.componentBytes.text_encoder ?? Number.POSITIVE_INFINITY
 }
 
 /**

@@ -8,7 +8,7 @@
  */
 import { pngSize } from '../pipeline/png'
 import type { StableDiffusionPipeline } from '../pipeline/stable-diffusion'
-import { BackendError } from './errors'
+import { BackendError, EngineError, nonFiniteFailure } from './errors'
 import { createPipelineEngine } from './local-engine'
 import type { GeneratedImage, TextToImageEngine } from './types'
 import { CircuitBreaker, probeBackend, rankBackends, type HealthRecord } from './health'
@@ -217,7 +217,9 @@ async function readImages(
         if (!pngSize(f.png))
           throw new BackendError(502, `GPU backend ${base} sent an image that is not a PNG`)
         images.push({ bytes: f.png, contentType: 'image/png', ...f.meta })
-      } else if (f.kind === 'E')
+      } else if (f.kind === 'E' && f.error.type === 'generation-non-finite')
+        throw new EngineError(nonFiniteFailure(`GPU backend ${base}: ${f.error.detail}`))
+      else if (f.kind === 'E')
         throw new BackendError(
           f.error.status === 504 ? 504 : 502,
           `GPU backend ${base}: ${f.error.detail}`,
@@ -229,7 +231,7 @@ async function readImages(
       }
     }
   } catch (e) {
-    if (e instanceof BackendError) throw e
+    if (e instanceof EngineError) throw e
     if ((e as Error).name === 'TimeoutError')
       throw new BackendError(504, `GPU backend ${base} timed out`)
     throw new BackendError(

@@ -107,7 +107,6 @@ export async function getEngine(env: EngineEnv = {}): Promise<TextToImageEngine>
   else {
     const store = env.GPU_HEALTH
     let read: { at: number; value: Promise<Record<string, HealthRecord>> } | undefined
-    const encoderBytes = await textEncoderBytes(bundledModelSource(env.MODEL_FILES))
     engine = createRemoteEngine(served, {
       urls,
       secret: env.GPU_BACKEND_SECRET as string,
@@ -116,7 +115,7 @@ export async function getEngine(env: EngineEnv = {}): Promise<TextToImageEngine>
       textEncoder: Object.fromEntries(
         served.map((m) => [
           m.spec.id,
-          textEncoderPlacement(m.spec.id, encoderBytes, env.GPU_TEXT_ENCODER),
+          textEncoderPlacement(m.spec.id, textEncoderBytes(m.spec), env.GPU_TEXT_ENCODER),
         ]),
       ),
       health: store

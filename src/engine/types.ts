@@ -3,6 +3,7 @@
  * The contract between the edge (routes, cache) and whatever generates images: the in-isolate
  * WebAssembly pipeline or a remote GPU backend. Routes and cache code depend only on this.
  */
+import type { GenerationOptionValues } from './options'
 
 /** Defaults and limits of one served model, derived from its files. */
 export interface ModelInfo {
@@ -34,6 +35,8 @@ export interface ModelInfo {
   }
   /** Scheduler names accepted for this model (aliases and class names). */
   schedulers: readonly string[]
+  /** The generation options (`./options`) this model's engine honours. */
+  options: readonly string[]
 }
 
 /** A fully resolved generation request: defaults filled in, seed chosen. */
@@ -51,6 +54,8 @@ export interface GenerateRequest {
   n: number
   /** Whether an over-long prompt is cut to the window instead of rejected. */
   truncate: boolean
+  /** The options (`./options`) this request sets to other than their defaults. */
+  options: GenerationOptionValues
 }
 
 /** One generated image, already encoded. */

@@ -16,7 +16,7 @@ import type {
 /** The part of an ONNX Runtime module this adapter uses. */
 export interface OrtModule {
   InferenceSession: {
-    create(model: Uint8Array, options?: OrtSession.SessionOptions): Promise<OrtSession>
+    create(model: Uint8Array | string, options?: OrtSession.SessionOptions): Promise<OrtSession>
   }
   Tensor: new (type: TensorType, data: Tensor['data'], dims: readonly number[]) => OrtTensor
 }
@@ -31,6 +31,8 @@ export interface OrtBackendOptions {
   serialize: boolean
   /** Extra session options (graph optimisation level, threads…). */
   sessionOptions?: OrtSession.SessionOptions
+  /** Whether the runtime loads `{ path }` models itself (onnxruntime-node). */
+  readsFiles?: boolean
 }
 
 /** Wraps an ONNX Runtime module as an `InferenceBackend`. */
@@ -44,15 +46,37 @@ export function createOrtBackend(ort: OrtModule, options: OrtBackendOptions): In
   }
   return {
     name: options.name,
-    async createSession(model, { externalData, label } = {}) {
-      const session = await exclusive(() =>
-        ort.InferenceSession.create(model, {
-          executionProviders: providersForComponent(options.executionProviders, label),
-          graphOptimizationLevel: 'all',
-          ...options.sessionOptions,
-          ...(externalData ? { externalData } : {}),
-        }),
-      )
+    readsFiles: options.readsFiles ?? false,
+    async createSession(model, { label } = {}) {
+      if ('path' in model && !options.readsFiles)
+        throw new Error(`${options.name} cannot load a model from a file path`)
+      const externalData = 'bytes' in model ? model.externalData : undefined
+      // From a path, ONNX Runtime reads the file and its external data itself (relative to it).
+      const create = (executionProviders: string[]) =>
+        exclusive(() =>
+          ort.InferenceSession.create('path' in model ? model.path : model.bytes, {
+            executionProviders,
+            graphOptimizationLevel: 'all',
+            ...options.sessionOptions,
+            ...(externalData?.length ? { externalData } : {}),
+          }),
+        )
+      let chain = providersForComponent(options.executionProviders, label)
+      let session: OrtSession
+      for (;;) {
+        try {
+          session = await create(chain)
+          break
+        } catch (e) {
+          // ONNX Runtime does not fall back when a provider cannot start (no WebGPU adapter, no
+          // CUDA libraries): go down the configured chain, as it promises, and say so once.
+          if (chain.length < 2) throw e
+          console.warn(
+            `${options.name}: ${label ?? 'session'} cannot use ${chain[0]} (${(e as Error).message.split('\n')[0]}); falling back to ${chain.slice(1).join(', ')}`,
+          )
+          chain = chain.slice(1)
+        }
+      }
       return wrapSession(ort, session, exclusive)
     },
   }

@@ -7,12 +7,25 @@
  */
 import * as ort from 'onnxruntime-node'
 import { createOrtBackend, type OrtModule } from './ort-backend'
+import { threadOrtModule } from './ort-thread'
 import { createWebBackend } from './ort-web'
 import { resolveProviders } from './providers'
 import type { InferenceBackend } from '../pipeline/tensor'
 
+/** Options of `createNodeBackend`. */
+export interface NodeBackendOptions {
+  /**
+   * Create and run sessions on a worker thread (`./ort-thread`), keeping this thread free for
+   * requests: what a server wants. The CLI and tests run them in place.
+   */
+  thread?: boolean
+}
+
 /** Creates an onnxruntime-node backend, e.g. `createNodeBackend('webgpu,cpu')`. */
-export function createNodeBackend(providers?: string | readonly string[]): InferenceBackend {
+export function createNodeBackend(
+  providers?: string | readonly string[],
+  options: NodeBackendOptions = {},
+): InferenceBackend {
   // The CPU provider is always the last resort, and it hosts the CPU_COMPONENTS.
   const executionProviders = resolveProviders('node', providers)
   if (executionProviders.includes('wasm')) {
@@ -22,11 +35,13 @@ export function createNodeBackend(providers?: string | readonly string[]): Infer
     return createWebBackend('node')
   }
   if (!executionProviders.includes('cpu')) executionProviders.push('cpu')
-  return createOrtBackend(ort as unknown as OrtModule, {
-    name: `onnxruntime-node:${executionProviders.join('>')}`,
+  const runtime = options.thread ? threadOrtModule() : (ort as unknown as OrtModule)
+  return createOrtBackend(runtime, {
+    name: `onnxruntime-node:${executionProviders.join('>')}${options.thread ? ' (worker thread)' : ''}`,
     executionProviders,
     // Native sessions are thread-safe; the webgpu provider is not re-entrant across runs.
     serialize: executionProviders[0] === 'webgpu',
     sessionOptions: { logSeverityLevel: 3 },
+    readsFiles: true,
   })
 }

@@ -6,7 +6,7 @@
 import { canonicalRequest, requestKey } from '../cache/cache-key'
 import { lookup, type ImageStoreDeps, type IndexEntry } from '../cache/image-store'
 import type { GenerationResult } from '../durable/generation-coordinator'
-import type { EngineFailure } from '../engine/errors'
+import { failureOf, type EngineFailure } from '../engine/errors'
 import type { GenerateRequest, TextToImageEngine } from '../engine/types'
 import { ProblemError } from '../problem'
 import { resolveRequest } from './validate'
@@ -20,7 +20,8 @@ export const GENERATION_RETRY_AFTER_SECONDS = 5
  */
 export function failureProblem(failure: EngineFailure): ProblemError {
   return new ProblemError(failure.type, {
-    headers: { 'Retry-After': String(GENERATION_RETRY_AFTER_SECONDS) },
+    ...(failure.type === 'generation-non-finite' ? { detail: failure.detail } : {}),
+    headers: failure.retryable ? { 'Retry-After': String(GENERATION_RETRY_AFTER_SECONDS) } : {},
   })
 }
 
@@ -78,7 +79,7 @@ export async function createImages(
     outcome = await deps.coordinator(key).run(key, req)
   } catch (e) {
     // The coordinator answers failures as data; a throw here is the RPC itself failing.
-    outcome = { ok: false, failure: { status: 503, type: 'generation-failed', detail: String(e) } }
+    outcome = { ok: false, failure: failureOf(e) }
   }
   if (!outcome.ok) {
     console.error(`generation for ${key} failed: ${outcome.failure.detail}`)

@@ -11,6 +11,7 @@
  */
 // A namespace import lets esbuild drop the zod exports (locales…) nobody uses.
 import * as z from 'zod'
+import { GenerationOptions } from '../engine/options'
 
 /** Largest seed: seeds are unsigned 32-bit (image i of a request uses seed + i). */
 export const MAX_SEED = 2 ** 32 - 1
@@ -118,6 +119,7 @@ export const ImageRequest = z
         description: "Cut an over-long prompt to the model's token window instead of a 422.",
         default: false,
       }),
+      ...GenerationOptions.shape,
     },
     { error: 'must be a JSON object' },
   )

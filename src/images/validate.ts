@@ -12,6 +12,7 @@ import type {
   TextToImageEngine,
   TokenizedPrompt,
 } from '../engine/types'
+import { OPTION_DEFAULTS, OPTION_NAMES, type GenerationOptionValues } from '../engine/options'
 import { ProblemError, throwFieldErrors, type FieldError } from '../problem'
 import { fieldErrors } from '../schema'
 import {
@@ -111,6 +112,14 @@ export function resolveRequest(
     errors.push({ field: 'scheduler', detail: `must be one of ${model.schedulers.join(', ')}` })
   }
   const truncate = ok('truncate') ?? false
+  const options: GenerationOptionValues = {}
+  for (const name of OPTION_NAMES) {
+    const v = ok(name)
+    if (v === undefined || v === OPTION_DEFAULTS[name]) continue
+    if (!model.options.includes(name))
+      errors.push({ field: name, detail: `is not supported by model ${model.id}` })
+    else options[name] = v
+  }
   const seedDrawn = b.seed === undefined
   const lastSeed = MAX_SEED - Math.max(0, n - 1)
   const seed = seedDrawn ? randomSeed(lastSeed) : range('seed', 0, 0, lastSeed)
@@ -137,6 +146,7 @@ export function resolveRequest(
     scheduler,
     n,
     truncate,
+    options,
   }
   return { model, req, tokens, seedDrawn }
 }

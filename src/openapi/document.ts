@@ -69,6 +69,7 @@ const BODY_PROBLEMS = ['malformed-request', 'payload-too-large', 'unsupported-me
 /** Problems of a generation that already started (a job, an embed's first view). */
 const GENERATION_FAILURES = [
   'generation-failed',
+  'generation-non-finite',
   'backend-error',
   'backend-unavailable',
   'backend-timeout',

@@ -104,6 +104,9 @@ export const ModelSchema = z.object({
     max_images: z.number().int(),
   }),
   schedulers: z.array(z.string()).meta({ description: 'Accepted `scheduler` values.' }),
+  options: z
+    .array(z.string())
+    .meta({ description: 'The generation options (e.g. `guidance_rescale`) this model honours.' }),
 })
 
 /** GET /v1/models. */

@@ -3,8 +3,14 @@
  * Where model files come from: a folder on disk (Node), the worker's static assets, or `fetch`
  * in a browser. The pipeline reads every file through this small interface.
  */
+import type { RangeReader } from './onnx-metadata'
 
-/** Read access to a model folder in the diffusers / optimum ONNX layout. */
+/**
+ * Read access to a model folder in the diffusers / optimum ONNX layout. Only `has` and
+ * `readBytes` are required; a source over files on disk also offers the optional members, so
+ * that a multi-gigabyte model is never held in JS memory (Node cannot even read a file over
+ * 2 GiB into one buffer): metadata through ranged reads, digests by streaming, sessions from paths.
+ */
 export interface ModelSource {
   /** A label for messages, e.g. the folder path. */
   readonly label: string
@@ -12,6 +18,14 @@ export interface ModelSource {
   has(path: string): Promise<boolean>
   /** The file's bytes. Rejects with a message naming the file when it is missing. */
   readBytes(path: string): Promise<Uint8Array>
+  /** Random access to a file, for reading what precedes its weights. */
+  open?(path: string): Promise<RangeReader & { close(): Promise<void> }>
+  /** SHA-256 (lowercase hex) of the file's bytes, computed without holding the file. */
+  sha256?(path: string): Promise<string>
+  /** The file's absolute path on disk, for runtimes that load models from paths. */
+  filePath?(path: string): string
+  /** The file's size in bytes, without reading it. */
+  size?(path: string): Promise<number>
 }
 
 /** Error raised for a model folder that cannot be served (missing or malformed files). */
@@ -32,6 +46,9 @@ export function mapSource(
       const f = files[p]
       if (f === undefined) throw new ModelLoadError(`${label}: missing model file ${p}`)
       return typeof f === 'string' ? enc.encode(f) : f instanceof Uint8Array ? f : new Uint8Array(f)
+    },
+    async size(p) {
+      return (await this.readBytes(p)).byteLength
     },
   }
 }
@@ -73,6 +90,20 @@ export function fetchSource(
       const res = await get(p)
       if (!res.ok) throw new ModelLoadError(`${base}: missing model file ${p} (HTTP ${res.status})`)
       return new Uint8Array(await res.arrayBuffer())
+    },
+    async size(p) {
+      const res = await get(p)
+      if (!res.ok) {
+        await res.body?.cancel()
+        throw new ModelLoadError(`${base}: missing model file ${p} (HTTP ${res.status})`)
+      }
+      const length = res.headers.get('content-length')
+      if (length !== null && Number.isFinite(Number(length))) {
+        await res.body?.cancel()
+        return Number(length)
+      }
+      // No length sent (the Workers assets binding streams without one): count the bytes.
+      return (await res.arrayBuffer()).byteLength
     },
   }
 }

@@ -5,7 +5,8 @@
  * dtype, hidden size, timestep dtype and rank, VAE scale and scaling factor, training resolution,
  * defaults. Nothing model-specific is hard-coded.
  */
-import type { InferenceBackend, ModelSession, ValueInfo } from './tensor'
+import { bytesReader, readOnnxMetadata, type OnnxMetadata } from './onnx-metadata'
+import type { InferenceBackend, ModelFile, ModelSession, ValueInfo } from './tensor'
 import { ModelLoadError, readJson, readText, type ModelSource } from './model-source'
 import type { SchedulerConfig } from './schedulers'
 import { ClipTokenizer } from './tokenizer'
@@ -21,8 +22,6 @@ export const MODEL_FILES = Object.freeze({
     specialTokens: 'tokenizer/special_tokens_map.json',
   }),
   components: Object.freeze(['text_encoder', 'unet', 'vae_decoder'] as const),
-  /** File names optimum uses for weights stored beside `model.onnx`. */
-  externalData: Object.freeze(['model.onnx_data', 'weights.pb']),
 })
 
 /** Pipeline defaults a model folder may set (`model_index.json` `_defaults`, our extension). */
@@ -83,6 +82,17 @@ export interface ModelSpec {
   /** The training resolution in pixels (UNet `sample_size` × VAE factor). */
   sampleSize: number
   timestep: TimestepInput
+  /** Bytes of each component's files (model and external data), where the source can tell. */
+  componentBytes: Partial<Record<Component, number>>
+  /** Element types of the float inputs and outputs (float16 ones are converted at the boundary). */
+  types: {
+    hiddenStates: 'float32' | 'float16'
+    sample: 'float32' | 'float16'
+    encoderHiddenStates: 'float32' | 'float16'
+    noisePred: 'float32' | 'float16'
+    latentSample: 'float32' | 'float16'
+    decoded: 'float32' | 'float16'
+  }
   /** Names of the sessions' inputs and outputs, resolved once. */
   io: {
     inputIds: string
@@ -108,14 +118,74 @@ export interface LoadedModel {
   vaeDecoder: ModelSession
 }
 
+/** What a model folder says without loading any weights: spec, tokenizer, each graph's I/O. */
+export interface ModelDescription {
+  spec: ModelSpec
+  tokenizer: ClipTokenizer
+  /** Per component: graph metadata and the files (model and external data) it loads from. */
+  components: Record<Component, { metadata: OnnxMetadata; files: string[] }>
+}
+
+/** The ONNX components the text-to-image pipeline runs. */
+export type Component = (typeof MODEL_FILES.components)[number]
+
 const DEFAULT_STEPS = 20
 const DEFAULT_GUIDANCE = 7.5
 
-/** Loads a model folder onto a backend. Throws `ModelLoadError` naming the missing or bad file. */
+/** Element types a float input or output of the UNet, VAE or text encoder may have. */
+const FLOAT_TYPES: readonly string[] = Object.freeze(['float32', 'float16'])
+
+/**
+ * Loads a model folder onto a backend: `describeModelFolder`, then one session per component.
+ * Where the backend reads files (onnxruntime-node) and the source is a folder on disk, sessions
+ * are created from paths and no weight is read into JS memory. Throws `ModelLoadError` naming
+ * the missing or bad file.
+ */
 export async function loadModel(
   source: ModelSource,
   backend: InferenceBackend,
 ): Promise<LoadedModel> {
+  // One read of each file for the metadata, the digest and the session (where it needs bytes).
+  source = readOnce(source)
+  const description = await describeModelFolder(source)
+  const sessions: Partial<Record<Component, ModelSession>> = {}
+  for (const name of MODEL_FILES.components) {
+    const path = `${name}/model.onnx`
+    try {
+      const onDisk = backend.readsFiles ? source.filePath?.(path) : undefined
+      const model: ModelFile = onDisk
+        ? { path: onDisk }
+        : {
+            bytes: await source.readBytes(path),
+            externalData: await Promise.all(
+              description.components[name].metadata.externalData.map(async (location) => ({
+                path: location,
+                data: await source.readBytes(`${name}/${location}`),
+              })),
+            ),
+          }
+      sessions[name] = await backend.createSession(model, { label: name })
+    } catch (e) {
+      if (e instanceof ModelLoadError) throw e
+      throw new ModelLoadError(`${source.label}: cannot load ${path}: ${(e as Error).message}`)
+    }
+  }
+  return {
+    spec: description.spec,
+    tokenizer: description.tokenizer,
+    textEncoder: sessions.text_encoder as ModelSession,
+    unet: sessions.unet as ModelSession,
+    vaeDecoder: sessions.vae_decoder as ModelSession,
+  }
+}
+
+/**
+ * Everything that can be known about a model folder before any weights are read: configs,
+ * tokenizer, each ONNX graph's inputs and outputs (element types, ranks, channels) and its
+ * external data files, the derived spec and the digest. Refuses a model the pipeline cannot
+ * run here, at once. The edge uses this alone for a model whose sessions live on a backend.
+ */
+export async function describeModelFolder(source: ModelSource): Promise<ModelDescription> {
   // Configs and tokenizer files are parsed and also hashed for the digest: read each once.
   source = readOnce(source)
   const index = await readJson(source, MODEL_FILES.index)
@@ -133,44 +203,28 @@ export async function loadModel(
   const unetConfig = await readJson(source, 'unet/config.json')
   const vaeConfig = await readJson(source, 'vae_decoder/config.json')
 
-  const hashes: [string, Uint8Array][] = []
-  const sessions: Record<string, ModelSession> = {}
+  const components = {} as ModelDescription['components']
   for (const name of MODEL_FILES.components) {
-    const bytes = await source.readBytes(`${name}/model.onnx`)
-    hashes.push([`${name}/model.onnx`, bytes])
-    const externalData: { path: string; data: Uint8Array }[] = []
-    for (const ext of MODEL_FILES.externalData) {
-      if (await source.has(`${name}/${ext}`)) {
-        const data = await source.readBytes(`${name}/${ext}`)
-        externalData.push({ path: ext, data })
-        hashes.push([`${name}/${ext}`, data])
-      }
+    const path = `${name}/model.onnx`
+    const metadata = await readMetadata(source, path)
+    for (const location of metadata.externalData) {
+      if (location.includes('..') || location.startsWith('/'))
+        throw new ModelLoadError(
+          `${source.label}: ${path} names external data outside its folder (${location})`,
+        )
+      if (!(await source.has(`${name}/${location}`)))
+        throw new ModelLoadError(
+          `${source.label}: ${path} keeps weights in ${name}/${location}, which is missing`,
+        )
     }
-    try {
-      sessions[name] = await backend.createSession(bytes, {
-        label: name,
-        ...(externalData.length ? { externalData } : {}),
-      })
-    } catch (e) {
-      throw new ModelLoadError(
-        `${source.label}: cannot load ${name}/model.onnx: ${(e as Error).message}`,
-      )
+    components[name] = {
+      metadata,
+      files: [path, ...metadata.externalData.map((l) => `${name}/${l}`)],
     }
   }
-  for (const p of [
-    MODEL_FILES.index,
-    MODEL_FILES.scheduler,
-    ...Object.values(MODEL_FILES.tokenizer),
-    'unet/config.json',
-    'vae_decoder/config.json',
-    'text_encoder/config.json',
-  ]) {
-    if (await source.has(p)) hashes.push([p, await source.readBytes(p)])
-  }
-
-  const textEncoder = sessions.text_encoder
-  const unet = sessions.unet
-  const vaeDecoder = sessions.vae_decoder
+  const textEncoder = components.text_encoder.metadata
+  const unet = components.unet.metadata
+  const vaeDecoder = components.vae_decoder.metadata
   const io = {
     inputIds: pick(textEncoder.inputs, 'text_encoder', ['input_ids']).name,
     hiddenStates: pick(textEncoder.outputs, 'text_encoder', ['last_hidden_state']).name,
@@ -187,15 +241,26 @@ export async function loadModel(
       `${source.label}: text_encoder input_ids has unsupported type ${ids.type}`,
     )
   }
-  for (const [component, v] of [
-    ['unet', pick(unet.inputs, 'unet', ['sample'])],
-    ['vae_decoder', pick(vaeDecoder.inputs, 'vae_decoder', ['latent_sample'])],
-  ] as const) {
-    if (v.type !== 'float32') {
+  const floatType = (component: string, v: ValueInfo) => {
+    if (!FLOAT_TYPES.includes(v.type))
       throw new ModelLoadError(
-        `${source.label}: ${component} takes ${v.type} ${v.name}; only float32 exports are supported`,
+        `${source.label}: ${component} ${v.name} is ${v.type}; only float32 and float16 are supported`,
       )
-    }
+    return v.type as 'float32' | 'float16'
+  }
+  const types = {
+    hiddenStates: floatType(
+      'text_encoder',
+      pick(textEncoder.outputs, 'text_encoder', [io.hiddenStates]),
+    ),
+    sample: floatType('unet', pick(unet.inputs, 'unet', [io.sample])),
+    encoderHiddenStates: floatType('unet', pick(unet.inputs, 'unet', [io.encoderHiddenStates])),
+    noisePred: floatType('unet', pick(unet.outputs, 'unet', [io.noisePred])),
+    latentSample: floatType(
+      'vae_decoder',
+      pick(vaeDecoder.inputs, 'vae_decoder', [io.latentSample]),
+    ),
+    decoded: floatType('vae_decoder', pick(vaeDecoder.outputs, 'vae_decoder', [io.decoded])),
   }
   const ts = pick(unet.inputs, 'unet', ['timestep'])
   if (!['float32', 'float16', 'int64', 'int32'].includes(ts.type)) {
@@ -237,7 +302,10 @@ export async function loadModel(
   }
   const spec: ModelSpec = {
     id: modelId(index, source.label),
-    digest: await digestFiles(hashes),
+    digest: await digestModel(source, [
+      ...Object.values(components).flatMap((c) => c.files),
+      ...CONFIG_FILES,
+    ]),
     tokenWindow,
     inputIdsType: ids.type,
     hiddenSize,
@@ -248,10 +316,12 @@ export async function loadModel(
     sampleSize,
     timestep,
     io,
+    types,
+    componentBytes: await componentBytes(source, components),
     defaults,
     schedulerConfig,
   }
-  return { spec, tokenizer, textEncoder, unet, vaeDecoder }
+  return { spec, tokenizer, components }
 }
 
 /** The model's public id (see `ModelSpec.id`). */
@@ -262,19 +332,33 @@ function modelId(index: Record<string, unknown>, label: string): string {
   return segments[segments.length - 1] ?? label
 }
 
-/** Wraps a source so each file is read at most once during a load. */
+/** Wraps a source so each file is read at most once during a load (its other members kept). */
 function readOnce(source: ModelSource): ModelSource {
+  if (READ_ONCE.has(source)) return source
   const seen = new Map<string, Promise<Uint8Array>>()
-  return {
-    label: source.label,
-    has: (p) => source.has(p),
+  const once: ModelSource = {
+    ...source,
     readBytes(p) {
       let bytes = seen.get(p)
       if (!bytes) seen.set(p, (bytes = source.readBytes(p)))
       return bytes
     },
+    // A file already read needs no second request for its size.
+    ...(source.size
+      ? {
+          size: async (p: string) => {
+            const bytes = seen.get(p)
+            return bytes ? (await bytes).byteLength : source.size!(p)
+          },
+        }
+      : {}),
   }
+  READ_ONCE.add(once)
+  return once
 }
+
+/** Sources already wrapped by `readOnce`. */
+const READ_ONCE = new WeakSet<ModelSource>()
 
 function pick(list: readonly ValueInfo[], component: string, preferred: string[]): ValueInfo {
   const found =
@@ -294,20 +378,74 @@ function numberOr(v: unknown, fallback: number): number {
 const hex = (b: ArrayBuffer) =>
   [...new Uint8Array(b)].map((x) => x.toString(16).padStart(2, '0')).join('')
 
+/** The small files that count towards the digest (where present) besides the ONNX files. */
+const CONFIG_FILES = Object.freeze([
+  MODEL_FILES.index,
+  MODEL_FILES.scheduler,
+  ...Object.values(MODEL_FILES.tokenizer),
+  'unet/config.json',
+  'vae_decoder/config.json',
+  'text_encoder/config.json',
+])
+
 /**
- * SHA-256 over `path NUL sha256(content) LF` for every file, sorted by path. JSON files count by
- * their canonical form (sorted keys, no whitespace), so the same model has the same digest
- * whether its configs come from disk or from bundled modules that re-serialise them.
+ * SHA-256 over `path NUL sha256(content) LF` for every present file, sorted by path. JSON files
+ * count by their canonical form (sorted keys, no whitespace), so the same model has the same
+ * digest whether its configs come from disk or from bundled assets that re-serialise them. Other
+ * files are hashed by the source where it can stream them (`ModelSource.sha256`), else here.
  */
-async function digestFiles(files: [string, Uint8Array][]): Promise<string> {
+async function digestModel(source: ModelSource, files: readonly string[]): Promise<string> {
   const lines: string[] = []
-  for (const [p, bytes] of [...files].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
-    const content = p.endsWith('.json')
-      ? new TextEncoder().encode(canonicalJson(JSON.parse(new TextDecoder().decode(bytes))))
-      : bytes
-    lines.push(`${p}\0${hex(await crypto.subtle.digest('SHA-256', content))}\n`)
+  for (const p of [...new Set(files)].sort()) {
+    if (!(await source.has(p))) continue
+    let sha: string
+    if (p.endsWith('.json')) {
+      const bytes = await source.readBytes(p)
+      const canonical = canonicalJson(JSON.parse(new TextDecoder().decode(bytes)))
+      sha = hex(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(canonical)))
+    } else if (source.sha256) sha = await source.sha256(p)
+    else sha = hex(await crypto.subtle.digest('SHA-256', await source.readBytes(p)))
+    lines.push(`${p}\0${sha}\n`)
   }
   return hex(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(lines.join(''))))
+}
+
+/** The bytes of each component's files, where the source tells sizes. */
+async function componentBytes(
+  source: ModelSource,
+  components: ModelDescription['components'],
+): Promise<Partial<Record<Component, number>>> {
+  if (!source.size) return {}
+  const out: Partial<Record<Component, number>> = {}
+  for (const [name, { files }] of Object.entries(components) as [
+    Component,
+    { files: string[] },
+  ][]) {
+    let total = 0
+    for (const f of files) total += await source.size(f)
+    out[name] = total
+  }
+  return out
+}
+
+/** The graph metadata of `path`: by ranged reads where the source offers them. */
+async function readMetadata(source: ModelSource, path: string): Promise<OnnxMetadata> {
+  try {
+    if (source.open) {
+      const file = await source.open(path)
+      try {
+        return await readOnnxMetadata(file)
+      } finally {
+        await file.close()
+      }
+    }
+    return await readOnnxMetadata(bytesReader(await source.readBytes(path)))
+  } catch (e) {
+    if (e instanceof ModelLoadError) throw e
+    throw new ModelLoadError(
+      `${source.label}: ${path} is not a readable ONNX model: ${(e as Error).message}`,
+    )
+  }
 }
 
 /** JSON with object keys sorted at every level. */

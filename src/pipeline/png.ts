@@ -41,9 +41,9 @@ export function formatParameters(p: PngParameters): string {
 }
 
 /** The eight bytes every PNG starts with (PNG spec §5.2). */
-const PNG_SIGNATURE = Object.freeze(
-  new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
-)
+const PNG_SIGNATURE: readonly number[] = Object.freeze([
+  0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a,
+])
 
 /** Width and height from a PNG's IHDR chunk, or undefined when the bytes are not a PNG. */
 export function pngSize(b: Uint8Array): { width: number; height: number } | undefined {
@@ -115,7 +115,7 @@ export function encodePng(image: RgbImage, text: Record<string, string> = {}): U
   v.setUint32(4, height)
   ihdr.set([8, 2, 0, 0, 0], 8) // 8-bit, truecolour, deflate, adaptive filtering, no interlace
   const parts = [
-    PNG_SIGNATURE,
+    new Uint8Array(PNG_SIGNATURE),
     chunk('IHDR', ihdr),
     ...Object.entries(text).map(([k, t]) => textChunk(k, t)),
     chunk('IDAT', zlibSync(raw, { level: 9 })),

@@ -10,7 +10,7 @@
  * const pipe = new StableDiffusionPipeline(model)
  * const { images } = await pipe.generate({ prompt: 'a red circle', seed: 1 })
  */
-import { asFloat32, float32, integers, type Tensor } from './tensor'
+import { asFloat32, floats, integers, type Tensor } from './tensor'
 import { decodedToRgb, type RgbImage } from './image'
 import type { LoadedModel, ModelSpec } from './model'
 import { TorchGenerator } from './randn'
@@ -71,6 +71,25 @@ export interface GenerateResult {
 /** Error for inputs the pipeline refuses (caught before any model runs). */
 export class PipelineInputError extends RangeError {
   override name = 'PipelineInputError'
+}
+
+/**
+ * A model returned NaN or infinite values. Deterministic for the same inputs, so not worth a
+ * retry; the usual cause is a float16 VAE overflowing (pair an fp16 UNet with an fp32 VAE).
+ */
+export class NonFiniteOutputError extends Error {
+  override name = 'NonFiniteOutputError'
+  /** Builds the error for `component` (and the denoising step, for the UNet). */
+  constructor(
+    readonly component: 'unet' | 'vae_decoder',
+    step?: number,
+  ) {
+    super(
+      component === 'vae_decoder'
+        ? 'the VAE decoder returned NaN or infinite values; a float16 VAE overflowing is the usual cause (pair the model with a float32 vae_decoder)'
+        : `the UNet returned NaN or infinite values at step ${step}; a float16 UNet overflowing is the usual cause`,
+    )
+  }
 }
 
 /** Upper bounds checked by `checkInputs` to keep a request from exhausting memory. */
@@ -203,7 +222,7 @@ export class StableDiffusionPipeline {
       if (uncond) ehs.set(uncond, i * embSize)
       ehs.set(cond, ((halves - 1) * n + i) * embSize)
     }
-    const ehsTensor = float32(ehs, [halves * n, ...embDims])
+    const ehsTensor = floats(spec.types.encoderHiddenStates, ehs, [halves * n, ...embDims])
 
     // 3. Prepare latents: randn from torch's CPU generator seeded with seed + i, × init σ.
     const h = p.height / spec.vaeScaleFactor
@@ -231,11 +250,17 @@ export class StableDiffusionPipeline {
         for (let half = 0; half < halves; half++) modelInput.set(scaled, (half * n + i) * numel)
       }
       const out = await this.#model.unet.run({
-        [spec.io.sample]: float32(modelInput, [halves * n, spec.latentChannels, h, w]),
+        [spec.io.sample]: floats(spec.types.sample, modelInput, [
+          halves * n,
+          spec.latentChannels,
+          h,
+          w,
+        ]),
         [spec.io.timestep]: this.#timestepTensor(t, halves * n),
         [spec.io.encoderHiddenStates]: ehsTensor,
       })
       const noisePred = asFloat32(out[spec.io.noisePred])
+      if (!allFinite(noisePred)) throw new NonFiniteOutputError('unet', step + 1)
       const next = new Float32Array(n * numel)
       for (let i = 0; i < n; i++) {
         const text = row(noisePred, (halves - 1) * n + i)
@@ -251,7 +276,7 @@ export class StableDiffusionPipeline {
         next.set(res.prevSample, i * numel)
       }
       latents = next
-      if (!latents.every(Number.isFinite)) {
+      if (!allFinite(latents)) {
         throw new Error(`non-finite latents after step ${step + 1} (scheduler ${p.scheduler})`)
       }
       onStep?.({ step: step + 1, totalSteps: timesteps.length, timestep: t })
@@ -264,9 +289,16 @@ export class StableDiffusionPipeline {
     signal?.throwIfAborted()
     const scaled = latents.map((v) => v / spec.scalingFactor)
     const decodedOut = await this.#model.vaeDecoder.run({
-      [spec.io.latentSample]: float32(scaled, [n, spec.latentChannels, h, w]),
+      [spec.io.latentSample]: floats(spec.types.latentSample, scaled, [
+        n,
+        spec.latentChannels,
+        h,
+        w,
+      ]),
     })
     const decoded = asFloat32(decodedOut[spec.io.decoded])
+    // Never turn NaN into a silent black image (it would be cached and served forever).
+    if (!allFinite(decoded)) throw new NonFiniteOutputError('vae_decoder')
     const images = Array.from({ length: n }, (_, i) => decodedToRgb(decoded, i, p.height, p.width))
     return { images, latents, params: p }
   }
@@ -317,10 +349,16 @@ export class StableDiffusionPipeline {
     const { type, layout } = this.#model.spec.timestep
     const dims = layout === 'scalar' ? [] : layout === 'one' ? [1] : [batch]
     const count = layout === 'batch' ? batch : 1
-    if (type === 'float32') return float32(new Float32Array(count).fill(t), dims)
-    if (type === 'float16') throw new PipelineInputError('float16 timesteps are not supported')
+    if (type === 'float32' || type === 'float16')
+      return floats(type, new Float32Array(count).fill(t), dims)
     return integers(type, new Array<number>(count).fill(Math.trunc(t)), dims)
   }
+}
+
+/** Whether every value is finite (a plain loop: `every` on a typed array is several times slower). */
+function allFinite(a: Float32Array): boolean {
+  for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i])) return false
+  return true
 }
 
 /** Classifier-free guidance: ε = ε_u + s·(ε_c − ε_u) (Ho & Salimans 2022, eq. 6), in float32. */

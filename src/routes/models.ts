@@ -3,13 +3,15 @@
  * `GET /v1/models`: the models this deployment serves, with defaults and limits.
  */
 import { Hono } from 'hono'
+import type * as z from 'zod'
 import type { AppEnv } from '../app-env'
 import type { EngineProvider } from '../engine/provider'
 import type { ModelInfo } from '../engine/types'
 import { apiKeyAuth } from '../middleware/auth'
+import type { ModelSchema } from '../openapi/schemas'
 
 /** A model as the API shows it (snake_case, like request fields). */
-export function publicModel(m: ModelInfo) {
+export function publicModel(m: ModelInfo): z.output<typeof ModelSchema> {
   const l = m.limits
   return {
     id: m.id,
@@ -26,7 +28,8 @@ export function publicModel(m: ModelInfo) {
       max_guidance_scale: l.maxGuidance,
       max_images: l.maxImages,
     },
-    schedulers: m.schedulers,
+    schedulers: [...m.schedulers],
+    options: [...m.options],
   }
 }
 

@@ -228,6 +228,7 @@ describe('edge → GPU backend through wrangler dev', () => {
         scheduler: info.defaults.scheduler,
         n: 1,
         truncate: false,
+        options: {},
       })
       const { decodePngRgb } = await import('./png-decode')
       const a = decodePngRgb(remote)

@@ -30,7 +30,7 @@ import { BackendError } from '../../src/engine/errors'
 import { createRemoteEngine } from '../../src/engine/remote-engine'
 import { folderSource } from '../../src/node/folder-source'
 import { createPipelineEngine } from '../../src/engine/local-engine'
-import { loadModel } from '../../src/pipeline/model'
+import { describeModelFolder, loadModel } from '../../src/pipeline/model'
 import { StableDiffusionPipeline } from '../../src/pipeline/stable-diffusion'
 import { GOLDEN } from './golden'
 
@@ -55,6 +55,7 @@ const request = (over: Partial<GenerateRequest> = {}): GenerateRequest => ({
   scheduler: 'euler_a',
   n: 1,
   truncate: true,
+  options: {},
   ...over,
 })
 
@@ -246,7 +247,7 @@ describe('backend readiness and text encoder placement', () => {
     const remote = createRemoteEngine(models, {
       urls: [base],
       secret: SECRET,
-      textEncoder: { tiny: 'backend' },
+      textEncoder: { 'tiny-sd-optimum': 'backend' },
       // Inspect what crosses the wire: token ids, not hidden states.
       fetch: (u, i) => {
         if (i.body instanceof Uint8Array) bodies.push(i.body)
@@ -364,8 +365,12 @@ describe('backend health on the edge', () => {
 
 describe('text encoder placement and the embedding cache', () => {
   it('places by size unless overridden, per model or for all', async () => {
-    const bundled = await textEncoderBytes(
-      folderSource(fileURLToPath(new URL('../../models/tiny-shapes', import.meta.url))),
+    const bundled = textEncoderBytes(
+      (
+        await describeModelFolder(
+          folderSource(fileURLToPath(new URL('../../models/tiny-shapes', import.meta.url))),
+        )
+      ).spec,
     )
     expect(bundled).toBeGreaterThan(1_000_000)
     expect(textEncoderPlacement('tiny-shapes', bundled)).toBe('edge')

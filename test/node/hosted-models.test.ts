@@ -102,6 +102,7 @@ describe('createHostedEngine', () => {
     scheduler: 'default',
     n: 1,
     truncate: false,
+    options: {},
   }
 
   it('reports an unreachable provider as 503', async () => {

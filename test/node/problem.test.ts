@@ -35,13 +35,13 @@ describe('onProblem', () => {
     for (const status of [400, 401, 404, 413, 429, 503]) {
       const res = await app.request(`/bare/${status}`)
       expect(res.status).toBe(status)
-      expect((await res.json()).type).toBe('about:blank')
+      expect(((await res.json()) as { type: string }).type).toBe('about:blank')
     }
   })
 
   it('renders our own problems with their type', async () => {
     const res = await app.request('/ours')
     expect(res.status).toBe(403)
-    expect((await res.json()).type).toBe(`${PROBLEM_TYPE_BASE}key-revoked`)
+    expect(((await res.json()) as { type: string }).type).toBe(`${PROBLEM_TYPE_BASE}key-revoked`)
   })
 })

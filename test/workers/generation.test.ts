@@ -246,3 +246,36 @@ describe('truncate', () => {
     expect(await bytesOf(b)).toEqual(await bytesOf(a))
   })
 })
+
+describe('generation options', () => {
+  it('guidance_rescale changes the image and its key; its default keys as if absent; out of range is 422', async () => {
+    const body = { ...base, prompt: 'a blue square', seed: 23, guidance_scale: 7.5 }
+    const plain = await postImages(key, body)
+    expect(plain.status).toBe(200)
+    const plainKey = plain.headers.get('X-Request-Key')
+    const plainBytes = await bytesOf(plain)
+
+    const atDefault = await postImages(key, { ...body, guidance_rescale: 0 })
+    expect(atDefault.headers.get('X-Cache')).toBe('HIT')
+    expect(atDefault.headers.get('X-Request-Key')).toBe(plainKey)
+    await atDefault.arrayBuffer()
+
+    const rescaled = await postImages(key, { ...body, guidance_rescale: 0.7 })
+    expect(rescaled.status).toBe(200)
+    expect(rescaled.headers.get('X-Cache')).toBe('MISS')
+    expect(rescaled.headers.get('X-Request-Key')).not.toBe(plainKey)
+    expect(await bytesOf(rescaled)).not.toEqual(plainBytes)
+
+    const bad = await postImages(key, { ...body, guidance_rescale: 1.5 })
+    const problem = await expectProblem(bad, 422, 'validation-error')
+    expect(problem.errors).toEqual([
+      { field: 'guidance_rescale', detail: 'must be between 0 and 1' },
+    ])
+  })
+
+  it('lists the options each model honours', async () => {
+    const res = await call('/v1/models', { headers: { Authorization: `Bearer ${key}` } })
+    const { models } = (await res.json()) as { models: { id: string; options: string[] }[] }
+    expect(models.find((m) => m.id === modelId)?.options).toEqual(['guidance_rescale'])
+  })
+})

@@ -31,6 +31,7 @@ beforeAll(async () => {
     scheduler: m.defaults.scheduler,
     n: 1,
     truncate: false,
+    options: {},
   })
 })
 
