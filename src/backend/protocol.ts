@@ -201,21 +201,59 @@ export async function signRequest(
   return `v1=${toHex(await hmac(secret, `${timestamp}.${path}.${await sha256Hex(body)}`))}`
 }
 
+/**
+ * The signature of a backend's answer (a model manifest): the same HMAC over
+ * `response.` + timestamp + path + body hash, so no request signature can pass as an answer's.
+ */
+export async function signResponse(
+  secret: string,
+  timestamp: number,
+  path: string,
+  body: Uint8Array,
+): Promise<string> {
+  return `v1=${toHex(await hmac(secret, `response.${timestamp}.${path}.${await sha256Hex(body)}`))}`
+}
+
 /** Why a signature check failed, or `ok`. */
 export type SignatureCheck = 'ok' | 'missing' | 'expired' | 'invalid'
 
 /** Verifies a request signature in constant time and within the replay window. */
-export async function verifyRequest(
+export function verifyRequest(
   secret: string,
-  headers: { timestamp: string | null | undefined; signature: string | null | undefined },
+  headers: SignatureHeaders,
   path: string,
   body: Uint8Array,
   now = Date.now(),
 ): Promise<SignatureCheck> {
+  return verify(headers, now, (ts) => signRequest(secret, ts, path, body))
+}
+
+/** Verifies an answer's signature (`signResponse`) in constant time and within the window. */
+export function verifyResponse(
+  secret: string,
+  headers: SignatureHeaders,
+  path: string,
+  body: Uint8Array,
+  now = Date.now(),
+): Promise<SignatureCheck> {
+  return verify(headers, now, (ts) => signResponse(secret, ts, path, body))
+}
+
+/** The signature headers as received. */
+export interface SignatureHeaders {
+  timestamp: string | null | undefined
+  signature: string | null | undefined
+}
+
+async function verify(
+  headers: SignatureHeaders,
+  now: number,
+  sign: (ts: number) => Promise<string>,
+): Promise<SignatureCheck> {
   if (!headers.timestamp || !headers.signature) return 'missing'
   const ts = Number(headers.timestamp)
   if (!Number.isFinite(ts) || Math.abs(now - ts) > SIGNATURE_WINDOW_MS) return 'expired'
-  const want = new TextEncoder().encode(await signRequest(secret, ts, path, body))
+  const want = new TextEncoder().encode(await sign(ts))
   const got = new TextEncoder().encode(headers.signature)
   if (want.length !== got.length) return 'invalid'
   let diff = 0

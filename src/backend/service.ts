@@ -19,6 +19,7 @@ import {
   imagePayload,
   JOB_CONTENT_TYPE,
   ProtocolError,
+  signResponse,
   verifyRequest,
   type Job,
 } from './protocol'
@@ -100,6 +101,39 @@ export function createBackendApp(options: BackendOptions): Hono {
       ...(loadError ? { error: loadError } : {}),
     }
     return c.json(report, status === 'ready' ? 200 : 503)
+  })
+
+  // A model's manifest, for an edge that serves the model without loading it: its spec and
+  // tokenizer files. Signed both ways: the edge trusts it to validate and key requests.
+  app.get('/v1/models/:id/manifest', async (c) => {
+    const path = new URL(c.req.url).pathname
+    const check = await verifyRequest(
+      options.secret,
+      { timestamp: c.req.header(HEADERS.timestamp), signature: c.req.header(HEADERS.signature) },
+      path,
+      new Uint8Array(0),
+    )
+    if (check !== 'ok') return problem(401, 'Unauthorized', `request signature ${check}`)
+    if (status !== 'ready' || !engine) {
+      const res = problem(503, 'Service Unavailable', `the backend is ${status}`)
+      res.headers.set('retry-after', '5')
+      return res
+    }
+    const id = c.req.param('id')
+    if (!engine.models().some((m) => m.id === id))
+      return problem(404, 'Not Found', `this backend does not serve ${id}`)
+    const pipeline = engine.pipeline(id)
+    const body = new TextEncoder().encode(
+      JSON.stringify({ spec: pipeline.spec, tokenizer: pipeline.tokenizerFiles }),
+    )
+    const ts = Date.now()
+    return new Response(body, {
+      headers: {
+        'content-type': 'application/json',
+        [HEADERS.timestamp]: String(ts),
+        [HEADERS.signature]: await signResponse(options.secret, ts, path, body),
+      },
+    })
   })
 
   app.post('/v1/jobs', async (c) => {

@@ -33,6 +33,8 @@ export interface HealthRecord {
   healthy: boolean
   /** Digests of the models it serves (empty when unhealthy). */
   digests: string[]
+  /** The models it serves, by id (empty when unhealthy; absent in records of older edges). */
+  models?: { id: string; digest: string }[]
   provider?: string
   /** Epoch ms of the probe. */
   checkedAt: number
@@ -67,6 +69,7 @@ export async function probeBackend(
     return {
       healthy: true,
       digests: body.models.map((m) => String(m.digest)),
+      models: body.models.map((m) => ({ id: String(m.id), digest: String(m.digest) })),
       provider: body.provider,
       checkedAt,
       detail: 'ready',

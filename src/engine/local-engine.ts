@@ -5,7 +5,7 @@
  * reports each model's defaults and limits. Used by the in-isolate WebAssembly path and by the
  * GPU backend service alike, so both generate through the same code.
  */
-import { MODEL_LIMITS } from '../pipeline/model'
+import { MODEL_LIMITS, type ModelSpec } from '../pipeline/model'
 import { OPTION_DEFAULTS, OPTION_NAMES } from './options'
 import { encodePng, formatParameters } from '../pipeline/png'
 import { SCHEDULER_NAMES } from '../pipeline/schedulers'
@@ -20,8 +20,8 @@ import type {
 } from './types'
 
 /** Describes a served model for `/v1/models` and request validation. */
-export function describeModel(pipeline: StableDiffusionPipeline): ModelInfo {
-  const s = pipeline.spec
+export function describeModel(model: { spec: ModelSpec }): ModelInfo {
+  const s = model.spec
   const { maxSizeFactor, ...bounds } = MODEL_LIMITS
   return {
     id: s.id,

@@ -9,7 +9,8 @@
 import { pngSize } from '../pipeline/png'
 import type { StableDiffusionPipeline } from '../pipeline/stable-diffusion'
 import { BackendError, EngineError, nonFiniteFailure } from './errors'
-import { createPipelineEngine } from './local-engine'
+import type { ManifestModel } from './backend-models'
+import { describeModel } from './local-engine'
 import type { GeneratedImage, TextToImageEngine } from './types'
 import { CircuitBreaker, probeBackend, rankBackends, type HealthRecord } from './health'
 import type { TextEncoderPlacement } from './placement'
@@ -23,6 +24,20 @@ import {
 } from '../backend/protocol'
 import { float32, integers, type Tensor } from '../pipeline/tensor'
 import { sha256Hex } from '../util'
+
+/**
+ * A model the remote engine serves: a local pipeline (whose text encoder may run here), or a
+ * model known only from its backend's manifest (`./backend-models`; encoded on the backend).
+ */
+export type RemoteServable =
+  | Pick<StableDiffusionPipeline, 'spec' | 'tokenize' | 'encodePrompt'>
+  | (ManifestModel & { encodePrompt?: undefined })
+
+/**
+ * Whole-job deadline unless `GPU_BACKEND_TIMEOUT_MS` says otherwise: long enough for a
+ * full-size model on a CPU-only backend (a 512x512 SD 1.5 step takes ~10-20 s on 2 cores).
+ */
+export const DEFAULT_TIMEOUT_MS = 10 * 60_000
 
 /** Options of `createRemoteEngine`. */
 export interface RemoteEngineOptions {
@@ -47,15 +62,15 @@ export interface RemoteEngineOptions {
 
 /** An engine that runs the denoising loop on a GPU backend (the text encoder where placed). */
 export function createRemoteEngine(
-  models: readonly StableDiffusionPipeline[],
+  models: readonly RemoteServable[],
   options: RemoteEngineOptions,
 ): TextToImageEngine {
   if (!options.urls.length) throw new Error('createRemoteEngine needs at least one backend URL')
   if (!options.secret) throw new Error('createRemoteEngine needs the backend secret')
-  const local = createPipelineEngine(models)
   const byId = new Map(models.map((m) => [m.spec.id, m]))
+  const infos = Object.freeze(models.map(describeModel))
   const doFetch = options.fetch ?? ((u, i) => fetch(u, i))
-  const timeoutMs = options.timeoutMs ?? 120_000
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS
   const baseMs = options.downForMs ?? 5_000
   const breaker = new CircuitBreaker({ baseMs, maxMs: options.maxDownForMs ?? 12 * baseMs })
   const probeTimeoutMs = options.probeTimeoutMs ?? 2_000
@@ -69,8 +84,13 @@ export function createRemoteEngine(
   }
 
   return {
-    models: () => local.models(),
-    tokenize: (model, text) => local.tokenize(model, text),
+    models: () => infos,
+    tokenize(model, text) {
+      const m = byId.get(model)
+      if (!m) throw new RangeError(`unknown model ${JSON.stringify(model)}`)
+      const enc = m.tokenize(text, true)
+      return { inputIds: enc.inputIds, nTokens: enc.nTokens, truncated: enc.truncated }
+    },
     async generate(req, { signal, onProgress } = {}) {
       const pipe = byId.get(req.model)
       if (!pipe) throw new RangeError(`unknown model ${JSON.stringify(req.model)}`)
@@ -177,27 +197,25 @@ export function createRemoteEngine(
 
 /** The job's tensors: hidden states encoded here, or token ids for the backend to encode. */
 async function jobTensors(
-  pipe: StableDiffusionPipeline,
+  pipe: RemoteServable,
   req: Parameters<TextToImageEngine['generate']>[0],
   placement: TextEncoderPlacement,
 ): Promise<Record<string, Tensor>> {
   const spec = pipe.spec
   const cfg = req.guidanceScale > 1
-  if (placement === 'backend') {
+  if (placement === 'backend' || !pipe.encodePrompt) {
     const rows = [req.prompt, ...(cfg ? [req.negativePrompt] : [])].map(
       (text) => pipe.tokenize(text, req.truncate).inputIds,
     )
     return { input_ids: integers('int32', rows.flat(), [rows.length, spec.tokenWindow]) }
   }
   const dims = [spec.tokenWindow, spec.hiddenSize]
+  const encode = pipe.encodePrompt.bind(pipe)
   return {
-    prompt_embeds: float32(await pipe.encodePrompt(req.prompt, req.truncate), dims),
+    prompt_embeds: float32(await encode(req.prompt, req.truncate), dims),
     ...(cfg
       ? {
-          negative_prompt_embeds: float32(
-            await pipe.encodePrompt(req.negativePrompt, req.truncate),
-            dims,
-          ),
+          negative_prompt_embeds: float32(await encode(req.negativePrompt, req.truncate), dims),
         }
       : {}),
   }

@@ -12,6 +12,7 @@
  * generations go to Hugging Face Inference Providers (see `./hosted-models`).
  */
 import { bundledModelSource, type ModelFiles } from '../models/bundled'
+import { fetchManifest, manifestModel, type ManifestModel } from './backend-models'
 import { createPipelineEngine } from './local-engine'
 import { loadModel } from '../pipeline/model'
 import { StableDiffusionPipeline } from '../pipeline/stable-diffusion'
@@ -27,7 +28,7 @@ import { textEncoderBytes, textEncoderPlacement } from './placement'
 import { createHostedEngine, withHostedModels } from './hosted-engine'
 import { hostedConfig, type HostedEnv } from './hosted-models'
 import { createWasmBackend } from '../gpu/ort-wasm'
-import { createRemoteEngine } from './remote-engine'
+import { createRemoteEngine, type RemoteServable } from './remote-engine'
 
 /** The bindings that select and reach a GPU backend. */
 export interface EngineEnv extends HostedEnv {
@@ -91,6 +92,47 @@ function bundledModels(env: EngineEnv): Promise<StableDiffusionPipeline[]> {
   return models
 }
 
+/**
+ * The models the backends serve beyond the bundled ones, from their manifests (KV-cached by id
+ * and digest). `complete` is false when a backend could not be asked, so the caller looks again.
+ */
+async function backendModels(
+  env: EngineEnv,
+  urls: readonly string[],
+  bundled: readonly StableDiffusionPipeline[],
+): Promise<{ models: ManifestModel[]; complete: boolean }> {
+  const doFetch = backendFetch(env)
+  const known = new Set(bundled.map((m) => m.spec.id))
+  const models: ManifestModel[] = []
+  let complete = true
+  for (const base of urls) {
+    const record = await probeBackend(base, doFetch)
+    if (!record.healthy) {
+      complete = false
+      continue
+    }
+    for (const { id, digest } of record.models ?? []) {
+      if (known.has(id)) continue
+      try {
+        const manifest = await fetchManifest({
+          base,
+          id,
+          digest,
+          secret: env.GPU_BACKEND_SECRET as string,
+          fetch: doFetch,
+          store: env.GPU_HEALTH,
+        })
+        models.push(manifestModel(manifest))
+        known.add(id)
+      } catch (e) {
+        console.warn(`model ${id} on ${base} is not served: ${(e as Error).message}`)
+        complete = false
+      }
+    }
+  }
+  return { models, complete }
+}
+
 /** The isolate's engine for this environment. */
 export async function getEngine(env: EngineEnv = {}): Promise<TextToImageEngine> {
   const urls = backendUrls(env)
@@ -103,19 +145,26 @@ export async function getEngine(env: EngineEnv = {}): Promise<TextToImageEngine>
   if (cached) return cached
   const served = await bundledModels(env)
   let engine: TextToImageEngine
+  let complete = true
   if (!urls.length || !env.GPU_BACKEND_SECRET) engine = createPipelineEngine(served)
   else {
     const store = env.GPU_HEALTH
     let read: { at: number; value: Promise<Record<string, HealthRecord>> } | undefined
-    engine = createRemoteEngine(served, {
+    const discovered = await backendModels(env, urls, served)
+    complete = discovered.complete
+    const models: RemoteServable[] = [...served, ...discovered.models]
+    engine = createRemoteEngine(models, {
       urls,
       secret: env.GPU_BACKEND_SECRET as string,
       timeoutMs: env.GPU_BACKEND_TIMEOUT_MS ? Number(env.GPU_BACKEND_TIMEOUT_MS) : undefined,
       fetch: backendFetch(env),
       textEncoder: Object.fromEntries(
-        served.map((m) => [
+        models.map((m) => [
           m.spec.id,
-          textEncoderPlacement(m.spec.id, textEncoderBytes(m.spec), env.GPU_TEXT_ENCODER),
+          // A model known only from its manifest has no encoder here: it runs on the backend.
+          m.encodePrompt
+            ? textEncoderPlacement(m.spec.id, textEncoderBytes(m.spec), env.GPU_TEXT_ENCODER)
+            : 'backend',
         ]),
       ),
       health: store
@@ -128,6 +177,7 @@ export async function getEngine(env: EngineEnv = {}): Promise<TextToImageEngine>
     })
   }
   if (hosted) engine = withHostedModels(engine, await createHostedEngine(hosted))
-  engines.set(key, engine)
+  // A backend that did not answer may serve more models: look again on the next request.
+  if (complete) engines.set(key, engine)
   return engine
 }

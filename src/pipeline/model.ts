@@ -9,7 +9,7 @@ import { bytesReader, readOnnxMetadata, type OnnxMetadata } from './onnx-metadat
 import type { InferenceBackend, ModelFile, ModelSession, ValueInfo } from './tensor'
 import { ModelLoadError, readJson, readText, type ModelSource } from './model-source'
 import type { SchedulerConfig } from './schedulers'
-import { ClipTokenizer } from './tokenizer'
+import { ClipTokenizer, type ClipTokenizerFiles } from './tokenizer'
 
 /** The files of a model folder, relative to its root. `model.onnx` may have external data. */
 export const MODEL_FILES = Object.freeze({
@@ -113,6 +113,8 @@ export interface ModelSpec {
 export interface LoadedModel {
   spec: ModelSpec
   tokenizer: ClipTokenizer
+  /** The tokenizer's files as read, for edges that serve the model without its sessions. */
+  tokenizerFiles: ClipTokenizerFiles
   textEncoder: ModelSession
   unet: ModelSession
   vaeDecoder: ModelSession
@@ -122,6 +124,7 @@ export interface LoadedModel {
 export interface ModelDescription {
   spec: ModelSpec
   tokenizer: ClipTokenizer
+  tokenizerFiles: ClipTokenizerFiles
   /** Per component: graph metadata and the files (model and external data) it loads from. */
   components: Record<Component, { metadata: OnnxMetadata; files: string[] }>
 }
@@ -173,6 +176,7 @@ export async function loadModel(
   return {
     spec: description.spec,
     tokenizer: description.tokenizer,
+    tokenizerFiles: description.tokenizerFiles,
     textEncoder: sessions.text_encoder as ModelSession,
     unet: sessions.unet as ModelSession,
     vaeDecoder: sessions.vae_decoder as ModelSession,
@@ -190,7 +194,7 @@ export async function describeModelFolder(source: ModelSource): Promise<ModelDes
   source = readOnce(source)
   const index = await readJson(source, MODEL_FILES.index)
   const schedulerConfig = await readJson<SchedulerConfig>(source, MODEL_FILES.scheduler)
-  const tokenizer = ClipTokenizer.fromFiles({
+  const tokenizerFiles: ClipTokenizerFiles = {
     vocabJson: await readText(source, MODEL_FILES.tokenizer.vocab),
     mergesTxt: await readText(source, MODEL_FILES.tokenizer.merges),
     tokenizerConfigJson: (await source.has(MODEL_FILES.tokenizer.config))
@@ -199,7 +203,8 @@ export async function describeModelFolder(source: ModelSource): Promise<ModelDes
     specialTokensMapJson: (await source.has(MODEL_FILES.tokenizer.specialTokens))
       ? await readText(source, MODEL_FILES.tokenizer.specialTokens)
       : undefined,
-  })
+  }
+  const tokenizer = ClipTokenizer.fromFiles(tokenizerFiles)
   const unetConfig = await readJson(source, 'unet/config.json')
   const vaeConfig = await readJson(source, 'vae_decoder/config.json')
 
@@ -321,7 +326,7 @@ export async function describeModelFolder(source: ModelSource): Promise<ModelDes
     defaults,
     schedulerConfig,
   }
-  return { spec, tokenizer, components }
+  return { spec, tokenizer, tokenizerFiles, components }
 }
 
 /** The model's public id (see `ModelSpec.id`). */

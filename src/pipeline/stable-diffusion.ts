@@ -112,6 +112,11 @@ export class StableDiffusionPipeline {
     return this.#model.spec
   }
 
+  /** The tokenizer's files, as the model folder has them (for a model manifest). */
+  get tokenizerFiles() {
+    return this.#model.tokenizerFiles
+  }
+
   /** Token ids the text encoder will see for `text`. */
   tokenize(text: string, truncate = true) {
     return this.#model.tokenizer.encodeForModel(text, { truncate })

@@ -115,15 +115,19 @@ async function startWorker(vars: Record<string, string>, opts: { env?: string } 
     running.delete(stop)
   }
   running.add(stop)
-  return { base, generate, stop, log: () => log }
+  const models = () =>
+    fetch(`${base}/v1/models`, { headers: { authorization: `Bearer ${key.key}` } }).then(
+      (r) => r.json() as Promise<{ models: { id: string; limits: { max_width: number } }[] }>,
+    )
+  return { base, generate, models, stop, log: () => log }
 }
 
 /** `npm run gpu` as a child process; resolves once `/healthz` says ready. */
-async function startBackendProcess(providers: string) {
+async function startBackendProcess(providers: string, dirs: string[] = [MODEL_DIR]) {
   const port = await freePort()
   const child = spawn(
     join(ROOT, 'node_modules/.bin/tsx'),
-    ['scripts/gpu-server.ts', '--port', String(port), '--model', MODEL_DIR],
+    ['scripts/gpu-server.ts', '--port', String(port), ...dirs.flatMap((d) => ['--model', d])],
     {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -355,4 +359,67 @@ describe('edge → `npm run gpu` on the wasm provider (wrangler --env gpu)', () 
       remoteEncoder.stop()
     }
   }, 900_000)
+})
+
+describe('a model that lives only on the backend (wrangler --env gpu)', () => {
+  let backend: Awaited<ReturnType<typeof startBackendProcess>> | undefined
+  afterAll(() => backend?.stop())
+
+  it('is listed, validated and keyed at the edge from its manifest, and generates there', async () => {
+    const golden = join(ROOT, '..', 'shared', 'golden', 'pipeline', 'tiny-sd-optimum')
+    backend = await startBackendProcess('cpu', [MODEL_DIR, golden])
+    const edge = await startWorker(
+      { GPU_BACKEND_URLS: backend.url, GPU_BACKEND_SECRET: SECRET },
+      { env: 'gpu' },
+    )
+    try {
+      const { models } = await edge.models()
+      expect(models.map((m) => m.id)).toEqual([MODEL_ID, 'tiny-sd-optimum'])
+      const body = {
+        model: 'tiny-sd-optimum',
+        prompt: 'a red circle',
+        seed: 9,
+        steps: 4,
+        guidance_scale: 7.5,
+        width: 64,
+        height: 64,
+        scheduler: 'euler_a',
+      }
+      const res = await edge.generate(body)
+      expect(res.status, `${edge.log()}\nbackend:\n${backend.log()}`).toBe(200)
+      expect(res.headers.get('x-cache')).toBe('MISS')
+      const bytes = Buffer.from(await res.arrayBuffer())
+      // The same pipeline on the same provider, locally: the very same PNG.
+      const local = createPipelineEngine([
+        new StableDiffusionPipeline(
+          await loadModel(folderSource(golden), createNodeBackend('cpu')),
+        ),
+      ])
+      const [want] = await local.generate({
+        model: 'tiny-sd-optimum',
+        prompt: body.prompt,
+        negativePrompt: '',
+        seed: body.seed,
+        steps: body.steps,
+        guidanceScale: body.guidance_scale,
+        width: 64,
+        height: 64,
+        scheduler: body.scheduler,
+        n: 1,
+        truncate: false,
+        options: {},
+      })
+      expect(bytes.equals(Buffer.from(want.bytes))).toBe(true)
+      const again = await edge.generate(body)
+      expect(again.headers.get('x-cache')).toBe('HIT')
+      await again.arrayBuffer()
+      // Validation uses the manifest's limits: this model's size limit, not the bundled one's.
+      const tooBig = await edge.generate({ ...body, width: 128 })
+      expect(tooBig.status).toBe(422)
+      await tooBig.arrayBuffer()
+      expect((await backend.healthz()).body.jobs).toMatchObject({ started: 1, promptsEncoded: 2 })
+    } finally {
+      edge.stop()
+    }
+  }, 600_000)
 })
