@@ -4,8 +4,11 @@
  *
  * Request: `POST /v1/jobs`, body = u32 header length ‖ header JSON ‖ raw tensor bytes (binary,
  * never JSON arrays). Signed: `X-TTI-Signature: v1=<hex HMAC-SHA256(secret, ts "." path "." sha256(body))>`
- * with `X-TTI-Timestamp` (ms) inside a replay window. `Idempotency-Key` is the body's SHA-256, so a
- * retry after a timeout joins or reuses the first run instead of generating twice.
+ * with `X-TTI-Timestamp` (ms) inside a replay window. The backend keys runs by the SHA-256 of the
+ * signed body (sent as `Idempotency-Key` too, for logs; never trusted), so a retry after a timeout
+ * joins or reuses the first run instead of generating twice, and no header can point one job at
+ * another's run. Manifests (`GET /v1/models/{id}/manifest`) are signed the same way, and so is
+ * the answer (`signResponse`).
  *
  * Response: a stream of frames, kind byte ‖ u32 length ‖ payload: `P` progress JSON, `I` image
  * (u32 meta length ‖ meta JSON ‖ PNG bytes), `E` error JSON, `D` done.
@@ -218,26 +221,10 @@ export async function signResponse(
 export type SignatureCheck = 'ok' | 'missing' | 'expired' | 'invalid'
 
 /** Verifies a request signature in constant time and within the replay window. */
-export function verifyRequest(
-  secret: string,
-  headers: SignatureHeaders,
-  path: string,
-  body: Uint8Array,
-  now = Date.now(),
-): Promise<SignatureCheck> {
-  return verify(headers, now, (ts) => signRequest(secret, ts, path, body))
-}
+export const verifyRequest = verifier(signRequest)
 
 /** Verifies an answer's signature (`signResponse`) in constant time and within the window. */
-export function verifyResponse(
-  secret: string,
-  headers: SignatureHeaders,
-  path: string,
-  body: Uint8Array,
-  now = Date.now(),
-): Promise<SignatureCheck> {
-  return verify(headers, now, (ts) => signResponse(secret, ts, path, body))
-}
+export const verifyResponse = verifier(signResponse)
 
 /** The signature headers as received. */
 export interface SignatureHeaders {
@@ -245,16 +232,38 @@ export interface SignatureHeaders {
   signature: string | null | undefined
 }
 
+/** A constant-time check of the signatures `sign` makes, within the replay window. */
+function verifier(
+  sign: (secret: string, timestamp: number, path: string, body: Uint8Array) => Promise<string>,
+) {
+  return (
+    secret: string,
+    headers: SignatureHeaders,
+    path: string,
+    body: Uint8Array,
+    now = Date.now(),
+  ): Promise<SignatureCheck> => verify(headers, now, (ts) => sign(secret, ts, path, body))
+}
+
+/**
+ * What can be checked of a signature before the body is read: both headers present, and the
+ * timestamp inside the replay window.
+ */
+export function checkSignatureHeaders(headers: SignatureHeaders, now = Date.now()): SignatureCheck {
+  if (!headers.timestamp || !headers.signature) return 'missing'
+  const ts = Number(headers.timestamp)
+  return Number.isFinite(ts) && Math.abs(now - ts) <= SIGNATURE_WINDOW_MS ? 'ok' : 'expired'
+}
+
 async function verify(
   headers: SignatureHeaders,
   now: number,
   sign: (ts: number) => Promise<string>,
 ): Promise<SignatureCheck> {
-  if (!headers.timestamp || !headers.signature) return 'missing'
-  const ts = Number(headers.timestamp)
-  if (!Number.isFinite(ts) || Math.abs(now - ts) > SIGNATURE_WINDOW_MS) return 'expired'
-  const want = new TextEncoder().encode(await sign(ts))
-  const got = new TextEncoder().encode(headers.signature)
+  const early = checkSignatureHeaders(headers, now)
+  if (early !== 'ok') return early
+  const want = new TextEncoder().encode(await sign(Number(headers.timestamp)))
+  const got = new TextEncoder().encode(headers.signature as string)
   if (want.length !== got.length) return 'invalid'
   let diff = 0
   for (let i = 0; i < want.length; i++) diff |= want[i] ^ got[i]

@@ -20,6 +20,7 @@ import {
   JOB_CONTENT_TYPE,
   ProtocolError,
   signResponse,
+  checkSignatureHeaders,
   verifyRequest,
   type Job,
 } from './protocol'
@@ -139,15 +140,19 @@ export function createBackendApp(options: BackendOptions): Hono {
   app.post('/v1/jobs', async (c) => {
     if (c.req.header('content-type') !== JOB_CONTENT_TYPE)
       return problem(415, 'Unsupported Media Type', `expected ${JOB_CONTENT_TYPE}`)
-    const body = new Uint8Array(await c.req.arrayBuffer())
-    if (body.length > MAX_BODY)
-      return problem(413, 'Payload Too Large', `jobs are at most ${MAX_BODY} bytes`)
-    const check = await verifyRequest(
-      options.secret,
-      { timestamp: c.req.header(HEADERS.timestamp), signature: c.req.header(HEADERS.signature) },
-      new URL(c.req.url).pathname,
-      body,
-    )
+    // Refuse what can be refused before reading a byte of an unauthenticated body: a declared
+    // size over the limit, and missing or stale signature headers.
+    const tooLarge = () => problem(413, 'Payload Too Large', `jobs are at most ${MAX_BODY} bytes`)
+    if (Number(c.req.header('content-length') ?? 0) > MAX_BODY) return tooLarge()
+    const signature = {
+      timestamp: c.req.header(HEADERS.timestamp),
+      signature: c.req.header(HEADERS.signature),
+    }
+    const early = checkSignatureHeaders(signature)
+    if (early !== 'ok') return problem(401, 'Unauthorized', `request signature ${early}`)
+    const body = await readCapped(c.req.raw, MAX_BODY)
+    if (!body) return tooLarge()
+    const check = await verifyRequest(options.secret, signature, new URL(c.req.url).pathname, body)
     if (check !== 'ok') return problem(401, 'Unauthorized', `request signature ${check}`)
     if (status !== 'ready' || !engine) {
       const res = problem(503, 'Service Unavailable', `the backend is ${status}`)
@@ -168,7 +173,8 @@ export function createBackendApp(options: BackendOptions): Hono {
         `this backend does not serve ${job.header.model}@${job.header.digest.slice(0, 12)}`,
       )
     const deadline = Number(c.req.header(HEADERS.deadline) ?? Date.now() + 300_000)
-    const key = c.req.header(HEADERS.idempotency) ?? (await sha256Hex(body))
+    // Runs are keyed by the signed body itself: an unsigned header could name another job's run.
+    const key = await sha256Hex(body)
 
     sweep(runs, ttl)
     let run = runs.get(key)
@@ -193,6 +199,31 @@ export function createBackendApp(options: BackendOptions): Hono {
     return new Response(streamRun(run), { headers: { 'content-type': FRAMES_CONTENT_TYPE } })
   })
   return app
+}
+
+/** The request body, or undefined once it streams past `max` bytes (reading stops there). */
+async function readCapped(req: Request, max: number): Promise<Uint8Array | undefined> {
+  if (!req.body) return new Uint8Array(0)
+  const chunks: Uint8Array[] = []
+  let size = 0
+  const reader = req.body.getReader()
+  for (;;) {
+    const { done, value } = await reader.read()
+    if (done) break
+    size += value.length
+    if (size > max) {
+      await reader.cancel()
+      return undefined
+    }
+    chunks.push(value)
+  }
+  const out = new Uint8Array(size)
+  let o = 0
+  for (const c of chunks) {
+    out.set(c, o)
+    o += c.length
+  }
+  return out
 }
 
 function sweep(runs: Map<string, Run>, ttl: number): void {

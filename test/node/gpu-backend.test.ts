@@ -4,7 +4,7 @@
  * clear 502/503/504 for every way a backend can fail.
  */
 import { serve, type ServerType } from '@hono/node-server'
-import { createServer, type Server } from 'node:http'
+import { createServer, request as httpRequest, type ClientRequest, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -410,5 +410,73 @@ describe('text encoder placement and the embedding cache', () => {
     await pipe.encodePrompt('a red circle')
     expect(runs).toBe(size + 2)
     await expect(pipe.encodeTokenIds([1, 2])).rejects.toThrow(/input ids must be/)
+  })
+})
+
+describe('backend request hardening', () => {
+  /** A raw HTTP request whose body is written by `write`; resolves with the status. */
+  function rawPost(headers: Record<string, string>, write: (r: ClientRequest) => void) {
+    return new Promise<number>((resolve, reject) => {
+      const u = new URL('/v1/jobs', base)
+      const r = httpRequest(
+        { method: 'POST', host: u.hostname, port: u.port, path: u.pathname, headers },
+        (res) => {
+          res.resume()
+          resolve(res.statusCode ?? 0)
+          r.destroy()
+        },
+      )
+      r.on('error', () => undefined)
+      write(r)
+      setTimeout(() => reject(new Error('no answer while the body was still open')), 10_000)
+    })
+  }
+
+  it('refuses an oversized or unsigned body before reading it, and caps a streamed one', async () => {
+    const chunk = Buffer.alloc(64 * 1024)
+    // A declared 400 MiB body: answered at once, with most of it never sent.
+    expect(
+      await rawPost(
+        { 'content-type': JOB_CONTENT_TYPE, 'content-length': String(400 * 2 ** 20) },
+        (r) => r.write(chunk),
+      ),
+    ).toBe(413)
+    // No signature headers: answered before the (endless, chunked) body ends.
+    expect(await rawPost({ 'content-type': JOB_CONTENT_TYPE }, (r) => r.write(chunk))).toBe(401)
+    // Signed headers but a chunked body past the limit: reading stops at the limit.
+    const ts = Date.now()
+    expect(
+      await rawPost(
+        {
+          'content-type': JOB_CONTENT_TYPE,
+          [HEADERS.timestamp]: String(ts),
+          [HEADERS.signature]: `v1=${'0'.repeat(64)}`,
+        },
+        (r) => {
+          for (let i = 0; i < 20; i++) r.write(chunk)
+        },
+      ),
+    ).toBe(413)
+  })
+
+  it('keys runs by the signed body, not by the Idempotency-Key header', async () => {
+    const a = request({ seed: 31, prompt: 'a green square' })
+    const b = request({ seed: 32, prompt: 'a yellow circle' })
+    const remote = createRemoteEngine(models, {
+      urls: [base],
+      secret: SECRET,
+      // Replays job A under the key job B will send: B must still get its own images.
+      fetch: (u, i) => {
+        const headers = { ...(i.headers as Record<string, string>) }
+        if (replaying) headers[HEADERS.idempotency] = 'f'.repeat(64)
+        return fetch(u, { ...i, headers })
+      },
+    })
+    let replaying = true
+    await remote.generate(a)
+    const [gotB] = await remote.generate(b)
+    replaying = false
+    const [wantB] = await createPipelineEngine(models).generate(b)
+    expect(Buffer.from(gotB.bytes).equals(Buffer.from(wantB.bytes))).toBe(true)
   })
 })
