@@ -11,15 +11,15 @@ import { extname, join, normalize } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { GOLDEN, goldenJson, maxAbs, maxAbsDiff } from './golden'
+import { RUNTIME_PATHS, skipWithout } from './runtimes'
 
-const CHROMIUM = '/usr/bin/chromium'
-const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json'
+const CHROMIUM = RUNTIME_PATHS.chromium
+const SKIP = skipWithout('browser pipeline test', ['chromium', 'swiftshader', 'vulkanLoader'])
+const SWIFTSHADER_ICD = RUNTIME_PATHS.swiftshader
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const ORT_DIST = join(ROOT, 'node_modules/onnxruntime-web/dist')
 const MODEL = join(GOLDEN, 'pipeline/tiny-sd-optimum')
 const CASE = 'euler_a_4_cfg7.5_seed0_32x64'
-if (!existsSync(CHROMIUM))
-  console.warn(`browser pipeline test skipped: ${CHROMIUM} not found (apt-get install chromium)`)
 
 const TYPES: Record<string, string> = {
   '.html': 'text/html',
@@ -29,7 +29,7 @@ const TYPES: Record<string, string> = {
   '.json': 'application/json',
 }
 
-describe.skipIf(!existsSync(CHROMIUM))('pipeline in headless Chromium', () => {
+describe.skipIf(SKIP)('pipeline in headless Chromium', () => {
   let server: Server
   let base: string
   let bundle: string

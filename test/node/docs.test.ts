@@ -6,20 +6,19 @@
  * Also runs the curl example of docs/api.md's OpenAPI section as written.
  */
 import { execFile } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import { chromium, type Browser, type Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startWorker, type RunningWorker } from './worker-server'
+import { RUNTIME_PATHS, skipWithout } from './runtimes'
 
-const CHROMIUM = '/usr/bin/chromium'
-if (!existsSync(CHROMIUM)) {
-  console.warn(`docs test skipped: ${CHROMIUM} not found (apt-get install chromium)`)
-}
+const CHROMIUM = RUNTIME_PATHS.chromium
+const SKIP = skipWithout('docs test', ['chromium'])
 
-describe.skipIf(!existsSync(CHROMIUM))('/docs in headless Chromium', () => {
+describe.skipIf(SKIP)('/docs in headless Chromium', () => {
   let worker: RunningWorker
   let key: string
   let browser: Browser

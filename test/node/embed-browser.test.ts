@@ -6,15 +6,7 @@
  * examples run as written (bash, curl, the `tti` CLI) against the same worker.
  */
 import { execFile } from 'node:child_process'
-import {
-  chmodSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs'
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, type Server } from 'node:http'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
@@ -22,11 +14,10 @@ import { chromium, type Browser } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { TtiClient } from '../../src/client/index'
 import { freePort, startWorker, type RunningWorker } from './worker-server'
+import { RUNTIME_PATHS, skipWithout } from './runtimes'
 
-const CHROMIUM = '/usr/bin/chromium'
-if (!existsSync(CHROMIUM)) {
-  console.warn(`embed browser test skipped: ${CHROMIUM} not found (apt-get install chromium)`)
-}
+const CHROMIUM = RUNTIME_PATHS.chromium
+const SKIP = skipWithout('embed browser test', ['chromium'])
 
 let worker: RunningWorker
 let key: string
@@ -63,7 +54,7 @@ function embedPage(url: string): string {
 </script>`
 }
 
-describe.skipIf(!existsSync(CHROMIUM))('embed URLs in headless Chromium', () => {
+describe.skipIf(SKIP)('embed URLs in headless Chromium', () => {
   let browser: Browser
   const servers: Server[] = []
   let embedUrl = ''

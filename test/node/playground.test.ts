@@ -4,20 +4,18 @@
  * progress bar fill step by step (server-sent events), and see the image load from its permanent
  * URL, with the embed snippet to paste.
  */
-import { existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { chromium, type Browser, type Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startWorker, type RunningWorker } from './worker-server'
+import { RUNTIME_PATHS, skipWithout } from './runtimes'
 
-const CHROMIUM = '/usr/bin/chromium'
+const CHROMIUM = RUNTIME_PATHS.chromium
+const SKIP = skipWithout('playground test', ['chromium'])
 const STEPS = 40
-if (!existsSync(CHROMIUM)) {
-  console.warn(`playground test skipped: ${CHROMIUM} not found (apt-get install chromium)`)
-}
 
-describe.skipIf(!existsSync(CHROMIUM))('playground in headless Chromium', () => {
+describe.skipIf(SKIP)('playground in headless Chromium', () => {
   let worker: RunningWorker
   let key: string
   let browser: Browser

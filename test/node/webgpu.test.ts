@@ -2,7 +2,6 @@
  * The same generation on onnxruntime-node's `webgpu` provider (Dawn over SwiftShader's Vulkan
  * driver on CPU-only machines) equals the CPU result within float tolerance.
  */
-import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { createNodeBackend } from '../../src/gpu/ort-node'
@@ -10,14 +9,16 @@ import { folderSource } from '../../src/node/folder-source'
 import { loadModel } from '../../src/pipeline/model'
 import { StableDiffusionPipeline } from '../../src/pipeline/stable-diffusion'
 import { GOLDEN, maxAbs, maxAbsDiff } from './golden'
+import { RUNTIME_PATHS, skipWithout } from './runtimes'
 
-const ICD = '/usr/lib/chromium/vk_swiftshader_icd.json'
-const hasGpu = !!process.env.VK_ICD_FILENAMES || existsSync(ICD)
-if (!hasGpu)
-  console.warn(`webgpu test skipped: no Vulkan driver (install Debian's chromium for ${ICD})`)
-process.env.VK_ICD_FILENAMES ??= ICD
+// A GPU's own Vulkan driver (VK_ICD_FILENAMES) or SwiftShader's; the loader either way.
+const SKIP = skipWithout(
+  'webgpu test',
+  process.env.VK_ICD_FILENAMES ? ['vulkanLoader'] : ['swiftshader', 'vulkanLoader'],
+)
+process.env.VK_ICD_FILENAMES ??= RUNTIME_PATHS.swiftshader
 
-describe.skipIf(!hasGpu)('webgpu provider', () => {
+describe.skipIf(SKIP)('webgpu provider', () => {
   it('matches the CPU provider on a guided generation', async () => {
     const dir = join(GOLDEN, 'pipeline', 'tiny-sd-optimum')
     const params = {
