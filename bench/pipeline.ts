@@ -23,7 +23,8 @@ import { createBackendApp } from '../src/backend/service'
 import { createNodeBackend } from '../src/gpu/ort-node'
 import { createWebBackend } from '../src/gpu/ort-web'
 import { createRemoteEngine } from '../src/engine/remote-engine'
-import type { InferenceBackend, ModelSession } from '../src/pipeline/tensor'
+import type { InferenceBackend } from '../src/pipeline/tensor'
+import { timedBackend } from './timed-backend'
 import { folderSource } from '../src/node/folder-source'
 import { createPipelineEngine } from '../src/engine/local-engine'
 import type { TextToImageEngine } from '../src/engine/types'
@@ -47,31 +48,13 @@ interface Timer {
 
 /** Wraps a backend so every session run adds its wall time to the timer. */
 function timed(backend: InferenceBackend, timer: Timer): InferenceBackend {
-  return {
-    name: backend.name,
-    async createSession(model, options) {
-      const s = await backend.createSession(model, options)
-      const wrapped: ModelSession = {
-        inputs: s.inputs,
-        outputs: s.outputs,
-        release: () => s.release(),
-        async run(feeds, names) {
-          const t0 = performance.now()
-          try {
-            return await s.run(feeds, names)
-          } finally {
-            const dt = performance.now() - t0
-            timer.ms += dt
-            if (options?.label === 'unet') {
-              timer.unetMs += dt
-              timer.unetCalls++
-            }
-          }
-        },
-      }
-      return wrapped
-    },
-  }
+  return timedBackend(backend, (label, ms) => {
+    timer.ms += ms
+    if (label === 'unet') {
+      timer.unetMs += ms
+      timer.unetCalls++
+    }
+  })
 }
 
 const PARAMS: GenerateParams = {

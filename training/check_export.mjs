@@ -19,7 +19,15 @@ import { join, resolve } from 'node:path'
 import ort from 'onnxruntime-node'
 
 function parseArgs(argv) {
-  const o = { dir: null, size: 512, steps: 1, threads: 0, encoder: false, components: null }
+  const o = {
+    dir: null,
+    size: 512,
+    steps: 1,
+    threads: 0,
+    encoder: false,
+    components: null,
+    providers: ['cpu'],
+  }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
     if (a === '--size') o.size = Number(argv[++i])
@@ -27,6 +35,7 @@ function parseArgs(argv) {
     else if (a === '--threads') o.threads = Number(argv[++i])
     else if (a === '--encoder') o.encoder = true
     else if (a === '--components') o.components = argv[++i].split(',')
+    else if (a === '--providers') o.providers = argv[++i].split(',')
     else if (a.startsWith('--')) throw new Error(`unknown option ${a}`)
     else o.dir = resolve(a)
   }
@@ -119,7 +128,7 @@ const rssMb = () => Math.round(process.resourceUsage().maxRSS / 1024)
 
 async function main() {
   const o = parseArgs(process.argv.slice(2))
-  const opts = { executionProviders: ['cpu'], logSeverityLevel: 3 }
+  const opts = { executionProviders: o.providers, logSeverityLevel: 3 }
   if (o.threads) opts.intraOpNumThreads = o.threads
   const tokCfg = JSON.parse(readFileSync(join(o.dir, 'tokenizer', 'tokenizer_config.json'), 'utf8'))
   const padId = tokCfg.pad_token === '!' ? 0 : 49407 // SD 2.x pads with "!" (id 0)

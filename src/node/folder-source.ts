@@ -14,11 +14,24 @@ import { ModelLoadError, type ModelSource } from '../pipeline/model-source'
 /** The digest cache's file name, in the model folder. */
 export const DIGEST_CACHE_FILE = '.tti-sha256.json'
 
+/**
+ * Files below this size are hashed again on each load (milliseconds) instead of cached, so small
+ * model folders (the bundled one, reference data) are never written to.
+ */
+export const DIGEST_CACHE_MIN_BYTES = 64 * 2 ** 20
+
+/** Options of `folderSource`. */
+export interface FolderSourceOptions {
+  /** Cache digests of files from this size up (default `DIGEST_CACHE_MIN_BYTES`). */
+  digestCacheMinBytes?: number
+}
+
 type DigestCache = Record<string, { size: number; mtimeMs: number; sha256: string }>
 
 /** Reads model files from `dir`. */
-export function folderSource(dir: string): ModelSource {
+export function folderSource(dir: string, options: FolderSourceOptions = {}): ModelSource {
   const root = resolve(dir)
+  const cacheFrom = options.digestCacheMinBytes ?? DIGEST_CACHE_MIN_BYTES
   const fail = (p: string, e: unknown): never => {
     const code = (e as NodeJS.ErrnoException).code
     throw new ModelLoadError(
@@ -78,6 +91,7 @@ export function folderSource(dir: string): ModelSource {
       for await (const chunk of createReadStream(file, { highWaterMark: 4 << 20 }))
         hash.update(chunk as Buffer)
       const sha256 = hash.digest('hex')
+      if (info.size < cacheFrom) return sha256
       entries[p] = { size: info.size, mtimeMs: info.mtimeMs, sha256 }
       // Best effort: a read-only model folder just hashes again next time.
       await writeFile(join(root, DIGEST_CACHE_FILE), JSON.stringify(entries, null, 2)).catch(

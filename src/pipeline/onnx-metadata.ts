@@ -203,9 +203,19 @@ function valueInfo(bytes: Uint8Array): ValueInfo {
   return { name, type: ELEMENT_TYPES[elem] ?? `onnx-type-${elem}`, shape }
 }
 
-/** Every field of a small message in memory: varints as numbers, length-delimited as bytes. */
-function fields(b: Uint8Array): Map<number, (number | Uint8Array)[]> {
-  const out = new Map<number, (number | Uint8Array)[]>()
+/** One protobuf field of a message in memory: varints as numbers, length-delimited as bytes. */
+export interface WireField {
+  no: number
+  wire: 0 | 2
+  value: number | Uint8Array
+}
+
+/**
+ * The fields of a small message in memory, in order (fixed-width fields are skipped: the
+ * messages read here use none that matter). Throws `OnnxFormatError` on malformed bytes.
+ */
+export function readFields(b: Uint8Array): WireField[] {
+  const out: WireField[] = []
   let pos = 0
   const varint = () => {
     let v = 0
@@ -220,22 +230,27 @@ function fields(b: Uint8Array): Map<number, (number | Uint8Array)[]> {
   }
   while (pos < b.length) {
     const tag = varint()
-    const field = Math.floor(tag / 8)
+    const no = Math.floor(tag / 8)
     const wire = tag % 8
-    let value: number | Uint8Array
-    if (wire === 0) value = varint()
+    if (wire === 0) out.push({ no, wire, value: varint() })
     else if (wire === 2) {
       const len = varint()
       if (pos + len > b.length) throw new OnnxFormatError('a field runs past its message')
-      value = b.subarray(pos, pos + len)
+      out.push({ no, wire, value: b.subarray(pos, pos + len) })
       pos += len
-    } else if (wire === 1 || wire === 5) {
-      pos += wire === 1 ? 8 : 4
-      continue
-    } else throw new OnnxFormatError(`unsupported protobuf wire type ${wire}`)
-    const list = out.get(field)
+    } else if (wire === 1 || wire === 5) pos += wire === 1 ? 8 : 4
+    else throw new OnnxFormatError(`unsupported protobuf wire type ${wire}`)
+  }
+  return out
+}
+
+/** `readFields` grouped by field number. */
+function fields(b: Uint8Array): Map<number, (number | Uint8Array)[]> {
+  const out = new Map<number, (number | Uint8Array)[]>()
+  for (const { no, value } of readFields(b)) {
+    const list = out.get(no)
     if (list) list.push(value)
-    else out.set(field, [value])
+    else out.set(no, [value])
   }
   return out
 }

@@ -6,11 +6,25 @@
  * diffusers reference (exactly where only the storage changed). Sessions load from paths on
  * onnxruntime-node: no weight file is read into JS memory, and metadata is read before weights.
  */
-import { cpSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import {
+  cpSync,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { serve } from '@hono/node-server'
+import type { AddressInfo } from 'node:net'
+import { createBackendApp } from '../../src/backend/service'
 import { createPipelineEngine } from '../../src/engine/local-engine'
+import { createRemoteEngine } from '../../src/engine/remote-engine'
+import type { GenerateRequest } from '../../src/engine/types'
+import { failureProblem } from '../../src/images/create-images'
 import { failureOf } from '../../src/engine/errors'
 import { createNodeBackend } from '../../src/gpu/ort-node'
 import { createWebBackend } from '../../src/gpu/ort-web'
@@ -111,7 +125,9 @@ describe('digests', () => {
         ? (({ model: m, files }) => ({ 'model.onnx': m, ...files }))(externalize(model, 'single'))
         : KEEP,
     )
-    const first = await describeModelFolder(folderSource(dir))
+    // The fixture is small: cache every file's digest (real folders cache files of 64 MiB up).
+    const cached = () => folderSource(dir, { digestCacheMinBytes: 0 })
+    const first = await describeModelFolder(cached())
     const cache = JSON.parse(readFileSync(join(dir, DIGEST_CACHE_FILE), 'utf8'))
     expect(Object.keys(cache).sort()).toEqual([
       'text_encoder/model.onnx',
@@ -127,13 +143,17 @@ describe('digests', () => {
       statSync(join(dir, 'unet/model.onnx_data')).size,
     )
     // The digest does not depend on how the hashes were computed (streamed or in memory).
-    const inMemory = await describeModelFolder({ ...folderSource(dir), sha256: undefined })
+    const inMemory = await describeModelFolder({ ...cached(), sha256: undefined })
     expect(inMemory.spec.digest).toBe(first.spec.digest)
     // Changing the weights changes the digest, even with a stale cache entry beside them.
     data[data.length - 1] ^= 1
     writeFileSync(join(dir, 'unet/model.onnx_data'), data)
-    const changed = await describeModelFolder(folderSource(dir))
+    const changed = await describeModelFolder(cached())
     expect(changed.spec.digest).not.toBe(first.spec.digest)
+    // Small files are not cached by default: a folder of them is never written to.
+    const small = variant('digest-small', () => KEEP)
+    await describeModelFolder(folderSource(small))
+    expect(existsSync(join(small, DIGEST_CACHE_FILE))).toBe(false)
   })
 })
 
@@ -198,22 +218,7 @@ describe('float16 models', () => {
       new StableDiffusionPipeline(await loadModel(folderSource(dir), node)),
     ])
     const [info] = engine.models()
-    const error = await engine
-      .generate({
-        model: info.id,
-        prompt: 'a red circle',
-        negativePrompt: '',
-        seed: 1,
-        steps: 2,
-        guidanceScale: 7.5,
-        width: 64,
-        height: 64,
-        scheduler: 'euler',
-        n: 1,
-        truncate: true,
-        options: {},
-      })
-      .catch((e) => e)
+    const error = await engine.generate(overflowRequest(info.id)).catch((e) => e)
     expect(error).toBeInstanceOf(NonFiniteOutputError)
     expect(error.message).toMatch(/VAE decoder returned NaN or infinite values/)
     expect(failureOf(error)).toMatchObject({
@@ -223,6 +228,23 @@ describe('float16 models', () => {
     })
   })
 })
+
+function overflowRequest(model: string): GenerateRequest {
+  return {
+    model,
+    prompt: 'a red circle',
+    negativePrompt: '',
+    seed: 1,
+    steps: 2,
+    guidanceScale: 7.5,
+    width: 64,
+    height: 64,
+    scheduler: 'euler',
+    n: 1,
+    truncate: true,
+    options: {},
+  }
+}
 
 describe('metadata before weights', () => {
   it('refuses an unsupported element type before creating any session', async () => {

@@ -5,37 +5,21 @@
  * and a float16 VAE whose output overflows. The graphs stay real: ONNX Runtime runs every one.
  * Field numbers are onnx.proto's.
  */
+import { readFields, type WireField } from '../../src/pipeline/onnx-metadata'
 import { float32ToHalfBits } from '../../src/pipeline/tensor'
 
 type Value = number | Uint8Array
 /** A message as its fields in order: field number, wire type (0 varint, 2 bytes) and value. */
-type Fields = { no: number; wire: 0 | 2; value: Value }[]
+type Fields = WireField[]
 
+/**
+ * A message's fields, in order (the reader the pipeline uses for ONNX metadata). It skips
+ * fixed-width fields, which none of the messages edited here has: re-encoding proves it.
+ */
 function decode(b: Uint8Array): Fields {
-  const out: Fields = []
-  let pos = 0
-  const varint = () => {
-    let v = 0
-    let scale = 1
-    for (;;) {
-      const x = b[pos++]
-      v += (x & 0x7f) * scale
-      if (!(x & 0x80)) return v
-      scale *= 128
-    }
-  }
-  while (pos < b.length) {
-    const tag = varint()
-    const no = Math.floor(tag / 8)
-    const wire = tag % 8
-    if (wire === 0) out.push({ no, wire, value: varint() })
-    else if (wire === 2) {
-      const len = varint()
-      out.push({ no, wire, value: b.subarray(pos, pos + len) })
-      pos += len
-    } else throw new Error(`wire type ${wire} is not used by these fixtures`)
-  }
-  return out
+  const fields = readFields(b)
+  if (encode(fields).length !== b.length) throw new Error('a message with fixed-width fields')
+  return fields
 }
 
 function varintBytes(v: number): number[] {
