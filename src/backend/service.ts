@@ -40,6 +40,11 @@ export interface BackendOptions {
   provider?: string
   /** Called when a job starts running (not when it is joined or replayed); for metrics and tests. */
   onJobStart?: (key: string) => void
+  /**
+   * How long a run whose every client went away waits for one to come back (the edge retries a
+   * dropped connection once) before it is cancelled. Default 5 s.
+   */
+  abandonGraceMs?: number
 }
 
 interface Image {
@@ -50,7 +55,11 @@ interface Image {
 interface Run {
   result: Promise<Image[]>
   listeners: Set<(p: object) => void>
+  /** Set once the result settles, either way. */
+  settled: boolean
   finishedAt?: number
+  /** Stops the generation at its next step. */
+  cancel(reason: Error): void
 }
 
 const MAX_BODY = 1 << 20
@@ -72,7 +81,18 @@ export function createBackendApp(options: BackendOptions): Hono {
       loadError = e.message
     },
   )
-  const stats = { started: 0, running: 0, promptsEncoded: 0 }
+  const stats = { started: 0, running: 0, promptsEncoded: 0, cancelled: 0 }
+  const graceMs = options.abandonGraceMs ?? 5_000
+  // A run nobody streams any more (every edge connection to it closed) is cancelled after the
+  // grace period: on a slow backend that is minutes of work nobody would receive.
+  const abandoned = (run: Run) =>
+    setTimeout(() => {
+      if (run.settled || run.listeners.size > 0) return
+      stats.cancelled++
+      run.cancel(
+        Object.assign(new Error('every client of this job went away'), { name: 'AbortError' }),
+      )
+    }, graceMs)
   const runs = new Map<string, Run>()
   const app = new Hono()
 
@@ -188,15 +208,19 @@ export function createBackendApp(options: BackendOptions): Hono {
       r.result.then(
         () => {
           stats.running--
+          r.settled = true
           r.finishedAt = Date.now()
         },
         () => {
           stats.running--
+          r.settled = true
           runs.delete(key) // failures are not kept: a retry runs again
         },
       )
     }
-    return new Response(streamRun(run), { headers: { 'content-type': FRAMES_CONTENT_TYPE } })
+    return new Response(streamRun(run, abandoned), {
+      headers: { 'content-type': FRAMES_CONTENT_TYPE },
+    })
   })
   return app
 }
@@ -240,7 +264,11 @@ function startRun(
 ): Run {
   const listeners = new Set<(p: object) => void>()
   const { digest: _digest, ...req } = job.header
-  const signal = AbortSignal.timeout(Math.max(0, deadline - Date.now()))
+  const cancel = new AbortController()
+  const signal = AbortSignal.any([
+    AbortSignal.timeout(Math.max(0, deadline - Date.now())),
+    cancel.signal,
+  ])
   const result = (async () => {
     const images = await engine.generate(req, {
       signal,
@@ -253,7 +281,7 @@ function startRun(
     }))
   })()
   result.catch(() => undefined) // observed by every stream; never an unhandled rejection
-  return { result, listeners }
+  return { result, listeners, settled: false, cancel: (reason) => cancel.abort(reason) }
 }
 
 /** The job's prompt embeddings: sent by the edge, or encoded here from its `input_ids`. */
@@ -284,7 +312,7 @@ async function embeddings(
   }
 }
 
-function streamRun(run: Run): ReadableStream<Uint8Array> {
+function streamRun(run: Run, abandoned: (run: Run) => void): ReadableStream<Uint8Array> {
   const enc = new TextEncoder()
   let listener: ((p: object) => void) | undefined
   return new ReadableStream<Uint8Array>({
@@ -293,7 +321,7 @@ function streamRun(run: Run): ReadableStream<Uint8Array> {
         try {
           controller.enqueue(chunk)
         } catch {
-          // The client went away; the run goes on and its result stays cached for a retry.
+          // The client went away: `cancel` below decides whether the run goes on.
         }
       }
       listener = (p) => push(frame('P', enc.encode(JSON.stringify(p))))
@@ -338,6 +366,7 @@ function streamRun(run: Run): ReadableStream<Uint8Array> {
     },
     cancel() {
       if (listener) run.listeners.delete(listener)
+      if (!run.settled && run.listeners.size === 0) abandoned(run)
     },
   })
 }

@@ -20,10 +20,11 @@ export interface BackendReadiness {
   provider?: string
   models: { id: string; digest: string }[]
   /**
-   * Counters since start: jobs run (not joined or replayed), running now, and prompts that came
-   * as token ids (encoded here, or served from the embedding cache).
+   * Counters since start: jobs run (not joined or replayed), running now, prompts that came as
+   * token ids (encoded here, or served from the embedding cache), and runs cancelled because
+   * every client went away.
    */
-  jobs: { started: number; running: number; promptsEncoded: number }
+  jobs: { started: number; running: number; promptsEncoded: number; cancelled: number }
   error?: string
 }
 

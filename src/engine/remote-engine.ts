@@ -179,7 +179,7 @@ export function createRemoteEngine(
           )
         }
         try {
-          const images = await readImages(res.body, base, req.n, onProgress)
+          const images = await readImages(res.body, base, req.n, onProgress, signal)
           breaker.success(base)
           lastFailure.delete(base)
           return images
@@ -226,6 +226,7 @@ async function readImages(
   base: string,
   n: number,
   onProgress?: (p: { step: number; totalSteps: number; image: number }) => void,
+  signal?: AbortSignal,
 ): Promise<GeneratedImage[]> {
   const images: GeneratedImage[] = []
   try {
@@ -249,6 +250,8 @@ async function readImages(
       }
     }
   } catch (e) {
+    // The caller left: that is no failure of the backend (and must not open its circuit).
+    signal?.throwIfAborted()
     if (e instanceof EngineError) throw e
     if ((e as Error).name === 'TimeoutError')
       throw new BackendError(504, `GPU backend ${base} timed out`)

@@ -480,3 +480,38 @@ describe('backend request hardening', () => {
     expect(Buffer.from(gotB.bytes).equals(Buffer.from(wantB.bytes))).toBe(true)
   })
 })
+
+describe('backend cancellation', () => {
+  it('cancels a run once every client went away (after a grace period), and counts it', async () => {
+    const app = createBackendApp({ models, secret: SECRET, abandonGraceMs: 50 })
+    const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' })
+    await new Promise((r) => s.once('listening', r))
+    const url = `http://127.0.0.1:${(s.address() as AddressInfo).port}`
+    const health = async () =>
+      ((await (await fetch(`${url}/healthz`)).json()) as BackendReadiness).jobs
+    try {
+      const remote = createRemoteEngine(models, { urls: [url], secret: SECRET })
+      const client = new AbortController()
+      let steps = 0
+      // A long job (1000 steps at 256x256): the client leaves after the first step.
+      const job = remote
+        .generate(request({ seed: 41, steps: 1000, width: 256, height: 256 }), {
+          signal: client.signal,
+          onProgress: () => {
+            if (++steps === 1) client.abort(new Error('the client went away'))
+          },
+        })
+        .catch((e) => e)
+      expect(((await job) as Error).message).toBe('the client went away')
+      const deadline = Date.now() + 20_000
+      let jobs = await health()
+      while (jobs.running > 0 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 50))
+        jobs = await health()
+      }
+      expect(jobs).toMatchObject({ started: 1, running: 0, cancelled: 1 })
+    } finally {
+      s.close()
+    }
+  })
+})
