@@ -11,8 +11,9 @@ import { sha256Hex } from '../util'
 /**
  * Version of everything between the request and the pixels that the model digest does not
  * cover (pipeline loop, schedulers, PNG encoding). Bump it whenever outputs change.
+ * 2: PNGs record the prompt text the model saw (v1 recorded the request's, beyond truncation).
  */
-export const PIPELINE_VERSION = 1
+export const PIPELINE_VERSION = 2
 
 /** The canonical form that is hashed into a request key. Field order is fixed. */
 export interface CanonicalRequest {

@@ -112,9 +112,11 @@ export function createPipelineEngine(pipelines: readonly StableDiffusionPipeline
       )
       return result.images.map((image, i) => ({
         bytes: encodePng(image, {
+          // Only what determined the image: the text the model saw, never what truncation cut
+          // (a cache hit hands this PNG to every caller whose prompt shares the window).
           parameters: formatParameters({
-            prompt: req.prompt,
-            negativePrompt: req.negativePrompt,
+            prompt: pipe.textSeen(req.prompt, req.truncate),
+            negativePrompt: pipe.textSeen(req.negativePrompt, req.truncate),
             steps: req.steps,
             scheduler: req.scheduler,
             guidanceScale: req.guidanceScale,

@@ -117,6 +117,15 @@ export class StableDiffusionPipeline {
     return this.#model.tokenizerFiles
   }
 
+  /**
+   * The text the model sees for `text`: its token window decoded (cleaned, lower-cased, cut
+   * where truncation cuts). What a generated image may record of its prompt, since two prompts
+   * with the same window make the same image and share it.
+   */
+  textSeen(text: string, truncate = true): string {
+    return this.#model.tokenizer.decode(this.tokenize(text, truncate).inputIds)
+  }
+
   /** Token ids the text encoder will see for `text`. */
   tokenize(text: string, truncate = true) {
     return this.#model.tokenizer.encodeForModel(text, { truncate })

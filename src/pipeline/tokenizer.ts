@@ -250,6 +250,15 @@ const BYTE_ENCODER: readonly string[] = (() => {
   return table
 })()
 
+/** The inverse of `BYTE_ENCODER`, for `decode`. */
+const BYTE_DECODER: ReadonlyMap<string, number> = new Map(BYTE_ENCODER.map((ch, b) => [ch, b]))
+
+function invert(vocab: Readonly<Record<string, number>>): Map<number, string> {
+  const out = new Map<number, string>()
+  for (const [token, id] of Object.entries(vocab)) out.set(id, token)
+  return out
+}
+
 const UTF8 = new TextEncoder()
 
 /** Merge ranks from `merges.txt` text (or its lines): `'a b'` to line number, header skipped. */
@@ -302,6 +311,8 @@ export class ClipTokenizer {
   readonly #ranks: ReadonlyMap<string, number>
   readonly #cache = new Map<string, string>()
   readonly #specials: ReadonlyMap<string, string>
+  /** id → token, built on the first `decode`. */
+  #tokens: Map<number, string> | undefined
 
   /** Builds a tokenizer from a parsed vocabulary and merges. */
   constructor(options: ClipTokenizerOptions) {
@@ -441,6 +452,25 @@ export class ClipTokenizer {
     const length = inputIds.length
     while (inputIds.length < this.modelMaxLength) inputIds.push(this.padTokenId)
     return { inputIds, length, truncated, nTokens: ids.length }
+  }
+
+  /**
+   * The text of token ids, as openai's `SimpleTokenizer.decode`: the tokens' bytes joined, `</w>`
+   * as a space, specials (bos, eos, padding) left out. For a prompt's window this is the text the
+   * model saw: cleaned, lower-cased, and cut where truncation cut it.
+   */
+  decode(ids: readonly number[]): string {
+    this.#tokens ??= invert(this.#vocab)
+    const skip = new Set([this.bosTokenId, this.eosTokenId, this.padTokenId])
+    const bytes: number[] = []
+    for (const id of ids) {
+      if (skip.has(id)) continue
+      const token = this.#tokens.get(id)
+      if (token === undefined) throw new RangeError(`id ${id} is not in the vocab`)
+      for (const ch of token.replace(/<\/w>$/, ' '))
+        bytes.push(ch === ' ' ? 0x20 : BYTE_DECODER.get(ch)!)
+    }
+    return new TextDecoder().decode(new Uint8Array(bytes)).trim()
   }
 
   /** Vocabulary id of a token string; a miss means the vocab and merges do not belong together. */

@@ -8,6 +8,7 @@ import { ModelLoadError, mapSource } from '../../src/pipeline/model-source'
 import { readPngText, encodePng, formatParameters } from '../../src/pipeline/png'
 import { SchedulerError } from '../../src/pipeline/schedulers'
 import { PipelineInputError, StableDiffusionPipeline } from '../../src/pipeline/stable-diffusion'
+import { createPipelineEngine } from '../../src/engine/local-engine'
 import { GOLDEN } from './golden'
 
 const DIR = join(GOLDEN, 'pipeline', 'tiny-sd-optimum')
@@ -122,5 +123,36 @@ describe('model loading errors', () => {
     await expect(
       loadModel(folderSource('/nonexistent/model'), createNodeBackend('cpu')),
     ).rejects.toThrow(/missing model file model_index.json/)
+  })
+})
+
+describe('what a PNG records of its prompt', () => {
+  it('the text the model saw: a tail cut by truncation never reaches the image, or a cache hit', async () => {
+    const pipe = new StableDiffusionPipeline(
+      await loadModel(
+        folderSource(join(GOLDEN, 'pipeline', 'tiny-sd-optimum')),
+        createNodeBackend('cpu'),
+      ),
+    )
+    const engine = createPipelineEngine([pipe])
+    const window = 'a red circle on a white background '.repeat(12)
+    const [img] = await engine.generate({
+      model: pipe.spec.id,
+      prompt: `${window} card 4111 1111 1111 1111`,
+      negativePrompt: 'Blurry',
+      seed: 4,
+      steps: 1,
+      guidanceScale: 7.5,
+      width: 64,
+      height: 64,
+      scheduler: 'euler',
+      n: 1,
+      truncate: true,
+      options: {},
+    })
+    const text = readPngText(img.bytes).parameters
+    expect(text).not.toContain('4111')
+    expect(text.startsWith(pipe.textSeen(window))).toBe(true)
+    expect(text).toContain('Negative prompt: blurry\n')
   })
 })

@@ -133,6 +133,26 @@ describe('ClipTokenizer construction', () => {
   })
 })
 
+describe('decode', () => {
+  it('gives back the words of every golden prompt that fits the window', () => {
+    const fits = golden.cases.filter(
+      (c) => !c.truncated && !c.ids.includes(49406) && !c.ids.includes(49407),
+    )
+    expect(fits.length).toBeGreaterThan(60)
+    for (const c of fits) expect(sd1.decode(c.input_ids)).toBe(c.words.join(' '))
+  })
+
+  it('stops where truncation cut, for both pad tokens', () => {
+    const long = 'a red circle and a '.repeat(20) + 'secret tail'
+    const enc = sd1.encodeForModel(long)
+    expect(enc.truncated).toBe(true)
+    const seen = sd1.decode(enc.inputIds)
+    expect(seen).not.toContain('secret')
+    expect(sd1.encode(seen)).toEqual(enc.inputIds.slice(1, 76))
+    expect(sd2.decode(sd2.encodeForModel(long).inputIds)).toBe(seen)
+  })
+})
+
 describe('encodeForModel truncation', () => {
   it('cuts to 75 prompt tokens by default and throws when asked not to', () => {
     const long = 'cat '.repeat(80)
