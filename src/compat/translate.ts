@@ -102,7 +102,8 @@ export function fromHuggingFace(body: unknown, model?: string): Translated {
         if (!isObject(v))
           errors.push({ field: 'parameters.target_size', detail: 'must be {width, height}' })
         else Object.assign(out, { width: v.width, height: v.height })
-      } else if (k in HF_PARAMETERS) {
+      } else if (Object.hasOwn(HF_PARAMETERS, k)) {
+        // hasOwn: `in` also finds Object.prototype's members (`constructor`, `toString`).
         out[HF_PARAMETERS[k as keyof typeof HF_PARAMETERS]] = v
       } else {
         errors.push({ field: `parameters.${k}`, detail: 'unknown parameter' })

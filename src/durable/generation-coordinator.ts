@@ -41,7 +41,7 @@ export type FlightStatus =
 /** The single-flight Durable Object for one request key. */
 export class GenerationCoordinator extends DurableObject<Env> {
   private flight: Promise<GenerationOutcome> | undefined
-  private done: GenerationOutcome | undefined
+  private done: Omit<GenerationOutcome, 'bytes'> | undefined
   private progress: GenerationProgress | undefined
   private images = 0
   private failure: EngineFailure | undefined
@@ -73,8 +73,11 @@ export class GenerationCoordinator extends DurableObject<Env> {
       this.images = req.n
       this.failure = undefined
       try {
-        this.done = await this.flight
-        return { ok: true, ...this.done }
+        const outcome = await this.flight
+        // Keep the index entry only: the bytes went to this flight's callers and are in R2; an
+        // object living on must not hold every image it ever made.
+        this.done = { entry: outcome.entry, source: 'stored' }
+        return { ok: true, ...outcome }
       } catch (e) {
         this.failure = failureOf(e)
         return { ok: false, failure: this.failure }

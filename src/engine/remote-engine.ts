@@ -19,6 +19,7 @@ import {
   FRAMES_CONTENT_TYPE,
   HEADERS,
   JOB_CONTENT_TYPE,
+  ProtocolError,
   readFrames,
   signRequest,
 } from '../backend/protocol'
@@ -186,7 +187,7 @@ export function createRemoteEngine(
         } catch (e) {
           // Garbage or a failed run: keep jobs away for a while. A deadline (504) is not the
           // backend's fault, and a retry with the same key should be able to join its run there.
-          if (e instanceof BackendError && e.status === 502) fail(base, e)
+          if (e instanceof BackendError && e.status !== 504) fail(base, e)
           throw e
         }
       }
@@ -255,10 +256,14 @@ async function readImages(
     if (e instanceof EngineError) throw e
     if ((e as Error).name === 'TimeoutError')
       throw new BackendError(504, `GPU backend ${base} timed out`)
+    // Bytes that do not parse (bad frames, JSON, extents) are garbage from the backend.
+    if (e instanceof ProtocolError || e instanceof SyntaxError || e instanceof RangeError)
+      throw new BackendError(502, `GPU backend ${base} sent a malformed response: ${e.message}`)
+    // The connection broke mid-answer: the backend died or was cut off, it did not misbehave.
     throw new BackendError(
-      502,
-      `GPU backend ${base} sent a malformed response: ${(e as Error).message}`,
+      503,
+      `GPU backend ${base} went away during the job: ${(e as Error).message}`,
     )
   }
-  throw new BackendError(502, `GPU backend ${base} ended the response early`)
+  throw new BackendError(503, `GPU backend ${base} ended the response before it was done`)
 }

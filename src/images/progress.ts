@@ -153,7 +153,7 @@ export function streamImages(
   // Progress ends when the generation settles; the outcome is written after the last step.
   const result = Promise.resolve(started.result).finally(() => progress.close())
   result.catch(() => {}) // handled below, once the stream reaches it
-  return streamSSE(c, async (stream) => {
+  const res = streamSSE(c, async (stream) => {
     for await (const event of progress) {
       if (stream.aborted) break
       await stream.writeSSE({ event: 'progress', data: JSON.stringify(event) })
@@ -170,4 +170,8 @@ export function streamImages(
       await stream.writeSSE({ event: 'error', data: await problem.text() })
     }
   })
+  // streamSSE sends `no-cache` (revalidate before reuse); a stream of one request's progress
+  // must not be stored at all, as documented.
+  res.headers.set('Cache-Control', 'no-store')
+  return res
 }

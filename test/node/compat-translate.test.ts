@@ -89,6 +89,17 @@ describe('fromHuggingFace', () => {
       { field: 'parameters.eta', detail: 'unknown parameter' },
     ])
   })
+
+  it("does not take Object.prototype's members for parameters", () => {
+    expect(
+      fieldErrors(() =>
+        fromHuggingFace({ inputs: 'p', parameters: { constructor: 1, toString: 2 } }),
+      ),
+    ).toEqual([
+      { field: 'parameters.constructor', detail: 'unknown parameter' },
+      { field: 'parameters.toString', detail: 'unknown parameter' },
+    ])
+  })
 })
 
 describe('withCallerFieldNames', () => {

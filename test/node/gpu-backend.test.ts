@@ -515,3 +515,30 @@ describe('backend cancellation', () => {
     }
   })
 })
+
+describe('a backend that dies mid-job', () => {
+  it('is 503 (unavailable, retry later), not 502, and its circuit opens', async () => {
+    const dying = await listen((_q, r) => {
+      r.writeHead(200, { 'content-type': 'application/vnd.tti.frames' })
+      const progress = Buffer.from(JSON.stringify({ step: 1, totalSteps: 4, image: 0 }))
+      const head = Buffer.alloc(5)
+      head.write('P', 0)
+      head.writeUInt32BE(progress.length, 1)
+      r.write(Buffer.concat([head, progress]))
+      setTimeout(() => r.socket?.destroy(), 20) // killed after the first step
+    })
+    const remote = createRemoteEngine(models, { urls: [dying], secret: SECRET })
+    const steps: number[] = []
+    const error = await remote
+      .generate(request(), { onProgress: (p) => steps.push(p.step) })
+      .catch((e) => e)
+    expect(steps).toEqual([1])
+    expect(error).toBeInstanceOf(BackendError)
+    expect(error).toMatchObject({ status: 503 })
+    expect(error.message).toMatch(/went away during the job/)
+    await expect(remote.generate(request())).rejects.toMatchObject({
+      status: 503,
+      message: expect.stringMatching(/circuit open/),
+    })
+  })
+})

@@ -63,6 +63,13 @@ describe('validation (422 naming the field)', () => {
     expect(await fieldOf({ prompt: 42 })).toEqual(['prompt'])
   })
 
+  it('bounds prompts in characters before tokenizing them (a long word costs quadratic BPE time)', async () => {
+    const word = 'a'.repeat(2001)
+    expect(await fieldOf({ prompt: word, truncate: true })).toEqual(['prompt'])
+    expect(await fieldOf({ prompt: 'a cat', negative_prompt: word })).toEqual(['negative_prompt'])
+    expect(await fieldOf({ prompt: 'a'.repeat(2000), truncate: true, steps: 0 })).toEqual(['steps'])
+  })
+
   it('bounds width and height by the model size multiple and maximum', async () => {
     const { size_multiple: m, max_width: maxW } = model.limits
     expect(await fieldOf({ prompt: 'a', width: m + 1 })).toEqual(['width'])

@@ -279,3 +279,33 @@ describe('generation options', () => {
     expect(models.find((m) => m.id === modelId)?.options).toEqual(['guidance_rescale'])
   })
 })
+
+describe('the coordinator keeps no image bytes', () => {
+  it('answers its flight with the bytes, and later callers with the index entry only', async () => {
+    const engine = await installedEngine(env)
+    const info = engine.models()[0]
+    const req = {
+      model: info.id,
+      prompt: 'a blue circle',
+      negativePrompt: '',
+      seed: 77,
+      steps: 2,
+      guidanceScale: info.defaults.guidance_scale,
+      width: info.defaults.width,
+      height: info.defaults.height,
+      scheduler: info.defaults.scheduler,
+      n: 1,
+      truncate: false,
+      options: {},
+    }
+    const key = 'c'.repeat(64)
+    const stub = env.COORDINATOR.get(env.COORDINATOR.idFromName(key))
+    const first = await stub.run(key, req)
+    expect(first.ok && first.source).toBe('generated')
+    expect(first.ok && first.bytes?.length).toBe(1)
+    const later = await stub.run(key, req)
+    expect(later.ok && later.source).toBe('stored')
+    expect(later.ok && later.bytes).toBeUndefined()
+    expect(later.ok && later.entry).toEqual(first.ok && first.entry)
+  })
+})

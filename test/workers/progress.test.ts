@@ -58,6 +58,7 @@ describe('POST /v1/images with Accept: text/event-stream', () => {
     const res = await postImages(key, body, SSE)
     expect(res.status).toBe(200)
     expect(res.headers.get('Content-Type')).toMatch(/^text\/event-stream/)
+    expect(res.headers.get('Cache-Control')).toBe('no-store')
     expect(res.headers.get('X-Cache')).toBe('MISS')
     expect(res.headers.get('X-Seed')).toBe('501')
     expect(res.headers.get('X-Request-Key')).toMatch(/^[0-9a-f]{64}$/)
