@@ -24,7 +24,7 @@ import {
   verifyRequest,
   type Job,
 } from './protocol'
-import { sha256Hex } from '../util'
+import { readCapped, sha256Hex } from '../util'
 import type { BackendReadiness } from '../engine/health'
 import { asFloat32 } from '../pipeline/tensor'
 
@@ -170,7 +170,7 @@ export function createBackendApp(options: BackendOptions): Hono {
     }
     const early = checkSignatureHeaders(signature)
     if (early !== 'ok') return problem(401, 'Unauthorized', `request signature ${early}`)
-    const body = await readCapped(c.req.raw, MAX_BODY)
+    const body = await readCapped(c.req.raw.body, MAX_BODY)
     if (!body) return tooLarge()
     const check = await verifyRequest(options.secret, signature, new URL(c.req.url).pathname, body)
     if (check !== 'ok') return problem(401, 'Unauthorized', `request signature ${check}`)
@@ -223,31 +223,6 @@ export function createBackendApp(options: BackendOptions): Hono {
     })
   })
   return app
-}
-
-/** The request body, or undefined once it streams past `max` bytes (reading stops there). */
-async function readCapped(req: Request, max: number): Promise<Uint8Array | undefined> {
-  if (!req.body) return new Uint8Array(0)
-  const chunks: Uint8Array[] = []
-  let size = 0
-  const reader = req.body.getReader()
-  for (;;) {
-    const { done, value } = await reader.read()
-    if (done) break
-    size += value.length
-    if (size > max) {
-      await reader.cancel()
-      return undefined
-    }
-    chunks.push(value)
-  }
-  const out = new Uint8Array(size)
-  let o = 0
-  for (const c of chunks) {
-    out.set(c, o)
-    o += c.length
-  }
-  return out
 }
 
 function sweep(runs: Map<string, Run>, ttl: number): void {

@@ -6,6 +6,7 @@
 import { createMiddleware } from 'hono/factory'
 import type { AppEnv } from '../app-env'
 import { ProblemError } from '../problem'
+import { readCapped } from '../util'
 
 /** Reads and parses a bounded JSON body into `c.var.json`. */
 export function jsonBody(options: { maxBytes: number }) {
@@ -29,25 +30,8 @@ export function jsonBody(options: { maxBytes: number }) {
     const declared = Number(c.req.header('Content-Length') ?? NaN)
     if (declared > maxBytes) throw tooLarge()
 
-    const chunks: Uint8Array[] = []
-    let total = 0
-    const reader = c.req.raw.body?.getReader()
-    while (reader) {
-      const { done, value } = await reader.read()
-      if (done) break
-      total += value.byteLength
-      if (total > maxBytes) {
-        await reader.cancel()
-        throw tooLarge()
-      }
-      chunks.push(value)
-    }
-    const bytes = new Uint8Array(total)
-    let offset = 0
-    for (const chunk of chunks) {
-      bytes.set(chunk, offset)
-      offset += chunk.byteLength
-    }
+    const bytes = await readCapped(c.req.raw.body, maxBytes)
+    if (!bytes) throw tooLarge()
     try {
       c.set(
         'json',
