@@ -79,7 +79,11 @@ export async function recordBackendHealth(
 }
 
 let models: Promise<StableDiffusionPipeline[]> | undefined
-const engines = new Map<string, TextToImageEngine>()
+/** The isolate's engines by configuration; one built while a backend was unreachable expires. */
+const engines = new Map<string, { engine: TextToImageEngine; until: number }>()
+
+/** How long an engine built without every backend's models is used before asking again. */
+const INCOMPLETE_ENGINE_MS = 30_000
 
 /** The bundled model, loaded on WebAssembly once per isolate (a failed load is retried). */
 function bundledModels(env: EngineEnv): Promise<StableDiffusionPipeline[]> {
@@ -142,7 +146,7 @@ export async function getEngine(env: EngineEnv = {}): Promise<TextToImageEngine>
       ? `remote:${urls.join(',')}:${env.GPU_TEXT_ENCODER ?? ''}`
       : 'local') + (hosted ? `|hosted:${hosted.key}` : '')
   const cached = engines.get(key)
-  if (cached) return cached
+  if (cached && Date.now() < cached.until) return cached.engine
   const served = await bundledModels(env)
   let engine: TextToImageEngine
   let complete = true
@@ -177,7 +181,8 @@ export async function getEngine(env: EngineEnv = {}): Promise<TextToImageEngine>
     })
   }
   if (hosted) engine = withHostedModels(engine, await createHostedEngine(hosted))
-  // A backend that did not answer may serve more models: look again on the next request.
-  if (complete) engines.set(key, engine)
+  // A backend that did not answer may serve more models: look again after a while (not on
+  // every request: each look probes the unreachable backend again).
+  engines.set(key, { engine, until: complete ? Infinity : Date.now() + INCOMPLETE_ENGINE_MS })
   return engine
 }
