@@ -57,7 +57,14 @@ interface TensorEntry {
   length: number
 }
 
-const BYTES: Record<TensorType, number> = { float32: 4, float16: 2, int32: 4, int64: 8 }
+const BYTES: Record<TensorType, number> = {
+  float32: 4,
+  float16: 2,
+  float64: 8,
+  int32: 4,
+  int64: 8,
+  uint8: 1,
+}
 
 /** Serialises a job. */
 export function encodeJob(job: Job): Uint8Array {
@@ -101,7 +108,7 @@ export function decodeJob(body: Uint8Array): Job {
   const data = body.subarray(4 + headLen)
   const tensors: Record<string, Tensor> = {}
   for (const e of entries ?? []) {
-    const size = BYTES[e.type]
+    const size = Object.hasOwn(BYTES, e.type) ? BYTES[e.type] : 0
     const numel = e.dims.reduce((a, b) => a * b, 1)
     if (!size || numel * size !== e.length || e.offset < 0 || e.offset + e.length > data.length) {
       throw new ProtocolError(`tensor ${e.name} has a bad type or extent`)
@@ -110,8 +117,10 @@ export function decodeJob(body: Uint8Array): Job {
     const ctor = {
       float32: Float32Array,
       float16: Uint16Array,
+      float64: Float64Array,
       int32: Int32Array,
       int64: BigInt64Array,
+      uint8: Uint8Array,
     }[e.type]
     tensors[e.name] = { type: e.type, dims: e.dims, data: new ctor(bytes.buffer) } as Tensor
   }

@@ -44,3 +44,10 @@ export function decodedToRgb(
   }
   return { width, height, data }
 }
+
+/** An 8-bit single-channel image (a mask), rows top to bottom, HW. */
+export interface GrayImage {
+  width: number
+  height: number
+  data: Uint8Array
+}

@@ -22,6 +22,8 @@ export const MODEL_FILES = Object.freeze({
     specialTokens: 'tokenizer/special_tokens_map.json',
   }),
   components: Object.freeze(['text_encoder', 'unet', 'vae_decoder'] as const),
+  /** Loaded where present: the conditioners beyond text (image-to-image, inpainting, ControlNet). */
+  optionalComponents: Object.freeze(['vae_encoder', 'controlnet'] as const),
 })
 
 /** Pipeline defaults a model folder may set (`model_index.json` `_defaults`, our extension). */
@@ -56,6 +58,24 @@ export interface TimestepInput {
   layout: 'scalar' | 'batch' | 'one'
 }
 
+/**
+ * What conditions a model can take besides text, derived from its files. Each `false` carries
+ * the reason, so a request the model cannot serve is refused with it.
+ */
+export interface Conditioners {
+  /** An init image (needs a VAE encoder that outputs the posterior's parameters). */
+  imageToImage: true | { reason: string }
+  /**
+   * Inpainting: `unet` for a 9-channel inpainting UNet (mask and masked-image latents are UNet
+   * inputs), `blend` for an ordinary UNet whose known region is re-noised each step.
+   */
+  inpainting: 'unet' | 'blend' | { reason: string }
+  /** A control picture through a ControlNet whose outputs the UNet takes by name. */
+  controlNet: true | { reason: string }
+  /** Text alone (a 9-channel inpainting UNet needs an image and a mask). */
+  textToImage: true | { reason: string }
+}
+
 /** Everything derived from a model folder. */
 export interface ModelSpec {
   /**
@@ -71,8 +91,12 @@ export interface ModelSpec {
   inputIdsType: 'int32' | 'int64'
   /** Width of the text encoder's hidden states (the UNet's cross-attention dim). */
   hiddenSize: number
-  /** Latent channels of the UNet. */
+  /** Latent channels (the UNet's output; its input has 9 for an inpainting UNet). */
   latentChannels: number
+  /** Input channels of the UNet's `sample`: `latentChannels`, or 9 for an inpainting UNet. */
+  unetInChannels: number
+  /** What the model can be conditioned on besides text. */
+  conditioners: Conditioners
   /** Pixels per latent along each side (2^(len(block_out_channels)-1) of the VAE). */
   vaeScaleFactor: number
   /** Latents are divided by this before decoding. */
@@ -92,6 +116,11 @@ export interface ModelSpec {
     noisePred: 'float32' | 'float16'
     latentSample: 'float32' | 'float16'
     decoded: 'float32' | 'float16'
+    /** VAE encoder input and output, where the model has one. */
+    encoderSample?: 'float32' | 'float16'
+    latentParameters?: 'float32' | 'float16'
+    /** ControlNet picture input, where the model has one. */
+    controlCond?: 'float32' | 'float16'
   }
   /** Names of the sessions' inputs and outputs, resolved once. */
   io: {
@@ -103,13 +132,29 @@ export interface ModelSpec {
     noisePred: string
     latentSample: string
     decoded: string
+    encoderSample?: string
+    latentParameters?: string
+    /** The ControlNet's inputs (`conditioning_scale` absent: the pipeline scales its outputs). */
+    controlnet?: {
+      sample: string
+      timestep: string
+      timestepInput: TimestepInput
+      encoderHiddenStates: string
+      cond: string
+      scale?: { name: string; type: 'float32' | 'float64' | 'float16' }
+    }
+    /**
+     * UNet inputs fed by the ControlNet output of the same name (OnnxStack layout); without a
+     * control picture they are fed zeros.
+     */
+    residuals: string[]
   }
   defaults: ModelDefaults
   /** The model's `scheduler_config.json`, as written. */
   schedulerConfig: SchedulerConfig
 }
 
-/** A loaded model: tokenizer, three sessions and the derived spec. */
+/** A loaded model: tokenizer, its sessions and the derived spec. */
 export interface LoadedModel {
   spec: ModelSpec
   tokenizer: ClipTokenizer
@@ -118,6 +163,10 @@ export interface LoadedModel {
   textEncoder: ModelSession
   unet: ModelSession
   vaeDecoder: ModelSession
+  /** Present where the folder has `vae_encoder/` (image-to-image, inpainting). */
+  vaeEncoder?: ModelSession
+  /** Present where the folder has `controlnet/`. */
+  controlnet?: ModelSession
 }
 
 /** What a model folder says without loading any weights: spec, tokenizer, each graph's I/O. */
@@ -125,12 +174,23 @@ export interface ModelDescription {
   spec: ModelSpec
   tokenizer: ClipTokenizer
   tokenizerFiles: ClipTokenizerFiles
-  /** Per component: graph metadata and the files (model and external data) it loads from. */
-  components: Record<Component, { metadata: OnnxMetadata; files: string[] }>
+  /** Per component present: graph metadata and the files (model and external data) it loads from. */
+  components: Record<RequiredComponent, ComponentFiles> &
+    Partial<Record<OptionalComponent, ComponentFiles>>
 }
 
-/** The ONNX components the text-to-image pipeline runs. */
-export type Component = (typeof MODEL_FILES.components)[number]
+/** One component's graph metadata and files. */
+export interface ComponentFiles {
+  metadata: OnnxMetadata
+  files: string[]
+}
+
+/** The ONNX components every model has. */
+export type RequiredComponent = (typeof MODEL_FILES.components)[number]
+/** The ONNX components a model may have. */
+export type OptionalComponent = (typeof MODEL_FILES.optionalComponents)[number]
+/** Any ONNX component of a model folder. */
+export type Component = RequiredComponent | OptionalComponent
 
 const DEFAULT_STEPS = 20
 const DEFAULT_GUIDANCE = 7.5
@@ -152,7 +212,7 @@ export async function loadModel(
   source = readOnce(source)
   const description = await describeModelFolder(source)
   const sessions: Partial<Record<Component, ModelSession>> = {}
-  for (const name of MODEL_FILES.components) {
+  for (const name of presentComponents(description)) {
     const path = `${name}/model.onnx`
     try {
       const onDisk = backend.readsFiles ? source.filePath?.(path) : undefined
@@ -161,7 +221,7 @@ export async function loadModel(
         : {
             bytes: await source.readBytes(path),
             externalData: await Promise.all(
-              description.components[name].metadata.externalData.map(async (location) => ({
+              description.components[name]!.metadata.externalData.map(async (location) => ({
                 path: location,
                 data: await source.readBytes(`${name}/${location}`),
               })),
@@ -180,7 +240,16 @@ export async function loadModel(
     textEncoder: sessions.text_encoder as ModelSession,
     unet: sessions.unet as ModelSession,
     vaeDecoder: sessions.vae_decoder as ModelSession,
+    vaeEncoder: sessions.vae_encoder,
+    controlnet: sessions.controlnet,
   }
+}
+
+/** The components a description has, required ones first. */
+function presentComponents(description: ModelDescription): Component[] {
+  return [...MODEL_FILES.components, ...MODEL_FILES.optionalComponents].filter(
+    (name) => description.components[name],
+  )
 }
 
 /**
@@ -209,8 +278,13 @@ export async function describeModelFolder(source: ModelSource): Promise<ModelDes
   const vaeConfig = await readJson(source, 'vae_decoder/config.json')
 
   const components = {} as ModelDescription['components']
-  for (const name of MODEL_FILES.components) {
+  for (const name of [...MODEL_FILES.components, ...MODEL_FILES.optionalComponents]) {
     const path = `${name}/model.onnx`
+    if (
+      (MODEL_FILES.optionalComponents as readonly string[]).includes(name) &&
+      !(await source.has(path))
+    )
+      continue
     const metadata = await readMetadata(source, path)
     for (const location of metadata.externalData) {
       if (location.includes('..') || location.startsWith('/'))
@@ -267,14 +341,7 @@ export async function describeModelFolder(source: ModelSource): Promise<ModelDes
     ),
     decoded: floatType('vae_decoder', pick(vaeDecoder.outputs, 'vae_decoder', [io.decoded])),
   }
-  const ts = pick(unet.inputs, 'unet', ['timestep'])
-  if (!['float32', 'float16', 'int64', 'int32'].includes(ts.type)) {
-    throw new ModelLoadError(`${source.label}: unet timestep has unsupported type ${ts.type}`)
-  }
-  const timestep: TimestepInput = {
-    type: ts.type as TimestepInput['type'],
-    layout: ts.shape.length === 0 ? 'scalar' : ts.shape[0] === 1 ? 'one' : 'batch',
-  }
+  const timestep = timestepInputOf(source.label, 'unet', pick(unet.inputs, 'unet', ['timestep']))
 
   const windowFromModel = ids.shape[1]
   const tokenWindow =
@@ -290,7 +357,13 @@ export async function describeModelFolder(source: ModelSource): Promise<ModelDes
   const vaeScaleFactor = 2 ** (vaeBlocks - 1)
   const unetBlocks = (unetConfig.block_out_channels as number[] | undefined)?.length ?? 1
   const scalingFactor = numberOr(vaeConfig.scaling_factor, 0.18215)
-  const latentChannels = numberOr(unetConfig.in_channels, 4)
+  const sampleInput = pick(unet.inputs, 'unet', [io.sample])
+  const unetInChannels = numberOr(sampleInput.shape[1], numberOr(unetConfig.in_channels, 4))
+  const latentChannels = numberOr(
+    pick(unet.outputs, 'unet', [io.noisePred]).shape[1],
+    numberOr(unetConfig.out_channels, unetInChannels === 9 ? 4 : unetInChannels),
+  )
+  const conditionerIo = describeConditioners(source.label, components, unet, latentChannels)
   const sampleSize = numberOr(unetConfig.sample_size, 64) * vaeScaleFactor
   const d = (index._defaults ?? {}) as Record<string, unknown>
   const defaults: ModelDefaults = {
@@ -315,18 +388,138 @@ export async function describeModelFolder(source: ModelSource): Promise<ModelDes
     inputIdsType: ids.type,
     hiddenSize,
     latentChannels,
+    unetInChannels,
+    conditioners: conditionerIo.conditioners(unetInChannels),
     vaeScaleFactor,
     scalingFactor,
     sizeMultiple: vaeScaleFactor * 2 ** (unetBlocks - 1),
     sampleSize,
     timestep,
-    io,
-    types,
+    io: { ...io, ...conditionerIo.io },
+    types: { ...types, ...conditionerIo.types },
     componentBytes: await componentBytes(source, components),
     defaults,
     schedulerConfig,
   }
   return { spec, tokenizer, tokenizerFiles, components }
+}
+
+/**
+ * The VAE encoder's and ControlNet's I/O, and what they let the model do. A VAE encoder must
+ * output the posterior's parameters (`latent_parameters`, optimum's export): a legacy export whose
+ * `latent_sample` output samples inside the graph cannot be seeded, so it is refused for
+ * image-to-image with that reason. ControlNet outputs are wired to UNet inputs of the same name.
+ */
+function describeConditioners(
+  label: string,
+  components: ModelDescription['components'],
+  unet: OnnxMetadata,
+  latentChannels: number,
+) {
+  const io: Partial<ModelSpec['io']> & { residuals: string[] } = { residuals: [] }
+  const types: Partial<ModelSpec['types']> = {}
+  const floatOf = (component: string, v: ValueInfo) => {
+    if (!FLOAT_TYPES.includes(v.type))
+      throw new ModelLoadError(
+        `${label}: ${component} ${v.name} is ${v.type}; only float32 and float16 are supported`,
+      )
+    return v.type as 'float32' | 'float16'
+  }
+  let encoder: true | { reason: string } = {
+    reason: 'the model has no vae_encoder, so it cannot start from an image',
+  }
+  const vaeEncoder = components.vae_encoder?.metadata
+  if (vaeEncoder) {
+    const params = vaeEncoder.outputs.find((o) => o.name === 'latent_parameters')
+    if (params) {
+      const sample = pick(vaeEncoder.inputs, 'vae_encoder', ['sample'])
+      io.encoderSample = sample.name
+      io.latentParameters = params.name
+      types.encoderSample = floatOf('vae_encoder', sample)
+      types.latentParameters = floatOf('vae_encoder', params)
+      const channels = params.shape[1]
+      if (typeof channels === 'number' && channels !== 2 * latentChannels)
+        throw new ModelLoadError(
+          `${label}: vae_encoder latent_parameters has ${channels} channels; expected ${2 * latentChannels} (mean and log-variance)`,
+        )
+      encoder = true
+    } else {
+      encoder = {
+        reason: `the model's vae_encoder outputs ${vaeEncoder.outputs.map((o) => o.name).join(', ')}: a legacy export that samples inside the graph, so the result could not follow the seed; re-export it with optimum (output latent_parameters)`,
+      }
+    }
+  }
+  const unetNames = new Set(unet.inputs.map((i) => i.name))
+  let control: true | { reason: string } = {
+    reason: 'the model has no controlnet, so it cannot follow a control image',
+  }
+  const controlnet = components.controlnet?.metadata
+  if (controlnet) {
+    const scale = controlnet.inputs.find((i) => i.name === 'conditioning_scale')
+    if (scale && !['float32', 'float64', 'float16'].includes(scale.type))
+      throw new ModelLoadError(`${label}: controlnet conditioning_scale is ${scale.type}`)
+    const cond = pick(controlnet.inputs, 'controlnet', ['controlnet_cond'])
+    io.controlnet = {
+      sample: pick(controlnet.inputs, 'controlnet', ['sample']).name,
+      timestep: pick(controlnet.inputs, 'controlnet', ['timestep']).name,
+      timestepInput: timestepInputOf(
+        label,
+        'controlnet',
+        pick(controlnet.inputs, 'controlnet', ['timestep']),
+      ),
+      encoderHiddenStates: pick(controlnet.inputs, 'controlnet', ['encoder_hidden_states']).name,
+      cond: cond.name,
+      scale: scale
+        ? { name: scale.name, type: scale.type as 'float32' | 'float64' | 'float16' }
+        : undefined,
+    }
+    types.controlCond = floatOf('controlnet', cond)
+    const outputs = controlnet.outputs.map((o) => o.name)
+    const unmatched = outputs.filter((name) => !unetNames.has(name))
+    if (unmatched.length)
+      throw new ModelLoadError(
+        `${label}: controlnet outputs ${unmatched.join(', ')} have no UNet input of the same name (the OnnxStack layout is expected)`,
+      )
+    io.residuals = outputs
+    control = true
+  } else {
+    const residuals = unet.inputs.filter((i) => i.name.endsWith('_additional_residual'))
+    if (residuals.length)
+      throw new ModelLoadError(
+        `${label}: the unet takes ControlNet residuals (${residuals.map((r) => r.name).join(', ')}) but the model has no controlnet/`,
+      )
+  }
+  return {
+    io,
+    types,
+    conditioners(unetInChannels: number): Conditioners {
+      const inpaintUnet = unetInChannels === 2 * latentChannels + 1
+      if (!inpaintUnet && unetInChannels !== latentChannels)
+        throw new ModelLoadError(
+          `${label}: the unet takes ${unetInChannels} channels; expected ${latentChannels} or ${2 * latentChannels + 1} (inpainting)`,
+        )
+      const needsMask = {
+        reason: 'this is an inpainting model: it needs an image and a mask',
+      }
+      return {
+        imageToImage: inpaintUnet ? needsMask : encoder,
+        inpainting: encoder === true ? (inpaintUnet ? 'unet' : 'blend') : encoder,
+        controlNet: control,
+        textToImage: inpaintUnet ? needsMask : true,
+      }
+    },
+  }
+}
+
+/** How a model wants its timestep, from its input's metadata. */
+function timestepInputOf(label: string, component: string, ts: ValueInfo): TimestepInput {
+  if (!['float32', 'float16', 'int64', 'int32'].includes(ts.type)) {
+    throw new ModelLoadError(`${label}: ${component} timestep has unsupported type ${ts.type}`)
+  }
+  return {
+    type: ts.type as TimestepInput['type'],
+    layout: ts.shape.length === 0 ? 'scalar' : ts.shape[0] === 1 ? 'one' : 'batch',
+  }
 }
 
 /** The model's public id (see `ModelSpec.id`). */
@@ -391,6 +584,8 @@ const CONFIG_FILES = Object.freeze([
   'unet/config.json',
   'vae_decoder/config.json',
   'text_encoder/config.json',
+  'vae_encoder/config.json',
+  'controlnet/config.json',
 ])
 
 /**

@@ -1,18 +1,32 @@
 /**
  * @module
- * The text-to-image loop, step for step as diffusers' `StableDiffusionPipeline.__call__`:
+ * The denoising loop, step for step as diffusers' `StableDiffusionPipeline.__call__`:
  * encode prompts → prepare latents → for each timestep (one batched UNet call for both guidance
- * halves) → scheduler step → VAE decode → 8-bit RGB. Runs unchanged in workerd, Node, Deno and
- * browsers; models are reached only through `ModelSession`.
+ * halves) → scheduler step → VAE decode → 8-bit RGB. The other conditioners follow their
+ * diffusers pipelines in the same loop: an init image (`StableDiffusionImg2ImgPipeline`: VAE
+ * encode, `strength` → timesteps, `add_noise`), a mask (`StableDiffusionInpaintPipeline`, with a
+ * 9-channel inpainting UNet or by blending for an ordinary one) and a control picture
+ * (`StableDiffusionControlNetPipeline`). Runs unchanged in workerd, Node, Deno and browsers;
+ * models are reached only through `ModelSession`.
  *
  * @example
  * const model = await loadModel(folderSource('models/tiny-shapes'), createNodeBackend())
  * const pipe = new StableDiffusionPipeline(model)
  * const { images } = await pipe.generate({ prompt: 'a red circle', seed: 1 })
  */
-import { asFloat32, floats, integers, type Tensor } from './tensor'
-import { decodedToRgb, type RgbImage } from './image'
-import type { LoadedModel, ModelSpec } from './model'
+import { asFloat32, floats, integers, scalars, type Tensor } from './tensor'
+import {
+  binarizeMask,
+  controlKeep,
+  downsampleMask,
+  imageToControlInput,
+  imageToVaeInput,
+  maskedVaeInput,
+  samplePosterior,
+  timestepsForStrength,
+} from './conditioning'
+import { decodedToRgb, type GrayImage, type RgbImage } from './image'
+import type { LoadedModel, ModelSpec, TimestepInput } from './model'
 import { TorchGenerator } from './randn'
 import { createScheduler, type Scheduler, type SchedulerConfig } from './schedulers'
 
@@ -42,7 +56,33 @@ export interface GenerateParams {
   promptEmbeds?: Float32Array
   /** Precomputed states for the negative prompt, used with `promptEmbeds`. */
   negativePromptEmbeds?: Float32Array
+  /** Init image (image-to-image, inpainting), at the output size; the size defaults to its own. */
+  image?: RgbImage
+  /** How far the init image is noised before denoising, in (0, 1] (diffusers' `strength`). */
+  strength?: number
+  /** Inpainting mask at the image's size: bytes ≥ 128 mark the region to repaint. */
+  mask?: GrayImage
+  /** Control picture for the model's ControlNet (a silhouette, a depth map), at the output size. */
+  controlImage?: RgbImage
+  /** `controlnet_conditioning_scale`: how strongly the control picture steers. */
+  controlScale?: number
+  /** `control_guidance_start`: the fraction of steps after which the ControlNet starts. */
+  controlStart?: number
+  /** `control_guidance_end`: the fraction of steps after which it stops. */
+  controlEnd?: number
 }
+
+/**
+ * Defaults of the conditioning parameters, as diffusers' pipelines have them (image-to-image
+ * `strength` 0.8, inpainting 1.0; ControlNet scale 1 over the whole loop).
+ */
+export const CONDITIONING_DEFAULTS = Object.freeze({
+  strength: 0.8,
+  inpaintStrength: 1,
+  controlScale: 1,
+  controlStart: 0,
+  controlEnd: 1,
+})
 
 /** Progress after each denoising step. */
 export interface StepProgress {
@@ -64,7 +104,16 @@ export interface GenerateResult {
   latents: Float32Array
   /** The parameters after defaults, for metadata. */
   params: Required<
-    Omit<GenerateParams, 'latents' | 'schedulerConfig' | 'promptEmbeds' | 'negativePromptEmbeds'>
+    Omit<
+      GenerateParams,
+      | 'latents'
+      | 'schedulerConfig'
+      | 'promptEmbeds'
+      | 'negativePromptEmbeds'
+      | 'image'
+      | 'mask'
+      | 'controlImage'
+    >
   >
 }
 
@@ -81,13 +130,13 @@ export class NonFiniteOutputError extends Error {
   override name = 'NonFiniteOutputError'
   /** Builds the error for `component` (and the denoising step, for the UNet). */
   constructor(
-    readonly component: 'unet' | 'vae_decoder',
+    readonly component: 'unet' | 'vae_decoder' | 'vae_encoder',
     step?: number,
   ) {
     super(
-      component === 'vae_decoder'
-        ? 'the VAE decoder returned NaN or infinite values; a float16 VAE overflowing is the usual cause (pair the model with a float32 vae_decoder)'
-        : `the UNet returned NaN or infinite values at step ${step}; a float16 UNet overflowing is the usual cause`,
+      component === 'unet'
+        ? `the UNet returned NaN or infinite values at step ${step}; a float16 UNet overflowing is the usual cause`
+        : `the ${component === 'vae_decoder' ? 'VAE decoder' : 'VAE encoder'} returned NaN or infinite values; a float16 VAE overflowing is the usual cause (pair the model with a float32 ${component})`,
     )
   }
 }
@@ -134,6 +183,7 @@ export class StableDiffusionPipeline {
   /** Fills in defaults and validates; throws `PipelineInputError` with a plain message. */
   checkInputs(p: GenerateParams): GenerateResult['params'] {
     const spec = this.#model.spec
+    const picture = p.image ?? p.controlImage
     const out = {
       prompt: p.prompt,
       negativePrompt: p.negativePrompt ?? '',
@@ -141,11 +191,17 @@ export class StableDiffusionPipeline {
       steps: p.steps ?? spec.defaults.steps,
       guidanceScale: p.guidanceScale ?? spec.defaults.guidanceScale,
       guidanceRescale: p.guidanceRescale ?? 0,
-      width: p.width ?? spec.defaults.width,
-      height: p.height ?? spec.defaults.height,
+      width: p.width ?? picture?.width ?? spec.defaults.width,
+      height: p.height ?? picture?.height ?? spec.defaults.height,
       scheduler: p.scheduler ?? spec.defaults.scheduler,
       numImages: p.numImages ?? 1,
       truncate: p.truncate ?? true,
+      strength:
+        p.strength ??
+        (p.mask ? CONDITIONING_DEFAULTS.inpaintStrength : CONDITIONING_DEFAULTS.strength),
+      controlScale: p.controlScale ?? CONDITIONING_DEFAULTS.controlScale,
+      controlStart: p.controlStart ?? CONDITIONING_DEFAULTS.controlStart,
+      controlEnd: p.controlEnd ?? CONDITIONING_DEFAULTS.controlEnd,
     }
     if (typeof out.prompt !== 'string') throw new PipelineInputError('prompt must be a string')
     if (!Number.isInteger(out.seed) || out.seed < 0 || out.seed > 2 ** 53)
@@ -196,6 +252,7 @@ export class StableDiffusionPipeline {
           `${k} must have ${embSize} values ([${spec.tokenWindow}, ${spec.hiddenSize}]), got ${v.length}`,
         )
     }
+    this.#checkConditioning(p, out)
     if (p.latents) {
       const want = out.numImages * this.#latentNumel(out.height, out.width)
       if (p.latents.length !== want)
@@ -206,6 +263,55 @@ export class StableDiffusionPipeline {
     return out
   }
 
+  /** What the model cannot do of what `p` asks, and pictures that do not fit: `PipelineInputError`. */
+  #checkConditioning(p: GenerateParams, out: GenerateResult['params']): void {
+    const c = this.#model.spec.conditioners
+    const refuse = (what: string, reason: string) => {
+      throw new PipelineInputError(`${what}: ${reason}`)
+    }
+    if (p.mask && !p.image) refuse('mask', 'inpainting needs the image the mask applies to')
+    if (p.mask && typeof c.inpainting === 'object') refuse('mask', c.inpainting.reason)
+    if (p.image && !p.mask && c.imageToImage !== true) refuse('image', c.imageToImage.reason)
+    if (!p.image && c.textToImage !== true) refuse('image', c.textToImage.reason)
+    if (p.controlImage && c.controlNet !== true) refuse('control image', c.controlNet.reason)
+    const pictures = [
+      ['image', p.image],
+      ['mask', p.mask],
+      ['control image', p.controlImage],
+    ] as const
+    for (const [name, pic] of pictures) {
+      if (!pic) continue
+      const channels = name === 'mask' ? 1 : 3
+      if (
+        !Number.isInteger(pic.width) ||
+        !Number.isInteger(pic.height) ||
+        pic.data?.length !== pic.width * pic.height * channels
+      )
+        refuse(name, `must hold ${channels} byte(s) per pixel of its width × height`)
+      if (pic.width !== out.width || pic.height !== out.height)
+        refuse(
+          name,
+          `is ${pic.width}x${pic.height} but the output is ${out.width}x${out.height}; pictures must have the output's size`,
+        )
+    }
+    if (p.image) {
+      if (!Number.isFinite(out.strength) || out.strength <= 0 || out.strength > 1)
+        refuse('strength', `must be in (0, 1], got ${out.strength}`)
+      if (Math.floor(out.steps * out.strength) < 1)
+        refuse(
+          'strength',
+          `${out.strength} of ${out.steps} steps runs none; raise steps or strength so that steps × strength ≥ 1`,
+        )
+    }
+    if (p.controlImage) {
+      if (!Number.isFinite(out.controlScale) || out.controlScale < 0 || out.controlScale > 10)
+        refuse('control scale', `must be in 0..10, got ${out.controlScale}`)
+      const { controlStart: a, controlEnd: b } = out
+      if (!(a >= 0 && a <= 1 && b >= 0 && b <= 1 && a < b))
+        refuse('control window', `start and end must satisfy 0 ≤ start < end ≤ 1, got ${a}, ${b}`)
+    }
+  }
+
   /** Runs the whole pipeline. */
   async generate(params: GenerateParams, options: GenerateOptions = {}): Promise<GenerateResult> {
     const { signal, onStep } = options
@@ -213,13 +319,18 @@ export class StableDiffusionPipeline {
     const p = this.checkInputs(params)
     const spec = this.#model.spec
     const n = p.numImages
-    const makeScheduler = () => {
+    const init = params.image
+    const mask = params.mask && binarizeMask(params.mask)
+    const inpaintUnet = spec.unetInChannels !== spec.latentChannels
+    const schedulers: Scheduler[] = Array.from({ length: n }, () => {
       const s = createScheduler(p.scheduler, spec.schedulerConfig, params.schedulerConfig ?? {})
       s.setTimesteps(p.steps)
       return s
-    }
-    const schedulers: Scheduler[] = Array.from({ length: n }, makeScheduler)
-    const timesteps = schedulers[0].timesteps
+    })
+    // With an init image, `strength` skips the first timesteps (diffusers' `get_timesteps`).
+    const timesteps = init
+      ? schedulers.map((s) => timestepsForStrength(s, p.steps, p.strength))[0]
+      : schedulers[0].timesteps
     const doCfg = p.guidanceScale > 1
 
     // 2. Encode the prompt (and the negative prompt, for classifier-free guidance).
@@ -238,24 +349,60 @@ export class StableDiffusionPipeline {
     }
     const ehsTensor = floats(spec.types.encoderHiddenStates, ehs, [halves * n, ...embDims])
 
-    // 3. Prepare latents: randn from torch's CPU generator seeded with seed + i, × init σ.
+    // 3. Prepare latents from torch's CPU generator seeded with seed + i. Its draws come in
+    // diffusers' order: the init image's posterior, the noise, the masked image's posterior (drawn
+    // for either UNet kind), then the scheduler's own noise during the loop.
     const h = p.height / spec.vaeScaleFactor
     const w = p.width / spec.vaeScaleFactor
     const numel = this.#latentNumel(p.height, p.width)
     const shape = [1, spec.latentChannels, h, w]
     const generators = schedulers.map((_, i) => new TorchGenerator(p.seed + i))
+    const fullNoise = Boolean(mask) && p.strength === 1 // inpainting from pure noise
+    const vaeInput = init && imageToVaeInput(init)
+    const imageParams =
+      vaeInput && !(fullNoise && inpaintUnet) ? await this.#encodeImage(vaeInput, p) : undefined
+    const maskedParams =
+      vaeInput && mask && inpaintUnet
+        ? await this.#encodeImage(maskedVaeInput(vaeInput, mask), p)
+        : undefined
+    const imageLatents: Float32Array[] = []
+    const noises: Float32Array[] = []
+    const maskedLatents: Float32Array[] = []
     let latents = new Float32Array(n * numel)
     for (let i = 0; i < n; i++) {
+      const gen = generators[i]
+      if (imageParams)
+        imageLatents[i] = samplePosterior(imageParams, shape, spec.scalingFactor, gen)
       const noise = params.latents
         ? params.latents.subarray(i * numel, (i + 1) * numel)
-        : generators[i].randn(shape)
-      const sigma = schedulers[i].initNoiseSigma
-      for (let k = 0; k < numel; k++) latents[i * numel + k] = Math.fround(noise[k] * sigma)
+        : gen.randn(shape)
+      noises[i] = noise
+      if (init && !fullNoise) {
+        latents.set(schedulers[i].addNoise(imageLatents[i], noise, timesteps[0]), i * numel)
+      } else {
+        const sigma = schedulers[i].initNoiseSigma
+        for (let k = 0; k < numel; k++) latents[i * numel + k] = Math.fround(noise[k] * sigma)
+      }
+      if (mask) {
+        if (maskedParams)
+          maskedLatents[i] = samplePosterior(maskedParams, shape, spec.scalingFactor, gen)
+        else gen.randn(shape) // diffusers draws it for a 4-channel UNet too, and drops it
+      }
+    }
+    const latentMask = mask && downsampleMask(mask, p.width, p.height, spec.vaeScaleFactor)
+    const control = params.controlImage && {
+      keep: controlKeep(timesteps.length, p.controlStart, p.controlEnd),
+      cond: this.#controlCond(params.controlImage, halves * n),
     }
 
     // 4. Denoising loop. Batch rows: [uncond_0..uncond_{n-1}, cond_0..cond_{n-1}] under CFG.
     const row = (a: Float32Array, r: number) => a.subarray(r * numel, (r + 1) * numel)
-    const modelInput = new Float32Array(halves * n * numel)
+    const rows = halves * n
+    const modelInput = new Float32Array(rows * numel)
+    const unetSample = inpaintUnet
+      ? new Float32Array(rows * spec.unetInChannels * h * w)
+      : modelInput
+    let zeroResiduals: Record<string, Tensor> | undefined
     for (let step = 0; step < timesteps.length; step++) {
       signal?.throwIfAborted()
       const t = timesteps[step]
@@ -263,16 +410,45 @@ export class StableDiffusionPipeline {
         const scaled = schedulers[i].scaleModelInput(row(latents, i), t)
         for (let half = 0; half < halves; half++) modelInput.set(scaled, (half * n + i) * numel)
       }
-      const out = await this.#model.unet.run({
-        [spec.io.sample]: floats(spec.types.sample, modelInput, [
-          halves * n,
-          spec.latentChannels,
-          h,
-          w,
-        ]),
-        [spec.io.timestep]: this.#timestepTensor(t, halves * n),
+      if (inpaintUnet) {
+        // The inpainting UNet's input: [latents (4), mask (1), masked-image latents (4)] per row.
+        const plane = h * w
+        const size = spec.unetInChannels * plane
+        for (let r = 0; r < rows; r++) {
+          unetSample.set(row(modelInput, r), r * size)
+          unetSample.set(latentMask!, r * size + numel)
+          unetSample.set(maskedLatents[r % n], r * size + numel + plane)
+        }
+      }
+      const sampleTensor = floats(spec.types.sample, modelInput, [rows, spec.latentChannels, h, w])
+      const feeds: Record<string, Tensor> = {
+        [spec.io.sample]: inpaintUnet
+          ? floats(spec.types.sample, unetSample, [rows, spec.unetInChannels, h, w])
+          : sampleTensor,
+        [spec.io.timestep]: timestepTensor(spec.timestep, t, rows),
         [spec.io.encoderHiddenStates]: ehsTensor,
-      })
+      }
+      if (spec.io.residuals.length) {
+        // Outside the control window (or without a control picture) the residuals are zero:
+        // the ControlNet runs once at scale 0 for their shapes, and its zeros are reused.
+        const scale = control ? p.controlScale * control.keep[step] : 0
+        if (scale !== 0) {
+          Object.assign(
+            feeds,
+            await this.#controlResiduals(sampleTensor, t, ehsTensor, control!.cond, scale),
+          )
+        } else {
+          zeroResiduals ??= await this.#controlResiduals(
+            sampleTensor,
+            t,
+            ehsTensor,
+            control?.cond ?? this.#controlCond(undefined, rows, p),
+            0,
+          )
+          Object.assign(feeds, zeroResiduals)
+        }
+      }
+      const out = await this.#model.unet.run(feeds, [spec.io.noisePred])
       const noisePred = asFloat32(out[spec.io.noisePred])
       if (!allFinite(noisePred)) throw new NonFiniteOutputError('unet', step + 1)
       const next = new Float32Array(n * numel)
@@ -283,11 +459,20 @@ export class StableDiffusionPipeline {
           eps = guide(row(noisePred, i), text, p.guidanceScale)
           if (p.guidanceRescale > 0) eps = rescaleNoiseCfg(eps, text, p.guidanceRescale)
         }
-        const res = schedulers[i].step(eps, t, row(latents, i), {
+        let prev = schedulers[i].step(eps, t, row(latents, i), {
           eta: 0,
           generator: generators[i],
-        })
-        next.set(res.prevSample, i * numel)
+        }).prevSample
+        if (mask && !inpaintUnet) {
+          // An ordinary UNet inpaints by blending: outside the mask, the init latents noised to
+          // the next timestep (clean after the last), inside, what the loop drew.
+          const known =
+            step === timesteps.length - 1
+              ? imageLatents[i]
+              : schedulers[i].addNoise(imageLatents[i], noises[i], timesteps[step + 1])
+          prev = blend(latentMask!, known, prev, numel / (h * w))
+        }
+        next.set(prev, i * numel)
       }
       latents = next
       if (!allFinite(latents)) {
@@ -315,6 +500,72 @@ export class StableDiffusionPipeline {
     if (!allFinite(decoded)) throw new NonFiniteOutputError('vae_decoder')
     const images = Array.from({ length: n }, (_, i) => decodedToRgb(decoded, i, p.height, p.width))
     return { images, latents, params: p }
+  }
+
+  /** The VAE encoder's `latent_parameters` (mean and log-variance) for a `[1, 3, H, W]` input. */
+  async #encodeImage(vaeInput: Float32Array, p: GenerateResult['params']): Promise<Float32Array> {
+    const spec = this.#model.spec
+    const encoder = this.#model.vaeEncoder
+    if (!encoder || !spec.io.encoderSample || !spec.io.latentParameters)
+      throw new PipelineInputError('image: the model has no usable vae_encoder')
+    const out = await encoder.run(
+      {
+        [spec.io.encoderSample]: floats(spec.types.encoderSample!, vaeInput, [
+          1,
+          3,
+          p.height,
+          p.width,
+        ]),
+      },
+      [spec.io.latentParameters],
+    )
+    const params = asFloat32(out[spec.io.latentParameters])
+    if (!allFinite(params)) throw new NonFiniteOutputError('vae_encoder')
+    return params
+  }
+
+  /** The control picture as the ControlNet takes it: [0, 1], repeated for every batch row. */
+  #controlCond(
+    image: RgbImage | undefined,
+    rows: number,
+    size?: { width: number; height: number },
+  ): Tensor {
+    const spec = this.#model.spec
+    const width = image?.width ?? size!.width
+    const height = image?.height ?? size!.height
+    const one = image ? imageToControlInput(image) : new Float32Array(3 * width * height)
+    const all = new Float32Array(rows * one.length)
+    for (let r = 0; r < rows; r++) all.set(one, r * one.length)
+    return floats(spec.types.controlCond ?? 'float32', all, [rows, 3, height, width])
+  }
+
+  /** The ControlNet's residuals at `scale`, keyed by the UNet inputs they feed. */
+  async #controlResiduals(
+    sample: Tensor,
+    t: number,
+    ehs: Tensor,
+    cond: Tensor,
+    scale: number,
+  ): Promise<Record<string, Tensor>> {
+    const spec = this.#model.spec
+    const io = spec.io.controlnet!
+    const rows = sample.dims[0]
+    const feeds: Record<string, Tensor> = {
+      [io.sample]: sample,
+      [io.timestep]: timestepTensor(io.timestepInput, t, rows),
+      [io.encoderHiddenStates]: ehs,
+      [io.cond]: cond,
+    }
+    if (io.scale) feeds[io.scale.name] = scalars(io.scale.type, [scale], [1])
+    const out = await this.#model.controlnet!.run(feeds, spec.io.residuals)
+    if (io.scale) return out
+    // A ControlNet without a scale input (Amblyopius-style exports): scale its outputs here.
+    const scaledOut: Record<string, Tensor> = {}
+    for (const [name, tensor] of Object.entries(out)) {
+      const v = asFloat32(tensor).map((x) => Math.fround(x * scale))
+      scaledOut[name] = floats(tensor.type === 'float16' ? 'float16' : 'float32', v, tensor.dims)
+    }
+    return scaledOut
   }
 
   /** Text encoder hidden states for one prompt ([window, hidden]); cached by token ids. */
@@ -357,16 +608,37 @@ export class StableDiffusionPipeline {
     const spec = this.#model.spec
     return (spec.latentChannels * height * width) / spec.vaeScaleFactor ** 2
   }
+}
 
-  /** The timestep as the UNet declares it: float or int, scalar or one value per batch row. */
-  #timestepTensor(t: number, batch: number): Tensor {
-    const { type, layout } = this.#model.spec.timestep
-    const dims = layout === 'scalar' ? [] : layout === 'one' ? [1] : [batch]
-    const count = layout === 'batch' ? batch : 1
-    if (type === 'float32' || type === 'float16')
-      return floats(type, new Float32Array(count).fill(t), dims)
-    return integers(type, new Array<number>(count).fill(Math.trunc(t)), dims)
-  }
+/** The timestep as a model declares it: float or int, scalar or one value per batch row. */
+function timestepTensor(input: TimestepInput, t: number, batch: number): Tensor {
+  const { type, layout } = input
+  const dims = layout === 'scalar' ? [] : layout === 'one' ? [1] : [batch]
+  const count = layout === 'batch' ? batch : 1
+  if (type === 'float32' || type === 'float16')
+    return floats(type, new Float32Array(count).fill(t), dims)
+  return integers(type, new Array<number>(count).fill(Math.trunc(t)), dims)
+}
+
+/**
+ * The inpainting blend `(1 − m)·known + m·drawn` with m the latent mask (0 or 1, one value per
+ * pixel, the same for every channel).
+ */
+function blend(
+  mask: Float32Array,
+  known: Float32Array,
+  drawn: Float32Array,
+  channels: number,
+): Float32Array {
+  const plane = mask.length
+  const out = new Float32Array(drawn.length)
+  for (let c = 0; c < channels; c++)
+    for (let k = 0; k < plane; k++) {
+      const m = mask[k]
+      const j = c * plane + k
+      out[j] = Math.fround(Math.fround((1 - m) * known[j]) + Math.fround(m * drawn[j]))
+    }
+  return out
 }
 
 /** Whether every value is finite (a plain loop: `every` on a typed array is several times slower). */

@@ -5,14 +5,16 @@
  */
 
 /** Element types the pipeline exchanges with models. */
-export type TensorType = 'float32' | 'float16' | 'int32' | 'int64'
+export type TensorType = 'float32' | 'float16' | 'float64' | 'int32' | 'int64' | 'uint8'
 
 /** Typed-array storage for each `TensorType` (float16 travels as raw bits). */
 export interface TensorStorage {
   float32: Float32Array
   float16: Uint16Array
+  float64: Float64Array
   int32: Int32Array
   int64: BigInt64Array
+  uint8: Uint8Array
 }
 
 /** A dense row-major tensor. */
@@ -77,6 +79,19 @@ export function floats(
 export function float32(data: Float32Array, dims: readonly number[]): Tensor<'float32'> {
   checkSize(data.length, dims)
   return { type: 'float32', data, dims }
+}
+
+/** A tensor of plain numbers in any float type (a model's scalar inputs, e.g. a ControlNet scale). */
+export function scalars(
+  type: 'float32' | 'float16' | 'float64',
+  values: readonly number[],
+  dims: readonly number[],
+): Tensor<'float32' | 'float16' | 'float64'> {
+  if (type === 'float64') {
+    checkSize(values.length, dims)
+    return { type, data: Float64Array.from(values), dims }
+  }
+  return floats(type, Float32Array.from(values), dims)
 }
 
 /** Builds an integer tensor of the requested type from plain numbers. */

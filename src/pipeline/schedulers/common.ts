@@ -381,3 +381,45 @@ export type Widen<T> = {
         ? boolean
         : T[K]
 }
+
+/**
+ * diffusers' `add_noise` for ᾱ-parameterised schedulers (DDPM, DDIM, PNDM, LCM): the forward
+ * process q(x_t | x_0) = √ᾱ_t·x_0 + √(1 − ᾱ_t)·ε (Ho et al. 2020, eq. 4), in float32.
+ */
+export function vpAddNoise(
+  className: string,
+  alphasCumprod: Float32Array,
+  original: Float32Array,
+  noise: Float32Array,
+  t: number,
+): Float32Array {
+  const f = Math.fround
+  const a = alphaCumprodAt(className, alphasCumprod, t)
+  const sqA = f(Math.sqrt(a))
+  const sqB = f(Math.sqrt(f(1 - a)))
+  const out = new Float32Array(original.length)
+  for (let k = 0; k < out.length; k++) out[k] = f(f(sqA * original[k]) + f(sqB * noise[k]))
+  return out
+}
+
+/**
+ * Which schedule index `add_noise` takes on a scheduler with `set_begin_index` (diffusers' rule):
+ * without a begin index, the index of `t`; before the first step, the begin index (image-to-image
+ * noises the init latents there); after a step, the current step index (inpainting re-noises the
+ * known region after each step).
+ */
+export function addNoiseIndex(
+  beginIndex: number | null,
+  stepIndex: number | null,
+  lookup: () => number,
+): number {
+  if (beginIndex === null) return lookup()
+  return stepIndex ?? beginIndex
+}
+
+/** Checks a `set_begin_index` argument against the schedule length. */
+export function checkBeginIndex(className: string, index: number, length: number): number {
+  if (!Number.isInteger(index) || index < 0 || index >= length)
+    throw new SchedulerError(`${className}: begin index ${index} is outside 0..${length - 1}`)
+  return index
+}

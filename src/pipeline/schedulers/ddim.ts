@@ -19,8 +19,9 @@ import {
   finalAlphaCumprod,
   integerSpacedTimesteps,
   resolveConfig,
-  vpConvertModelOutput,
   type Widen,
+  vpAddNoise,
+  vpConvertModelOutput,
 } from './common'
 import type { Scheduler, SchedulerConfig, StepOptions, StepOutput } from './types'
 
@@ -75,6 +76,11 @@ export class DDIMScheduler implements Scheduler {
     checkNumInferenceSteps(numInferenceSteps, T)
     this.schedule = integerSpacedTimesteps(spacing, numInferenceSteps, T, steps_offset)
     this.numInferenceSteps = numInferenceSteps
+  }
+
+  /** x_0 noised to ᾱ(t) (diffusers' `add_noise`). */
+  addNoise(original: Float32Array, noise: Float32Array, t: number): Float32Array {
+    return vpAddNoise(this.className, this.alphasCumprod, original, noise, t)
   }
 
   /** DDIM needs no input scaling; returns `sample` unchanged. */

@@ -13,8 +13,9 @@ import {
   clipSample,
   integerSpacedTimesteps,
   resolveConfig,
-  vpConvertModelOutput,
   type Widen,
+  vpAddNoise,
+  vpConvertModelOutput,
 } from './common'
 import type { Scheduler, SchedulerConfig, StepOptions, StepOutput } from './types'
 
@@ -74,6 +75,11 @@ export class DDPMScheduler implements Scheduler {
     checkNumInferenceSteps(numInferenceSteps, T)
     this.schedule = integerSpacedTimesteps(spacing, numInferenceSteps, T, steps_offset)
     this.numInferenceSteps = numInferenceSteps
+  }
+
+  /** x_0 noised to ᾱ(t) (diffusers' `add_noise`). */
+  addNoise(original: Float32Array, noise: Float32Array, t: number): Float32Array {
+    return vpAddNoise(this.className, this.alphasCumprod, original, noise, t)
   }
 
   /** DDPM needs no input scaling; returns `sample` unchanged. */

@@ -18,6 +18,8 @@
 import {
   BASE_DEFAULTS,
   SchedulerError,
+  addNoiseIndex,
+  checkBeginIndex,
   checkNumInferenceSteps,
   karrasSigmas,
   linspaceF64,
@@ -29,6 +31,7 @@ import {
 } from './common'
 import {
   alphaSigma,
+  alphaSigmaAddNoise,
   checkOneSigmaSpacing,
   lambdaOf,
   logSigmasOf,
@@ -97,6 +100,7 @@ export class DPMSolverMultistepScheduler implements Scheduler {
   private schedule: number[] = []
   private sigmaList = new Float32Array(0)
   private stepIndex: number | null = null
+  private beginIndex: number | null = null
   private modelOutputs: (Float32Array | null)[] = []
   private lowerOrderNums = 0
 
@@ -200,8 +204,24 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     this.sigmaList = Float32Array.from(sig)
     this.schedule = ts
     this.stepIndex = null
+    this.beginIndex = null
     this.modelOutputs = new Array(c.solver_order).fill(null)
     this.lowerOrderNums = 0
+  }
+
+  /** Starts the loop at `timesteps[index]` (diffusers' `set_begin_index`). */
+  setBeginIndex(index: number): void {
+    this.beginIndex = checkBeginIndex(this.className, index, this.schedule.length)
+  }
+
+  /** x_0 noised to σ(t) (diffusers' `add_noise`; the index rule is `addNoiseIndex`'s). */
+  addNoise(original: Float32Array, noise: Float32Array, t: number): Float32Array {
+    if (this.sigmaList.length === 0)
+      throw new SchedulerError(`${this.className}: call setTimesteps before addNoise`)
+    const i = addNoiseIndex(this.beginIndex, this.stepIndex, () =>
+      multistepIndexForTimestep(this.schedule, t),
+    )
+    return alphaSigmaAddNoise(original, noise, this.sigmaList![i])
   }
 
   /** DPM-Solver needs no input scaling; returns `sample` unchanged (after the setup check). */
@@ -217,7 +237,8 @@ export class DPMSolverMultistepScheduler implements Scheduler {
    */
   step(modelOutput: Float32Array, t: number, sample: Float32Array): StepOutput {
     this.checkReady()
-    if (this.stepIndex === null) this.stepIndex = multistepIndexForTimestep(this.schedule, t)
+    if (this.stepIndex === null)
+      this.stepIndex = this.beginIndex ?? multistepIndexForTimestep(this.schedule, t)
     const i = this.stepIndex
     const c = this.config
     const len = this.schedule.length

@@ -7,6 +7,8 @@
 import {
   BASE_DEFAULTS,
   SchedulerError,
+  addNoiseIndex,
+  checkBeginIndex,
   checkNumInferenceSteps,
   indexForTimestep,
   resolveConfig,
@@ -15,6 +17,7 @@ import {
 import {
   discreteSigmaSchedule,
   scaleBySigma,
+  sigmaAddNoise,
   sigmaInitNoise,
   sigmaPredictX0,
   sigmaTrainingSchedule,
@@ -45,6 +48,7 @@ export class EulerAncestralDiscreteScheduler implements Scheduler {
   private schedule: number[] = []
   private sigmaSchedule: Float32Array | undefined = undefined
   private stepIndex: number | null = null
+  private beginIndex: number | null = null
 
   constructor(config: SchedulerConfig = {}) {
     this.config = resolveConfig(EULER_ANCESTRAL_DEFAULTS, config)
@@ -80,6 +84,22 @@ export class EulerAncestralDiscreteScheduler implements Scheduler {
     this.schedule = timesteps
     this.sigmaSchedule = Float32Array.from([...sigmas, 0])
     this.stepIndex = null
+    this.beginIndex = null
+  }
+
+  /** Starts the loop at `timesteps[index]` (diffusers' `set_begin_index`). */
+  setBeginIndex(index: number): void {
+    this.beginIndex = checkBeginIndex(this.className, index, this.schedule.length)
+  }
+
+  /** x_0 noised to σ(t) (diffusers' `add_noise`; the index rule is `addNoiseIndex`'s). */
+  addNoise(original: Float32Array, noise: Float32Array, t: number): Float32Array {
+    if (!this.sigmaSchedule)
+      throw new SchedulerError(`${this.className}: call setTimesteps before addNoise`)
+    const i = addNoiseIndex(this.beginIndex, this.stepIndex, () =>
+      indexForTimestep(this.schedule, f(t)),
+    )
+    return sigmaAddNoise(original, noise, this.sigmaSchedule![i])
   }
 
   /** Divides by √(σ² + 1) so the model sees unit-variance input. */
@@ -129,7 +149,8 @@ export class EulerAncestralDiscreteScheduler implements Scheduler {
         `${this.className}: call setTimesteps before scaleModelInput or step`,
       )
     }
-    if (this.stepIndex === null) this.stepIndex = indexForTimestep(this.schedule, f(t))
+    if (this.stepIndex === null)
+      this.stepIndex = this.beginIndex ?? indexForTimestep(this.schedule, f(t))
     if (this.stepIndex >= this.schedule.length) {
       throw new SchedulerError(`${this.className}: stepped past the last timestep`)
     }

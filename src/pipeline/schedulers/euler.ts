@@ -13,6 +13,8 @@
 import {
   BASE_DEFAULTS,
   SchedulerError,
+  addNoiseIndex,
+  checkBeginIndex,
   checkNumInferenceSteps,
   indexForTimestep,
   resolveConfig,
@@ -22,6 +24,7 @@ import {
   checkOneSigmaSpacing,
   discreteSigmaSchedule,
   scaleBySigma,
+  sigmaAddNoise,
   sigmaInitNoise,
   sigmaPredictX0,
   sigmaTrainingSchedule,
@@ -60,6 +63,7 @@ export class EulerDiscreteScheduler implements Scheduler {
   private schedule: number[] = []
   private sigmaSchedule: Float32Array | undefined = undefined
   private stepIndex: number | null = null
+  private beginIndex: number | null = null
 
   constructor(config: SchedulerConfig = {}) {
     const c = resolveConfig(EULER_DEFAULTS, config)
@@ -120,6 +124,22 @@ export class EulerDiscreteScheduler implements Scheduler {
     this.schedule = ts
     this.sigmaSchedule = sig
     this.stepIndex = null
+    this.beginIndex = null
+  }
+
+  /** Starts the loop at `timesteps[index]` (diffusers' `set_begin_index`). */
+  setBeginIndex(index: number): void {
+    this.beginIndex = checkBeginIndex(this.className, index, this.schedule.length)
+  }
+
+  /** x_0 noised to σ(t) (diffusers' `add_noise`; the index rule is `addNoiseIndex`'s). */
+  addNoise(original: Float32Array, noise: Float32Array, t: number): Float32Array {
+    if (!this.sigmaSchedule)
+      throw new SchedulerError(`${this.className}: call setTimesteps before addNoise`)
+    const i = addNoiseIndex(this.beginIndex, this.stepIndex, () =>
+      indexForTimestep(this.schedule, f(t)),
+    )
+    return sigmaAddNoise(original, noise, this.sigmaSchedule![i])
   }
 
   /** Divides by √(σ² + 1) so the model sees unit-variance input. */
@@ -158,7 +178,8 @@ export class EulerDiscreteScheduler implements Scheduler {
         `${this.className}: call setTimesteps before scaleModelInput or step`,
       )
     }
-    if (this.stepIndex === null) this.stepIndex = indexForTimestep(this.schedule, f(t))
+    if (this.stepIndex === null)
+      this.stepIndex = this.beginIndex ?? indexForTimestep(this.schedule, f(t))
     if (this.stepIndex >= this.schedule.length) {
       throw new SchedulerError(`${this.className}: stepped past the last timestep`)
     }

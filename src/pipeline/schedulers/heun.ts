@@ -15,6 +15,8 @@
 import {
   BASE_DEFAULTS,
   SchedulerError,
+  addNoiseIndex,
+  checkBeginIndex,
   checkNumInferenceSteps,
   clipSample,
   indexForTimestep,
@@ -24,6 +26,7 @@ import {
   checkOneSigmaSpacing,
   discreteSigmaSchedule,
   scaleBySigma,
+  sigmaAddNoise,
   sigmaInitNoise,
   sigmaPredictX0,
   sigmaTrainingSchedule,
@@ -60,6 +63,7 @@ export class HeunDiscreteScheduler implements Scheduler {
   private schedule: number[] = []
   private sigmaList = new Float32Array(0)
   private stepIndex: number | null = null
+  private beginIndex: number | null = null
   // State between the predictor (first-order) and corrector (second-order) half-steps.
   private prevDerivative: Float32Array | null = null
   private dt: number | null = null
@@ -116,9 +120,25 @@ export class HeunDiscreteScheduler implements Scheduler {
     this.sigmaList = dup
     this.schedule = [ts[0], ...ts.slice(1).flatMap((t) => [t, t])]
     this.stepIndex = null
+    this.beginIndex = null
     this.prevDerivative = null
     this.dt = null
     this.savedSample = null
+  }
+
+  /** Starts the loop at `timesteps[index]` (diffusers' `set_begin_index`). */
+  setBeginIndex(index: number): void {
+    this.beginIndex = checkBeginIndex(this.className, index, this.schedule.length)
+  }
+
+  /** x_0 noised to σ(t) (diffusers' `add_noise`; the index rule is `addNoiseIndex`'s). */
+  addNoise(original: Float32Array, noise: Float32Array, t: number): Float32Array {
+    if (this.sigmaList.length === 0)
+      throw new SchedulerError(`${this.className}: call setTimesteps before addNoise`)
+    const i = addNoiseIndex(this.beginIndex, this.stepIndex, () =>
+      indexForTimestep(this.schedule, f(t)),
+    )
+    return sigmaAddNoise(original, noise, this.sigmaList![i])
   }
 
   /** Divides by sqrt(σ² + 1) so the model sees unit-variance input (Karras et al. 2022, Table 1). */
@@ -177,7 +197,8 @@ export class HeunDiscreteScheduler implements Scheduler {
     if (this.schedule.length === 0) {
       throw new SchedulerError('HeunDiscreteScheduler: call setTimesteps before stepping')
     }
-    if (this.stepIndex === null) this.stepIndex = indexForTimestep(this.schedule, f(t))
+    if (this.stepIndex === null)
+      this.stepIndex = this.beginIndex ?? indexForTimestep(this.schedule, f(t))
     if (this.stepIndex >= this.schedule.length) {
       throw new SchedulerError('HeunDiscreteScheduler: stepped past the last timestep')
     }

@@ -7,14 +7,17 @@
 import {
   BASE_DEFAULTS,
   SchedulerError,
+  addNoiseIndex,
   alphasCumprodFromConfig,
+  checkBeginIndex,
   checkNoThresholding,
   checkNumInferenceSteps,
   finalAlphaCumprod,
   indexForTimestep,
   resolveConfig,
-  vpConvertModelOutput,
   type Widen,
+  vpAddNoise,
+  vpConvertModelOutput,
 } from './common'
 import type { Scheduler, SchedulerConfig, StepOptions, StepOutput } from './types'
 
@@ -58,6 +61,7 @@ export class LCMScheduler implements Scheduler {
   private numInferenceSteps: number | null = null
   private schedule: number[] = []
   private stepIndex: number | null = null
+  private beginIndex: number | null = null
 
   constructor(config: SchedulerConfig = {}) {
     this.config = resolveConfig(LCM_DEFAULTS, config)
@@ -95,6 +99,17 @@ export class LCMScheduler implements Scheduler {
     this.schedule = Array.from({ length: n }, (_, i) => origin[Math.floor(i * (N / n))])
     this.numInferenceSteps = n
     this.stepIndex = null
+    this.beginIndex = null
+  }
+
+  /** Starts the loop at `timesteps[index]` (diffusers' `set_begin_index`). */
+  setBeginIndex(index: number): void {
+    this.beginIndex = checkBeginIndex(this.className, index, this.schedule.length)
+  }
+
+  /** x_0 noised to ᾱ(t) (diffusers' `add_noise`, which reads ᾱ at `t` itself). */
+  addNoise(original: Float32Array, noise: Float32Array, t: number): Float32Array {
+    return vpAddNoise(this.className, this.alphasCumprod, original, noise, t)
   }
 
   /** LCM needs no input scaling; returns `sample` unchanged. */
@@ -114,7 +129,8 @@ export class LCMScheduler implements Scheduler {
   ): StepOutput {
     const n = this.numInferenceSteps
     if (n === null) throw new SchedulerError('LCMScheduler: call setTimesteps before step')
-    if (this.stepIndex === null) this.stepIndex = indexForTimestep(this.schedule, t)
+    if (this.stepIndex === null)
+      this.stepIndex = this.beginIndex ?? indexForTimestep(this.schedule, t)
     const i = this.stepIndex
     const prevT = i + 1 < this.schedule.length ? this.schedule[i + 1] : t
     const aT = this.alphaAt(t)

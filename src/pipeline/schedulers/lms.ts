@@ -14,6 +14,8 @@
 import {
   BASE_DEFAULTS,
   SchedulerError,
+  addNoiseIndex,
+  checkBeginIndex,
   checkNumInferenceSteps,
   indexForTimestep,
   resolveConfig,
@@ -22,6 +24,7 @@ import {
   checkOneSigmaSpacing,
   discreteSigmaSchedule,
   scaleBySigma,
+  sigmaAddNoise,
   sigmaInitNoise,
   sigmaPredictX0,
   sigmaTrainingSchedule,
@@ -77,6 +80,7 @@ export class LMSDiscreteScheduler implements Scheduler {
   private schedule: number[] = []
   private sigmaList = new Float32Array(0)
   private stepIndex: number | null = null
+  private beginIndex: number | null = null
   private derivatives: Float32Array[] = []
 
   constructor(config: SchedulerConfig = {}) {
@@ -119,7 +123,23 @@ export class LMSDiscreteScheduler implements Scheduler {
     this.sigmaList = Float32Array.from(sig)
     this.schedule = ts
     this.stepIndex = null
+    this.beginIndex = null
     this.derivatives = []
+  }
+
+  /** Starts the loop at `timesteps[index]` (diffusers' `set_begin_index`). */
+  setBeginIndex(index: number): void {
+    this.beginIndex = checkBeginIndex(this.className, index, this.schedule.length)
+  }
+
+  /** x_0 noised to σ(t) (diffusers' `add_noise`; the index rule is `addNoiseIndex`'s). */
+  addNoise(original: Float32Array, noise: Float32Array, t: number): Float32Array {
+    if (this.sigmaList.length === 0)
+      throw new SchedulerError(`${this.className}: call setTimesteps before addNoise`)
+    const i = addNoiseIndex(this.beginIndex, this.stepIndex, () =>
+      indexForTimestep(this.schedule, f(t)),
+    )
+    return sigmaAddNoise(original, noise, this.sigmaList![i])
   }
 
   /** Divides by sqrt(σ² + 1) so the model sees unit-variance input. */
@@ -177,7 +197,8 @@ export class LMSDiscreteScheduler implements Scheduler {
     if (this.schedule.length === 0) {
       throw new SchedulerError('LMSDiscreteScheduler: call setTimesteps before stepping')
     }
-    if (this.stepIndex === null) this.stepIndex = indexForTimestep(this.schedule, f(t))
+    if (this.stepIndex === null)
+      this.stepIndex = this.beginIndex ?? indexForTimestep(this.schedule, f(t))
     if (this.stepIndex >= this.schedule.length) {
       throw new SchedulerError('LMSDiscreteScheduler: stepped past the last timestep')
     }

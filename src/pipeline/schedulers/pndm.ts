@@ -15,6 +15,7 @@ import {
   integerSpacedTimesteps,
   resolveConfig,
   type Widen,
+  vpAddNoise,
 } from './common'
 import type { Scheduler, SchedulerConfig, StepOutput } from './types'
 
@@ -100,6 +101,11 @@ export class PNDMScheduler implements Scheduler {
     this.counter = 0
     this.curModelOutput = null
     this.curSample = null
+  }
+
+  /** x_0 noised to ᾱ(t) (diffusers' `add_noise`). */
+  addNoise(original: Float32Array, noise: Float32Array, t: number): Float32Array {
+    return vpAddNoise(this.className, this.alphasCumprod, original, noise, t)
   }
 
   /** PNDM needs no input scaling; returns `sample` unchanged. */

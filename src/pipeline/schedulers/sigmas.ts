@@ -186,3 +186,29 @@ export function multistepIndexForTimestep(timesteps: readonly number[], t: numbe
   if (hits.length === 0) return timesteps.length - 1
   return hits.length > 1 ? hits[1] : hits[0]
 }
+
+/** diffusers' `add_noise` for σ-parameterised schedulers (Euler, Heun, LMS): x_0 + σ·ε, in float32. */
+export function sigmaAddNoise(
+  original: Float32Array,
+  noise: Float32Array,
+  sigma: number,
+): Float32Array {
+  const out = new Float32Array(original.length)
+  for (let k = 0; k < out.length; k++) out[k] = f(original[k] + f(noise[k] * sigma))
+  return out
+}
+
+/**
+ * `add_noise` of the multistep solvers (DPM-Solver, UniPC), which step in VP space: α_t·x_0 +
+ * σ_t·ε with α_t = 1/√(σ² + 1), σ_t = σ·α_t.
+ */
+export function alphaSigmaAddNoise(
+  original: Float32Array,
+  noise: Float32Array,
+  sigma: number,
+): Float32Array {
+  const [alpha, sigmaT] = alphaSigma(sigma)
+  const out = new Float32Array(original.length)
+  for (let k = 0; k < out.length; k++) out[k] = f(f(alpha * original[k]) + f(sigmaT * noise[k]))
+  return out
+}

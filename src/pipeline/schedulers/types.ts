@@ -51,6 +51,16 @@ export interface Scheduler {
   setTimesteps(numInferenceSteps: number): void
   /** Scales the model input for timestep `t` (e.g. Euler divides by sqrt(σ²+1)). */
   scaleModelInput(sample: Float32Array, t: number): Float32Array
+  /**
+   * diffusers' `add_noise`: `original` (clean latents) noised to the level of timestep `t` with
+   * `noise`, as image-to-image and inpainting start. Throws before `setTimesteps`.
+   */
+  addNoise(original: Float32Array, noise: Float32Array, t: number): Float32Array
+  /**
+   * diffusers' `set_begin_index`, on the schedulers that have it: the loop starts at this index of
+   * `timesteps` (image-to-image skips the first ones), which `step` and `addNoise` then use.
+   */
+  setBeginIndex?(index: number): void
   /** One reverse-diffusion step from `t` given the model's output. Throws before `setTimesteps`. */
   step(
     modelOutput: Float32Array,
