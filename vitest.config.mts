@@ -1,5 +1,10 @@
+import { readFile } from 'node:fs/promises'
+import { fileURLToPath } from 'node:url'
 import { cloudflareTest } from '@cloudflare/vitest-pool-workers'
 import { defineConfig } from 'vitest/config'
+
+/** The golden reference data (../shared/golden), read in place and served to workerd. */
+const GOLDEN = fileURLToPath(new URL('../shared/golden/', import.meta.url))
 
 // Workers tests: the real app, Durable Objects, KV and R2 inside workerd (miniflare), with the
 // real engine over the bundled model.
@@ -10,6 +15,19 @@ export default defineConfig({
       wrangler: { configPath: './wrangler.toml' },
       miniflare: {
         bindings: { ADMIN_TOKEN: 'test-admin-token' },
+        // GET http://golden/<path> answers ../shared/golden/<path> (404 if absent), so golden
+        // pipeline tests run the tiny reference models inside workerd.
+        serviceBindings: {
+          GOLDEN: async (request: Request) => {
+            const path = decodeURIComponent(new URL(request.url).pathname).replace(/^\/+/, '')
+            if (path.split('/').includes('..')) return new Response('bad path', { status: 400 })
+            try {
+              return new Response(await readFile(GOLDEN + path))
+            } catch {
+              return new Response('not found', { status: 404 })
+            }
+          },
+        },
       },
     }),
   ],
