@@ -24,9 +24,13 @@ export const PROBLEM_TYPES = Object.freeze({
   'not-acceptable': { status: 406, title: 'No acceptable representation' },
   'embed-expired': { status: 410, title: 'The embed URL has expired' },
   'payload-too-large': { status: 413, title: 'The request body is too large' },
+  'image-too-large': { status: 413, title: 'A picture is larger than the upload limit' },
   'unsupported-media-type': { status: 415, title: 'The request body must be application/json' },
   'validation-error': { status: 422, title: 'The request has invalid fields' },
   'prompt-too-long': { status: 422, title: "The prompt exceeds the model's token window" },
+  'image-too-many-pixels': { status: 422, title: 'A picture has more pixels than the limit' },
+  'invalid-image': { status: 422, title: 'A picture is not a PNG or JPEG that decodes' },
+  'image-not-found': { status: 422, title: 'A picture reference names no stored image' },
   'rate-limited': { status: 429, title: 'Rate limit exceeded' },
   'internal-error': { status: 500, title: 'Internal server error' },
   'generation-non-finite': {
