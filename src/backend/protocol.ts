@@ -13,7 +13,7 @@
  * Response: a stream of frames, kind byte ‖ u32 length ‖ payload: `P` progress JSON, `I` image
  * (u32 meta length ‖ meta JSON ‖ PNG bytes), `E` error JSON, `D` done.
  */
-import type { GenerateRequest } from '../engine/types'
+import type { GenerateRequest, InputPicture, PictureField } from '../engine/types'
 import type { Tensor, TensorType } from '../pipeline/tensor'
 import { sha256Hex, toHex } from '../util'
 
@@ -36,7 +36,50 @@ export const FRAMES_CONTENT_TYPE = 'application/vnd.tti.frames'
  * (the backend refuses a digest it does not serve). No mapping of its own: the backend hands it
  * to the same local engine the edge would use.
  */
-export type JobHeader = GenerateRequest & { digest: string }
+export type JobHeader = Omit<GenerateRequest, 'pictures'> & {
+  digest: string
+  /** Each picture's hash and size; its pixels are the tensor `picture_<field>`. */
+  pictures?: Partial<Record<PictureField, Omit<InputPicture, 'data'>>>
+}
+
+/**
+ * The job of a request: its header plus `tensors` (the prompt's) and one uint8 tensor per
+ * picture, `picture_<field>` ([H, W, 3]; a mask [H, W]). Pictures travel, not latents: the
+ * backend runs the VAE encoder and ControlNet itself, drawing the posterior from the job's seed
+ * in diffusers' order, and 8-bit pixels are what the edge decoded anyway (no edge-side encoder
+ * output to trust, and no more bytes than the picture).
+ */
+export function jobOf(req: GenerateRequest, digest: string, tensors: Record<string, Tensor>): Job {
+  const { pictures, ...rest } = req
+  const header: JobHeader = { ...rest, digest }
+  const all = { ...tensors }
+  if (pictures && Object.keys(pictures).length) {
+    header.pictures = {}
+    for (const [field, p] of Object.entries(pictures) as [PictureField, InputPicture][]) {
+      header.pictures[field] = { sha256: p.sha256, width: p.width, height: p.height }
+      const dims = field === 'mask' ? [p.height, p.width] : [p.height, p.width, 3]
+      all[`picture_${field}`] = { type: 'uint8', data: p.data, dims }
+    }
+  }
+  return { header, tensors: all }
+}
+
+/** The request a job carries, its pictures rebuilt from their tensors (checked against the header). */
+export function requestOf(job: Job): GenerateRequest {
+  const { digest: _digest, pictures: meta, ...req } = job.header
+  if (!meta) return req
+  const pictures: GenerateRequest['pictures'] = {}
+  for (const [field, p] of Object.entries(meta) as [PictureField, Omit<InputPicture, 'data'>][]) {
+    if (!['image', 'mask', 'control_image'].includes(field))
+      throw new ProtocolError(`unknown picture ${field}`)
+    const t = job.tensors[`picture_${field}`]
+    const dims = field === 'mask' ? [p.height, p.width] : [p.height, p.width, 3]
+    if (!t || t.type !== 'uint8' || t.dims.join() !== dims.join())
+      throw new ProtocolError(`picture_${field} must be uint8 [${dims.join(', ')}]`)
+    pictures[field] = { ...p, data: t.data as Uint8Array }
+  }
+  return { ...req, pictures }
+}
 
 /**
  * A job: its header plus named tensors. With the text encoder at the edge: `prompt_embeds` and,

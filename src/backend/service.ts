@@ -13,6 +13,7 @@ import {
 } from '../engine/local-engine'
 import {
   decodeJob,
+  requestOf,
   frame,
   FRAMES_CONTENT_TYPE,
   HEADERS,
@@ -62,7 +63,8 @@ interface Run {
   cancel(reason: Error): void
 }
 
-const MAX_BODY = 1 << 20
+// Prompt tensors plus up to three pictures of 2048² (8-bit RGB, a mask one byte a pixel).
+const MAX_BODY = (1 << 20) + 7 * 2048 * 2048
 
 /** Builds the backend app. */
 export function createBackendApp(options: BackendOptions): Hono {
@@ -182,6 +184,7 @@ export function createBackendApp(options: BackendOptions): Hono {
     let job: Job
     try {
       job = decodeJob(body)
+      requestOf(job) // checks the pictures' tensors against the header
     } catch (e) {
       return problem(400, 'Bad Request', (e as ProtocolError).message)
     }
@@ -238,7 +241,7 @@ function startRun(
   stats: { promptsEncoded: number },
 ): Run {
   const listeners = new Set<(p: object) => void>()
-  const { digest: _digest, ...req } = job.header
+  const req = requestOf(job)
   const cancel = new AbortController()
   const signal = AbortSignal.any([
     AbortSignal.timeout(Math.max(0, deadline - Date.now())),

@@ -12,6 +12,7 @@ import { sha256Hex } from '../util'
  * Version of everything between the request and the pixels that the model digest does not
  * cover (pipeline loop, schedulers, PNG encoding). Bump it whenever outputs change.
  * 2: PNGs record the prompt text the model saw (v1 recorded the request's, beyond truncation).
+ * (Pictures joined the key as new fields, so text-only keys kept their version.)
  */
 export const PIPELINE_VERSION = 2
 
@@ -32,6 +33,8 @@ export interface CanonicalRequest {
   format: 'png'
   /** The request's non-default generation options, keys sorted; absent when there are none. */
   options?: Record<string, unknown>
+  /** The sha256 of each input picture's file, by field; absent without pictures. */
+  pictures?: Record<string, string>
 }
 
 /**
@@ -76,6 +79,13 @@ export function canonicalRequest(
     scheduler: canonicalScheduler(req.scheduler),
     format: 'png',
     ...(Object.keys(req.options).length ? { options: sortedKeys(req.options) } : {}),
+    ...(req.pictures && Object.keys(req.pictures).length
+      ? {
+          pictures: sortedKeys(
+            Object.fromEntries(Object.entries(req.pictures).map(([k, p]) => [k, p.sha256])),
+          ) as Record<string, string>,
+        }
+      : {}),
   }
 }
 

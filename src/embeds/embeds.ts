@@ -17,7 +17,9 @@
 import * as z from 'zod'
 import type { StoredImage } from '../cache/image-store'
 import { createImages, type CreateImagesDeps } from '../images/create-images'
-import { resolveRequest } from '../images/validate'
+import type { PictureDeps } from '../images/pictures'
+import { readRequestPictures } from '../images/request-pictures'
+import { resolveRequest, type RequestPictures } from '../images/validate'
 import { findKey, type ApiKeyRecord, type KeyDeps } from '../keys/api-keys'
 import { ProblemError } from '../problem'
 import type { EmbedRequestBody } from './schema'
@@ -56,7 +58,7 @@ export interface MintedEmbed {
 
 /** Mints a signed embed URL on `origin`; validates the parameters against the model (422). */
 export async function mintEmbed(
-  deps: Pick<CreateImagesDeps, 'engine'> & { now?: number },
+  deps: Pick<CreateImagesDeps, 'engine'> & { now?: number; pictures?: PictureDeps },
   key: ApiKeyRecord,
   body: EmbedRequestBody,
   origin: string,
@@ -64,7 +66,12 @@ export async function mintEmbed(
   // Keys with the `embed` scope are all created with a secret; only revocation removes it.
   if (!key.embed_secret) throw new Error(`key ${key.id} has no embed secret`)
   const { expires_in, origins, ...request } = body
-  const params = canonicalParams(request, deps.engine)
+  // Pictures are named by hash only (the schema allows nothing else); reading them here checks
+  // that they exist and fit the model before a URL is signed.
+  const { fields, pictures } = deps.pictures
+    ? await readRequestPictures(request, deps.pictures)
+    : { fields: request, pictures: {} }
+  const params = canonicalParams(fields as Record<string, unknown>, deps.engine, pictures)
   const exp =
     expires_in === undefined ? undefined : Math.floor((deps.now ?? Date.now()) / 1000) + expires_in
   const o = origins ? [...new Set(origins)].sort() : undefined
@@ -95,8 +102,9 @@ export async function mintEmbed(
 export function canonicalParams(
   request: Record<string, unknown>,
   engine: CreateImagesDeps['engine'],
+  pictures: RequestPictures = {},
 ): Record<string, unknown> {
-  const { model, req } = resolveRequest(request, engine)
+  const { model, req } = resolveRequest(request, engine, pictures)
   const scheduler = model.schedulers.includes(req.scheduler)
     ? req.scheduler
     : req.scheduler.toLowerCase()
@@ -112,6 +120,7 @@ export function canonicalParams(
     model: req.model,
     ...(req.truncate ? { truncate: true } : {}),
     ...req.options,
+    ...Object.fromEntries(Object.entries(pictures).map(([field, p]) => [field, p.sha256])),
   }
 }
 

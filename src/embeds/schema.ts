@@ -39,9 +39,23 @@ export const PageOrigin = z
     example: 'https://blog.example.com',
   })
 
+/** A picture field of an embed: a stored picture's sha256 only (URLs never carry bytes). */
+function storedPicture(field: string) {
+  return z
+    .string({ error: 'must be the sha256 of a stored picture' })
+    .regex(/^[0-9a-f]{64}$/, { error: 'must be the sha256 of a stored picture' })
+    .optional()
+    .meta({
+      description: `As POST /v1/images' \`${field}\`, by the sha256 of a stored picture (an uploaded input or a generated image): embed URLs never carry picture bytes.`,
+    })
+}
+
 /** The POST /v1/embeds body: one image's parameters (seed required) plus expiry and origins. */
 export const EmbedRequest = ImageRequest.omit({ n: true })
   .extend({
+    image: storedPicture('image'),
+    mask: storedPicture('mask'),
+    control_image: storedPicture('control_image'),
     seed: z
       .number({ error: (i) => (i.input === undefined ? 'is required' : 'must be an integer') })
       .int({ error: 'must be an integer' })

@@ -127,6 +127,9 @@ export interface HostedModel {
   hfModel: string
 }
 
+/** Why a hosted model takes no picture: the provider route used is text-to-image only. */
+const HOSTED_TEXT_ONLY = 'hosted models are served through the text-to-image task only'
+
 /**
  * The served hosted models. The digest is SHA-256 over provider, endpoint and model id: what
  * produces the images, so changing any of them changes every cache key. A provider updating
@@ -167,6 +170,12 @@ export async function hostedModels(config: HostedConfig): Promise<HostedModel[]>
         },
         schedulers: [HOSTED_SCHEDULER],
         options: [],
+        conditioning: {
+          text: true,
+          image: HOSTED_TEXT_ONLY,
+          mask: HOSTED_TEXT_ONLY,
+          control_image: HOSTED_TEXT_ONLY,
+        },
       }
       return { info, hfModel }
     }),

@@ -9,11 +9,16 @@ import { MODEL_LIMITS, type ModelSpec } from '../pipeline/model'
 import { OPTION_DEFAULTS, OPTION_NAMES } from './options'
 import { encodePng, formatParameters } from '../pipeline/png'
 import { SCHEDULER_NAMES } from '../pipeline/schedulers'
-import type { GenerateParams, StableDiffusionPipeline } from '../pipeline/stable-diffusion'
+import type {
+  GenerateParams,
+  GenerateResult,
+  StableDiffusionPipeline,
+} from '../pipeline/stable-diffusion'
 import type {
   GeneratedImage,
   GenerateOptions,
   GenerateRequest,
+  InputPicture,
   ModelInfo,
   TextToImageEngine,
   TokenizedPrompt,
@@ -42,6 +47,20 @@ export function describeModel(model: { spec: ModelSpec }): ModelInfo {
     },
     schedulers: SCHEDULER_NAMES,
     options: OPTION_NAMES,
+    conditioning: conditioningOf(s),
+  }
+}
+
+/** Per picture field, whether the model takes it, else why not (from the spec). */
+function conditioningOf(s: ModelSpec): ModelInfo['conditioning'] {
+  const c = s.conditioners
+  const why = (v: true | string | { reason: string }) =>
+    v === true || typeof v === 'string' ? true : v.reason
+  return {
+    text: why(c.textToImage),
+    image: why(c.imageToImage === true || typeof c.inpainting === 'string' ? true : c.imageToImage),
+    mask: why(c.inpainting),
+    control_image: why(c.controlNet),
   }
 }
 
@@ -62,7 +81,34 @@ export function toPipelineParams(req: GenerateRequest): GenerateParams {
     numImages: req.n,
     truncate: req.truncate,
     guidanceRescale: req.options.guidance_rescale ?? OPTION_DEFAULTS.guidance_rescale,
+    image: rgb(req.pictures?.image),
+    mask: req.pictures?.mask,
+    controlImage: rgb(req.pictures?.control_image),
+    strength: req.options.strength,
+    controlScale: req.options.control_scale,
+    controlStart: req.options.control_start,
+    controlEnd: req.options.control_end,
   }
+}
+
+const rgb = (p: InputPicture | undefined) => p && { width: p.width, height: p.height, data: p.data }
+
+/** The conditioning a PNG records: the settings and the pictures' hashes, never their bytes. */
+function conditioningParameters(
+  req: GenerateRequest,
+  p: GenerateResult['params'],
+): [string, string | number][] {
+  const out: [string, string | number][] = []
+  const { image, mask, control_image: control } = req.pictures ?? {}
+  if (image) out.push(['Init image', image.sha256], ['Denoising strength', p.strength])
+  if (mask) out.push(['Mask', mask.sha256])
+  if (control)
+    out.push(
+      ['Control image', control.sha256],
+      ['Control scale', p.controlScale],
+      ['Control window', `${p.controlStart}-${p.controlEnd}`],
+    )
+  return out
 }
 
 /** Text encoder states computed elsewhere (the edge, for a GPU backend): skip the encoder. */
@@ -125,6 +171,7 @@ export function createPipelineEngine(pipelines: readonly StableDiffusionPipeline
             height: req.height,
             model: req.model,
             modelDigest: pipe.spec.digest,
+            extra: conditioningParameters(req, result.params),
           }),
         }),
         contentType: 'image/png' as const,

@@ -16,6 +16,7 @@ import { CircuitBreaker, probeBackend, rankBackends, type HealthRecord } from '.
 import type { TextEncoderPlacement } from './placement'
 import {
   encodeJob,
+  jobOf,
   FRAMES_CONTENT_TYPE,
   HEADERS,
   JOB_CONTENT_TYPE,
@@ -97,7 +98,7 @@ export function createRemoteEngine(
       if (!pipe) throw new RangeError(`unknown model ${JSON.stringify(req.model)}`)
       const spec = pipe.spec
       const tensors = await jobTensors(pipe, req, options.textEncoder?.[req.model] ?? 'edge')
-      const body = encodeJob({ header: { ...req, digest: spec.digest }, tensors })
+      const body = encodeJob(jobOf(req, spec.digest, tensors))
       const key = await sha256Hex(body)
       const deadline = Date.now() + timeoutMs
       const shared = (await options.health?.().catch(() => undefined)) ?? {}

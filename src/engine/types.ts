@@ -37,6 +37,25 @@ export interface ModelInfo {
   schedulers: readonly string[]
   /** The generation options (`./options`) this model's engine honours. */
   options: readonly string[]
+  /**
+   * What the model takes besides text, per picture field: `true`, or why not (no VAE encoder, no
+   * ControlNet…). `text` is false for an inpainting-only model.
+   */
+  conditioning: Record<'text' | PictureField, true | string>
+}
+
+/** The request fields that carry a picture. */
+export type PictureField = 'image' | 'mask' | 'control_image'
+
+/**
+ * A decoded input picture: HWC RGB for `image` and `control_image`, one luminance byte per pixel
+ * for `mask`. `sha256` names the source file (it keys the cache; the bytes are not re-hashed).
+ */
+export interface InputPicture {
+  sha256: string
+  width: number
+  height: number
+  data: Uint8Array
 }
 
 /** A fully resolved generation request: defaults filled in, seed chosen. */
@@ -56,6 +75,8 @@ export interface GenerateRequest {
   truncate: boolean
   /** The options (`./options`) this request sets to other than their defaults. */
   options: GenerationOptionValues
+  /** The pictures it is conditioned on (image-to-image, inpainting, ControlNet); absent for text. */
+  pictures?: Partial<Record<PictureField, InputPicture>>
 }
 
 /** One generated image, already encoded. */

@@ -1,7 +1,7 @@
 /**
  * @module
- * POST /v1/images as one domain function: validate, key, look up, charge the quota on a miss,
- * and hand misses to the request key's single-flight coordinator.
+ * POST /v1/images as one domain function: read the pictures, validate, key, look up, charge the
+ * quota on a miss, and hand misses to the request key's single-flight coordinator.
  */
 import { canonicalRequest, requestKey } from '../cache/cache-key'
 import { lookup, type ImageStoreDeps, type IndexEntry } from '../cache/image-store'
@@ -9,6 +9,7 @@ import type { GenerationResult } from '../durable/generation-coordinator'
 import { failureOf, type EngineFailure } from '../engine/errors'
 import type { GenerateRequest, TextToImageEngine } from '../engine/types'
 import { ProblemError } from '../problem'
+import { readRequestPictures } from './request-pictures'
 import { resolveRequest } from './validate'
 
 /** Seconds a client should wait after a failed generation. */
@@ -59,7 +60,17 @@ export async function createImages(
   body: unknown,
   options: { singleImage: boolean },
 ): Promise<CreateImagesResult> {
-  const { model, req, tokens } = resolveRequest(body, deps.engine)
+  // Pictures first: their sizes set the output's. No picture is decoded beyond the largest
+  // size any served model takes.
+  const maxPixels = Math.max(
+    ...deps.engine.models().map((m) => m.limits.maxWidth * m.limits.maxHeight),
+  )
+  const { fields, pictures } = await readRequestPictures(
+    body,
+    { images: deps.store.images },
+    { maxPixels },
+  )
+  const { model, req, tokens } = resolveRequest(fields, deps.engine, pictures)
   if (options.singleImage && req.n > 1) {
     throw new ProblemError('not-acceptable', {
       detail: 'image/png holds one image; send Accept: application/json for n > 1',

@@ -50,6 +50,12 @@ export const MODEL_BOUNDED_FIELDS = Object.freeze([
 /** OpenAPI annotations of a field (zod's `.meta` replaces, so they are set once). */
 type FieldMeta = { description: string; default?: unknown; example?: unknown }
 
+const picture = (description: string) =>
+  z
+    .string({ error: 'must be base64, a data: URL, a sha256 or an image URL (or a file part)' })
+    .optional()
+    .meta({ description })
+
 const string = (meta: FieldMeta) => z.string({ error: 'must be a string' }).optional().meta(meta)
 
 const promptText = () =>
@@ -65,7 +71,10 @@ const integer = (field: keyof typeof IMAGE_FIELD_FLOORS, meta: FieldMeta) =>
     .optional()
     .meta(meta)
 
-/** The POST /v1/images body (`Content-Type: application/json`, at most 8 KiB). */
+/**
+ * The POST /v1/images body: `application/json` (at most 8 KiB, more with pictures) or
+ * `multipart/form-data` (pictures as file parts).
+ */
 export const ImageRequest = z
   .strictObject(
     {
@@ -130,6 +139,15 @@ export const ImageRequest = z
         description: "Cut an over-long prompt to the model's token window instead of a 422.",
         default: false,
       }),
+      image: picture(
+        "Init picture for image-to-image or, with `mask`, inpainting: PNG or JPEG as base64 or a `data:` URL (in JSON), a file part (in multipart/form-data), or a stored image by its sha256 or permanent URL (`/v1/images/{sha256}.png`), which costs no upload. It sets the output size; at most 4 MiB and 2048x2048 pixels, sides multiples of the model's `size_multiple`.",
+      ),
+      mask: picture(
+        'Inpainting mask, the size of `image`: white (luminance ≥ 128) is repainted, black kept. Same forms as `image`.',
+      ),
+      control_image: picture(
+        "Control picture for the model's ControlNet (a white silhouette on black, a depth map); it sets the output size. Same forms as `image`.",
+      ),
       ...GenerationOptions.shape,
     },
     { error: 'must be a JSON object' },

@@ -8,11 +8,18 @@
  */
 import type {
   GenerateRequest,
+  InputPicture,
   ModelInfo,
+  PictureField,
   TextToImageEngine,
   TokenizedPrompt,
 } from '../engine/types'
-import { OPTION_DEFAULTS, OPTION_NAMES, type GenerationOptionValues } from '../engine/options'
+import {
+  OPTION_DEFAULTS,
+  OPTION_NAMES,
+  PICTURE_OPTIONS,
+  type GenerationOptionValues,
+} from '../engine/options'
 import { ProblemError, throwFieldErrors, type FieldError } from '../problem'
 import { fieldErrors } from '../schema'
 import {
@@ -40,10 +47,17 @@ export interface ResolvedRequest {
   seedDrawn: boolean
 }
 
-/** Validates a body against the engine's models; throws a 422 problem on any invalid field. */
+/** The pictures of a request, decoded (`./request-pictures`), by field. */
+export type RequestPictures = Partial<Record<PictureField, InputPicture>>
+
+/**
+ * Validates a body against the engine's models; throws a 422 problem on any invalid field.
+ * `pictures` are the body's picture fields, already decoded: their sizes set the output size.
+ */
 export function resolveRequest(
   body: unknown,
   engine: Pick<TextToImageEngine, 'models' | 'tokenize'>,
+  pictures: RequestPictures = {},
 ): ResolvedRequest {
   const parsed = ImageRequest.safeParse(body)
   // Range issues of model-bounded fields are left to the model check below, whose range lies
@@ -105,8 +119,25 @@ export function resolveRequest(
   const n = range('n', 1, 1, l.maxImages)
   const steps = range('steps', d.steps, l.minSteps, l.maxSteps)
   const guidanceScale = range('guidance_scale', d.guidance_scale, l.minGuidance, l.maxGuidance)
-  const width = size('width', d.width, l.maxWidth)
-  const height = size('height', d.height, l.maxHeight)
+  // A picture sets the output size: width and height may only repeat it.
+  const picture = pictures.image ?? pictures.control_image
+  const pictureField = pictures.image ? 'image' : 'control_image'
+  for (const k of ['width', 'height'] as const) {
+    const given = ok(k)
+    if (picture && given !== undefined && given !== picture[k]) {
+      errors.push({
+        field: k,
+        detail: `must equal the ${pictureField}'s ${k} (${picture[k]}) or be left out`,
+      })
+      invalid.add(k)
+    }
+  }
+  // An unsuitable picture size is the picture's error (below), not one of absent fields.
+  const width =
+    picture && ok('width') === undefined ? picture.width : size('width', d.width, l.maxWidth)
+  const height =
+    picture && ok('height') === undefined ? picture.height : size('height', d.height, l.maxHeight)
+  errors.push(...pictureErrors(model, pictures, width, height, invalid))
   const scheduler = ok('scheduler') ?? d.scheduler
   if (ok('scheduler') !== undefined && !acceptsScheduler(model, scheduler)) {
     errors.push({ field: 'scheduler', detail: `must be one of ${model.schedulers.join(', ')}` })
@@ -115,11 +146,27 @@ export function resolveRequest(
   const options: GenerationOptionValues = {}
   for (const name of OPTION_NAMES) {
     const v = ok(name)
-    if (v === undefined || v === OPTION_DEFAULTS[name]) continue
+    if (v === undefined) continue
+    const needs = PICTURE_OPTIONS[name as keyof typeof PICTURE_OPTIONS]
+    if (needs && !pictures[needs]) {
+      errors.push({ field: name, detail: `needs ${needs}` })
+      continue
+    }
+    if (v === OPTION_DEFAULTS[name]) continue
     if (!model.options.includes(name))
       errors.push({ field: name, detail: `is not supported by model ${model.id}` })
     else options[name] = v
   }
+  const controlStart = options.control_start ?? OPTION_DEFAULTS.control_start!
+  const controlEnd = options.control_end ?? OPTION_DEFAULTS.control_end!
+  if (pictures.control_image && controlStart >= controlEnd)
+    errors.push({ field: 'control_start', detail: 'must be below control_end' })
+  // `strength` runs ⌊steps · strength⌋ steps (diffusers' `get_timesteps`): at least one.
+  if (options.strength !== undefined && Math.floor(steps * options.strength) < 1)
+    errors.push({
+      field: 'strength',
+      detail: `${options.strength} of ${steps} steps runs none; steps × strength must be at least 1`,
+    })
   const seedDrawn = b.seed === undefined
   const lastSeed = MAX_SEED - Math.max(0, n - 1)
   const seed = seedDrawn ? randomSeed(lastSeed) : range('seed', 0, 0, lastSeed)
@@ -147,8 +194,55 @@ export function resolveRequest(
     n,
     truncate,
     options,
+    ...(Object.keys(pictures).length ? { pictures } : {}),
   }
   return { model, req, tokens, seedDrawn }
+}
+
+/**
+ * What the model cannot take of the pictures, and pictures that do not fit: each error names
+ * its field. Every picture must have the output's size, which must suit the model.
+ */
+function pictureErrors(
+  model: ModelInfo,
+  pictures: RequestPictures,
+  width: number,
+  height: number,
+  invalid: Set<string>,
+): FieldError[] {
+  const errors: FieldError[] = []
+  if (!pictures.image && model.conditioning.text !== true)
+    errors.push({
+      field: 'image',
+      detail: `is required by model ${model.id}: ${model.conditioning.text}`,
+    })
+  if (pictures.mask && !pictures.image)
+    errors.push({ field: 'mask', detail: 'needs image, the picture it applies to' })
+  const { sizeMultiple: m, maxWidth, maxHeight } = model.limits
+  for (const field of ['image', 'mask', 'control_image'] as const) {
+    const pic = pictures[field]
+    if (!pic) continue
+    const can = model.conditioning[field]
+    if (can !== true) {
+      errors.push({ field, detail: `is not supported by model ${model.id}: ${can}` })
+      continue
+    }
+    if (pic.width % m || pic.height % m || pic.width > maxWidth || pic.height > maxHeight)
+      errors.push({
+        field,
+        detail: `is ${pic.width}x${pic.height}; model ${model.id} needs sides that are multiples of ${m}, at most ${maxWidth}x${maxHeight}`,
+      })
+    else if (
+      !invalid.has('width') &&
+      !invalid.has('height') &&
+      (pic.width !== width || pic.height !== height)
+    )
+      errors.push({
+        field,
+        detail: `is ${pic.width}x${pic.height} but the output is ${width}x${height}; every picture must have the same size`,
+      })
+  }
+  return errors
 }
 
 function acceptsScheduler(model: ModelInfo, name: string): boolean {

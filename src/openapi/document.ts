@@ -23,6 +23,7 @@ import { PIPELINE_VERSION } from '../cache/cache-key'
 import { IMMUTABLE } from '../cache/image-store'
 import { BatchRequest, EmbedRequest } from '../embeds/schema'
 import { BATCH_MAX_BODY_BYTES } from '../embeds/limits'
+import { PICTURE_LIMITS } from '../images/pictures'
 import { ImageRequest } from '../images/schema'
 import { IMAGE_MEDIA_TYPES } from '../images/negotiate'
 import { CreateKeyBody } from '../keys/api-keys'
@@ -57,6 +58,23 @@ export type OpenApiDocument = ReturnType<OpenApiGeneratorV31['generateDocument']
 
 /** A response's headers, as OpenAPI header objects. */
 type HeaderObjects = Exclude<NonNullable<ResponseConfig['headers']>, z.ZodObject>
+/** A request schema for multipart/form-data: its picture fields as file parts. */
+function multipartOf(schema: typeof ImageRequest) {
+  const file = (field: keyof typeof schema.shape) =>
+    z
+      .string()
+      .optional()
+      .meta({
+        format: 'binary',
+        description: `${(schema.shape[field] as z.ZodType).meta()?.description ?? ''} As a file part, or any of the JSON forms as text.`,
+      })
+  return schema.extend({
+    image: file('image'),
+    mask: file('mask'),
+    control_image: file('control_image'),
+  })
+}
+
 /** A plain OpenAPI schema object (not zod). */
 type SchemaObject = Exclude<NonNullable<ZodMediaTypeObject['schema']>, z.ZodType>
 
@@ -66,6 +84,13 @@ const API_KEY_PROBLEMS = ['unauthorized', 'key-revoked', 'insufficient-scope'] a
 const ADMIN_PROBLEMS = ['unauthorized', 'admin-disabled'] as const
 /** Problems of reading a JSON body (`jsonBody`). */
 const BODY_PROBLEMS = ['malformed-request', 'payload-too-large', 'unsupported-media-type'] as const
+/** Problems of a picture field (`src/images/pictures.ts`). */
+const PICTURE_PROBLEMS = [
+  'image-too-large',
+  'image-too-many-pixels',
+  'invalid-image',
+  'image-not-found',
+] as const
 /** Problems of a generation that already started (a job, an embed's first view). */
 const GENERATION_FAILURES = [
   'generation-failed',
@@ -78,6 +103,7 @@ const GENERATION_FAILURES = [
 const GENERATION_PROBLEMS = [
   ...API_KEY_PROBLEMS,
   ...BODY_PROBLEMS,
+  ...PICTURE_PROBLEMS,
   'validation-error',
   'prompt-too-long',
   'rate-limited',
@@ -301,7 +327,14 @@ export function buildOpenApiDocument(options: DocumentOptions): OpenApiDocument 
       summary: 'Generate images (or serve them from the cache)',
       ...needsKey('generate'),
       request: {
-        ...jsonBody(imageRequest),
+        body: {
+          required: true,
+          description: `JSON (at most ${options.maxBodyBytes} bytes without pictures; pictures as base64, data: URLs or references), or multipart/form-data with pictures as file parts. Each picture is at most ${PICTURE_LIMITS.maxBytes} bytes (else 413 \`image-too-large\`).`,
+          content: {
+            'application/json': { schema: imageRequest },
+            'multipart/form-data': { schema: multipartOf(ImageRequest) },
+          },
+        },
         headers: z.object({
           Accept: z
             .string()

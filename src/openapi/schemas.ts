@@ -82,6 +82,8 @@ export const ImagesResponseSchema = z.object({
 })
 
 /** A served model with its defaults and limits (GET /v1/models). */
+const supported = z.union([z.literal(true), z.string()])
+
 export const ModelSchema = z.object({
   id: z.string().meta({ example: 'tiny-shapes' }),
   digest: z.string().meta({ description: "SHA-256 over the model's files (part of cache keys)." }),
@@ -107,6 +109,17 @@ export const ModelSchema = z.object({
   options: z
     .array(z.string())
     .meta({ description: 'The generation options (e.g. `guidance_rescale`) this model honours.' }),
+  conditioning: z
+    .object({
+      text: supported,
+      image: supported,
+      mask: supported,
+      control_image: supported,
+    })
+    .meta({
+      description:
+        'What the model takes: text alone, `image` (image-to-image), `mask` (inpainting), `control_image` (ControlNet). `true`, or why not.',
+    }),
 })
 
 /** GET /v1/models. */

@@ -19,6 +19,8 @@ export interface PngParameters {
   height: number
   model: string
   modelDigest: string
+  /** Further `Key: value` settings (the conditioners'), appended in order. */
+  extra?: readonly (readonly [string, string | number])[]
 }
 
 /** Formats settings as the A1111 `parameters` text. */
@@ -35,6 +37,7 @@ export function formatParameters(p: PngParameters): string {
       `Model hash: ${p.modelDigest.slice(0, 10)}`,
       `Model: ${p.model}`,
       `Model digest: ${p.modelDigest}`,
+      ...(p.extra ?? []).map(([k, v]) => `${k}: ${v}`),
     ].join(', '),
   )
   return lines.join('\n')

@@ -38,7 +38,7 @@ export function embedRoutes(options: {
     async (c) => {
       const body = parseEmbedRequest(c.get('json'))
       const minted = await mintEmbed(
-        { engine: await options.engine(c.env) },
+        { engine: await options.engine(c.env), pictures: { images: c.env.IMAGES } },
         c.get('apiKey'),
         body,
         c.req.url,

@@ -23,7 +23,10 @@ import {
 import { negotiateImageType } from '../images/negotiate'
 import type { RateLimitPolicy } from '../keys/api-keys'
 import { apiKeyAuth } from '../middleware/auth'
-import { jsonBody } from '../middleware/json-body'
+import { imageBody } from '../middleware/image-body'
+import { PICTURE_LIMITS } from '../images/pictures'
+import { PICTURE_FIELDS } from '../images/request-pictures'
+import { ImageRequest } from '../images/schema'
 import { rateLimit } from '../middleware/rate-limit'
 import { ProblemError } from '../problem'
 
@@ -39,7 +42,12 @@ export function imageRoutes(options: {
     '/',
     apiKeyAuth({ scope: 'generate' }),
     rateLimit({ defaults: options.rateLimit }),
-    jsonBody({ maxBytes: options.maxBodyBytes }),
+    imageBody({
+      maxBytes: options.maxBodyBytes,
+      maxPictureBytes: PICTURE_LIMITS.maxBytes,
+      pictures: PICTURE_FIELDS,
+      schema: ImageRequest,
+    }),
     async (c) => {
       const deps = await imageDeps(c.env, options.engine, c.get('charge'))
       c.header('Vary', 'Accept, Prefer')

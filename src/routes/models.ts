@@ -30,6 +30,7 @@ export function publicModel(m: ModelInfo): z.output<typeof ModelSchema> {
     },
     schedulers: [...m.schedulers],
     options: [...m.options],
+    conditioning: { ...m.conditioning },
   }
 }
 

@@ -13,8 +13,8 @@
  */
 import { serve, type ServerType } from '@hono/node-server'
 import { spawn, type ChildProcess } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { createHash, randomBytes } from 'node:crypto'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { createServer, type Server } from 'node:http'
 import { createServer as netServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -24,6 +24,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createBackendApp } from '../../src/backend/service'
 import type { BackendReadiness } from '../../src/engine/health'
 import { createNodeBackend } from '../../src/gpu/ort-node'
+import { decodePicture } from '../../src/images/pictures'
 import { createWebBackend } from '../../src/gpu/ort-web'
 import { folderSource } from '../../src/node/folder-source'
 import { createPipelineEngine } from '../../src/engine/local-engine'
@@ -367,14 +368,15 @@ describe('a model that lives only on the backend (wrangler --env gpu)', () => {
 
   it('is listed, validated and keyed at the edge from its manifest, and generates there', async () => {
     const golden = join(ROOT, '..', 'shared', 'golden', 'pipeline', 'tiny-sd-optimum')
-    backend = await startBackendProcess('cpu', [MODEL_DIR, golden])
+    const img2img = join(ROOT, '..', 'shared', 'golden', 'pipeline', 'tiny-sd-img2img')
+    backend = await startBackendProcess('cpu', [MODEL_DIR, golden, img2img])
     const edge = await startWorker(
       { GPU_BACKEND_URLS: backend.url, GPU_BACKEND_SECRET: SECRET },
       { env: 'gpu' },
     )
     try {
       const { models } = await edge.models()
-      expect(models.map((m) => m.id)).toEqual([MODEL_ID, 'tiny-sd-optimum'])
+      expect(models.map((m) => m.id)).toEqual([MODEL_ID, 'tiny-sd-optimum', 'tiny-sd-img2img'])
       const body = {
         model: 'tiny-sd-optimum',
         prompt: 'a red circle',
@@ -418,6 +420,40 @@ describe('a model that lives only on the backend (wrangler --env gpu)', () => {
       expect(tooBig.status).toBe(422)
       await tooBig.arrayBuffer()
       expect((await backend.healthz()).body.jobs).toMatchObject({ started: 1, promptsEncoded: 2 })
+
+      // An init picture travels to the backend as pixels; the backend runs the VAE encoder.
+      const picture = readFileSync(
+        join(ROOT, '..', 'shared', 'golden', 'pipeline', 'inputs', 'gradient_disc_64x64.png'),
+      )
+      const edit = { ...body, model: 'tiny-sd-img2img', strength: 0.6 }
+      delete (edit as Partial<typeof edit>).width
+      delete (edit as Partial<typeof edit>).height
+      const edited = await edge.generate({ ...edit, image: picture.toString('base64') })
+      expect(edited.status, `${edge.log()}\nbackend:\n${backend.log()}`).toBe(200)
+      const editedBytes = Buffer.from(await edited.arrayBuffer())
+      const localEdit = createPipelineEngine([
+        new StableDiffusionPipeline(
+          await loadModel(folderSource(img2img), createNodeBackend('cpu')),
+        ),
+      ])
+      const sha = createHash('sha256').update(picture).digest('hex')
+      const { rgb } = await decodePicture('image', new Uint8Array(picture))
+      const [wantEdit] = await localEdit.generate({
+        model: 'tiny-sd-img2img',
+        prompt: body.prompt,
+        negativePrompt: '',
+        seed: body.seed,
+        steps: body.steps,
+        guidanceScale: body.guidance_scale,
+        width: 64,
+        height: 64,
+        scheduler: body.scheduler,
+        n: 1,
+        truncate: false,
+        options: { strength: 0.6 },
+        pictures: { image: { sha256: sha, width: 64, height: 64, data: rgb } },
+      })
+      expect(editedBytes.equals(Buffer.from(wantEdit.bytes))).toBe(true)
     } finally {
       edge.stop()
     }

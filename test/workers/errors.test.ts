@@ -19,14 +19,14 @@ describe('request body', () => {
     await expectProblem(res, 415, 'unsupported-media-type')
   })
 
-  it('413 when Content-Length exceeds 8 KiB, before reading', async () => {
+  it('413 for a body without pictures over 8 KiB', async () => {
     const body = JSON.stringify({ prompt: 'x'.repeat(9000) })
     const res = await postImages(key, body)
     const problem = await expectProblem(res, 413, 'payload-too-large')
     expect(problem.limit).toBe(8192)
   })
 
-  it('413 when a streamed body without Content-Length passes 8 KiB', async () => {
+  it('413 when a streamed body without Content-Length passes 8 KiB and holds no picture', async () => {
     const chunk = new TextEncoder().encode('y'.repeat(4000))
     let sent = 0
     const stream = new ReadableStream<Uint8Array>({

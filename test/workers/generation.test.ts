@@ -276,7 +276,13 @@ describe('generation options', () => {
   it('lists the options each model honours', async () => {
     const res = await call('/v1/models', { headers: { Authorization: `Bearer ${key}` } })
     const { models } = (await res.json()) as { models: { id: string; options: string[] }[] }
-    expect(models.find((m) => m.id === modelId)?.options).toEqual(['guidance_rescale'])
+    expect(models.find((m) => m.id === modelId)?.options).toEqual([
+      'guidance_rescale',
+      'strength',
+      'control_scale',
+      'control_start',
+      'control_end',
+    ])
   })
 })
 

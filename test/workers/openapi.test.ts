@@ -282,7 +282,19 @@ describe('documented bounds are enforced', () => {
       ([, p]) => resolve(p).minimum !== undefined || resolve(p).maximum !== undefined,
     )
     expect(bounded.map(([k]) => k).sort()).toEqual(
-      ['guidance_rescale', 'guidance_scale', 'height', 'n', 'seed', 'steps', 'width'].sort(),
+      [
+        'guidance_rescale',
+        'guidance_scale',
+        'height',
+        'n',
+        'seed',
+        'steps',
+        'width',
+        'strength',
+        'control_scale',
+        'control_start',
+        'control_end',
+      ].sort(),
     )
     for (const [field, p] of bounded) {
       const { minimum, maximum, type } = resolve(p)
