@@ -3,12 +3,18 @@
  *
  *   npm run generate -- --model models/tiny-shapes --prompt "a red circle" --seed 1 --output out.png
  *
+ * With a picture: `--image IN.png --strength S` (image-to-image), plus `--mask MASK.png`
+ * (inpainting: white is repainted), or `--control-image C.png [--control-scale S]
+ * [--control-start A] [--control-end B]` (ControlNet). PNG or JPEG; the output has their size.
+ *
  * Exits 2 with a plain message on bad input (missing files, unknown scheduler, size not allowed).
  */
-import { writeFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import { createNodeBackend } from '../src/gpu/ort-node'
+import { decodePicture, luminance, type PictureField } from '../src/images/pictures'
 import { folderSource } from '../src/node/folder-source'
+import { ProblemError } from '../src/problem'
 import { loadModel } from '../src/pipeline/model'
 import { ModelLoadError } from '../src/pipeline/model-source'
 import { encodePng, formatParameters } from '../src/pipeline/png'
@@ -18,7 +24,9 @@ import { PromptTooLongError } from '../src/pipeline/tokenizer'
 
 const USAGE = `usage: npm run generate -- --model DIR --prompt TEXT [--negative-prompt TEXT] [--seed N]
   [--steps N] [--guidance X] [--scheduler NAME] [--scheduler-config JSON] [--width W] [--height H]
-  [--n N] [--providers cpu|webgpu,cpu] [--output FILE.png] [--latents-output FILE.json]`
+  [--n N] [--providers cpu|webgpu,cpu] [--output FILE.png] [--latents-output FILE.json]
+  [--image IN.png --strength S [--mask MASK.png]]
+  [--control-image C.png --control-scale S --control-start A --control-end B]`
 
 class UsageError extends Error {}
 
@@ -54,6 +62,13 @@ async function main(): Promise<void> {
       providers: { type: 'string' },
       output: { type: 'string', default: 'out.png' },
       'latents-output': { type: 'string' },
+      image: { type: 'string' },
+      strength: { type: 'string' },
+      mask: { type: 'string' },
+      'control-image': { type: 'string' },
+      'control-scale': { type: 'string' },
+      'control-start': { type: 'string' },
+      'control-end': { type: 'string' },
       help: { type: 'boolean' },
     },
     strict: true,
@@ -79,6 +94,18 @@ async function main(): Promise<void> {
       throw new UsageError('--scheduler-config must be a JSON object')
   }
 
+  if (values.mask && !values.image) throw new UsageError('--mask needs --image')
+  if (values.strength !== undefined && !values.image)
+    throw new UsageError('--strength needs --image')
+  for (const flag of ['control-scale', 'control-start', 'control-end'] as const)
+    if (values[flag] !== undefined && !values['control-image'])
+      throw new UsageError(`--${flag} needs --control-image`)
+  const image = values.image ? await picture('image', values.image) : undefined
+  const mask = values.mask ? await picture('mask', values.mask) : undefined
+  const control = values['control-image']
+    ? await picture('control_image', values['control-image'])
+    : undefined
+
   const model = await loadModel(folderSource(values.model), createNodeBackend(values.providers))
   const pipe = new StableDiffusionPipeline(model)
   const seed = int('seed', values.seed) ?? Math.floor(Math.random() * 2 ** 32)
@@ -95,6 +122,13 @@ async function main(): Promise<void> {
       width: int('width', values.width),
       height: int('height', values.height),
       numImages: int('n', values.n),
+      image,
+      mask: mask && { width: mask.width, height: mask.height, data: luminance(mask) },
+      strength: num('strength', values.strength),
+      controlImage: control,
+      controlScale: num('control-scale', values['control-scale']),
+      controlStart: num('control-start', values['control-start']),
+      controlEnd: num('control-end', values['control-end']),
     },
     {
       onStep: ({ step, totalSteps }) => {
@@ -125,6 +159,24 @@ async function main(): Promise<void> {
   }
   if (values['latents-output']) {
     await writeFile(values['latents-output'], JSON.stringify(Array.from(res.latents)))
+  }
+}
+
+/** Reads and decodes a picture file; a bad one is a usage error naming the flag. */
+async function picture(field: PictureField, file: string) {
+  const flag = `--${field.replace('_', '-')}`
+  let bytes: Uint8Array
+  try {
+    bytes = new Uint8Array(await readFile(file))
+  } catch (e) {
+    throw new UsageError(`${flag}: cannot read ${file}: ${(e as Error).message}`)
+  }
+  try {
+    const { rgb, width, height } = await decodePicture(field, bytes)
+    return { width, height, data: rgb, rgb }
+  } catch (e) {
+    if (e instanceof ProblemError) throw new UsageError(`${flag} ${file}: ${e.detail}`)
+    throw e
   }
 }
 

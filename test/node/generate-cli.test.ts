@@ -1,0 +1,144 @@
+/**
+ * `npm run generate` (scripts/generate.ts) as a child process: text-to-image and the
+ * conditioners' flags on the golden models, checked against diffusers' reference pixels, and
+ * exit code 2 with a plain message for bad input.
+ */
+import { execFile } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, describe, expect, it } from 'vitest'
+import { decodePicture } from '../../src/images/pictures'
+import { GOLDEN, goldenJson } from './golden'
+
+const dir = mkdtempSync(join(tmpdir(), 'tti-generate-'))
+afterAll(() => rmSync(dir, { recursive: true, force: true }))
+const input = (name: string) => join(GOLDEN, 'pipeline', 'inputs', name)
+const model = (name: string) => join(GOLDEN, 'pipeline', name)
+
+function generate(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      join('node_modules', '.bin', 'tsx'),
+      ['scripts/generate.ts', ...args],
+      { timeout: 120_000 },
+      (err, stdout, stderr) => resolve({ code: err ? Number(err.code ?? -1) : 0, stdout, stderr }),
+    )
+  })
+}
+
+/** The common flags of a golden case (its scheduler is the model's default, PNDM). */
+function flags(ref: any, out: string): string[] {
+  const i = ref.inputs
+  return [
+    '--model',
+    model(ref.model),
+    '--prompt',
+    i.prompt,
+    ...(i.negative_prompt ? ['--negative-prompt', i.negative_prompt] : []),
+    '--seed',
+    String(i.seed),
+    '--steps',
+    String(i.num_inference_steps),
+    '--guidance',
+    String(i.guidance_scale),
+    '--output',
+    out,
+  ]
+}
+
+async function expectReference(file: string, ref: any) {
+  const { rgb } = await decodePicture('image', new Uint8Array(readFileSync(file)))
+  const want: number[] = ref.image.uint8
+  let differ = 0
+  for (let k = 0; k < want.length; k++) {
+    const d = Math.abs(rgb[k] - want[k])
+    expect(d).toBeLessThanOrEqual(1)
+    if (d) differ++
+  }
+  expect(differ / want.length).toBeLessThanOrEqual(0.01)
+}
+
+describe('npm run generate with pictures', () => {
+  it('--image --strength (image-to-image) reproduces diffusers', async () => {
+    const ref = goldenJson('pipeline/cases-img2img/pndm_20_s0.75_cfg7.5_seed0_64x64.json')
+    const out = join(dir, 'img2img.png')
+    const r = await generate([
+      ...flags(ref, out),
+      '--image',
+      input('gradient_disc_64x64.png'),
+      '--strength',
+      '0.75',
+    ])
+    expect(r.code, r.stderr).toBe(0)
+    await expectReference(out, ref)
+  })
+
+  it('--mask (inpainting, 9-channel UNet) reproduces diffusers', async () => {
+    const ref = goldenJson('pipeline/cases-inpaint/unet9_pndm_20_s1.0_cfg7.5_rect_seed0_64x64.json')
+    const out = join(dir, 'inpaint.png')
+    const r = await generate([
+      ...flags(ref, out),
+      '--image',
+      input('gradient_disc_64x64.png'),
+      '--mask',
+      input('mask_rect_64x64.png'),
+      '--strength',
+      '1',
+    ])
+    expect(r.code, r.stderr).toBe(0)
+    await expectReference(out, ref)
+  })
+
+  it('--control-image --control-scale (ControlNet) reproduces diffusers', async () => {
+    const ref = goldenJson(
+      'pipeline/cases-controlnet/pndm_20_cfg7.5_scale0.5_silhouette_seed0_64x64.json',
+    )
+    const out = join(dir, 'control.png')
+    const r = await generate([
+      ...flags(ref, out),
+      '--control-image',
+      input('silhouette_64x64.png'),
+      '--control-scale',
+      '0.5',
+      '--control-start',
+      '0',
+      '--control-end',
+      '1',
+    ])
+    expect(r.code, r.stderr).toBe(0)
+    await expectReference(out, ref)
+  })
+
+  it('exits 2 with a plain message for a bad picture or a flag without its picture', async () => {
+    const text = join(dir, 'not-a-picture.png')
+    writeFileSync(text, 'hello')
+    const base = [
+      '--model',
+      model('tiny-sd-img2img'),
+      '--prompt',
+      'x',
+      '--output',
+      join(dir, 'x.png'),
+    ]
+    for (const [args, message] of [
+      [['--image', text], /--image .*not a PNG or JPEG/],
+      [['--image', join(dir, 'missing.png')], /--image: cannot read/],
+      [['--mask', input('mask_rect_64x64.png')], /--mask needs --image/],
+      [['--control-scale', '1'], /--control-scale needs --control-image/],
+      [
+        ['--image', input('gradient_disc_64x64.png'), '--mask', input('mask_rect_32x64.png')],
+        /mask: is 64x32 but the output is 64x64/,
+      ],
+      [
+        ['--control-image', input('silhouette_64x64.png')],
+        /control image: the model has no controlnet/,
+      ],
+    ] as const) {
+      const r = await generate([...base, ...args])
+      expect(r.code, r.stderr).toBe(2)
+      expect(r.stderr).toMatch(message)
+      expect(r.stderr).not.toMatch(/\n\s+at /) // a message, not a stack
+    }
+  })
+})
