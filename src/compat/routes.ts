@@ -5,9 +5,12 @@
  * - `POST /v1/images/generations`: the OpenAI Images API (`openai.images.generate` with
  *   `baseURL: '<origin>/v1'`), answering `{created, data: [{url} | {b64_json}]}` and errors as
  *   OpenAI's `{error: {message, type, param, code}}` with the same statuses as everywhere else;
- * - `POST /v1/hf/text-to-image` and `POST /v1/hf/models/<model>`: the Hugging Face text-to-image
- *   task (`@huggingface/inference`'s `textToImage` with `endpointUrl`), answering PNG bytes and
- *   errors as problem+json (whose `detail` that client shows).
+ * - `POST /v1/images/edits`: OpenAI's image edits (`openai.images.edit`, multipart `image` and
+ *   a `mask` whose transparent pixels mark the area to repaint), answered like generations;
+ * - `POST /v1/hf/text-to-image`, `POST /v1/hf/image-to-image` and `POST /v1/hf/models/<model>`
+ *   (either task, told apart by the body): the Hugging Face tasks (`@huggingface/inference`'s
+ *   `textToImage` / `imageToImage` with `endpointUrl`), answering PNG bytes and errors as
+ *   problem+json (whose `detail` that client shows).
  *
  * Both translate the body and call the same `createImages` as POST /v1/images: same key scope,
  * quota, validation, cache entries and single-flight generation.
@@ -22,11 +25,22 @@ import type { EngineProvider } from '../engine/provider'
 import { createImages, type CreateImagesResult } from '../images/create-images'
 import type { RateLimitPolicy } from '../keys/api-keys'
 import { apiKeyAuth } from '../middleware/auth'
-import { jsonBody } from '../middleware/json-body'
+import { imageBody } from '../middleware/image-body'
+import { PICTURE_LIMITS } from '../images/pictures'
+import { ImageRequest } from '../images/schema'
 import { onProblem } from '../middleware/problem'
 import { rateLimit } from '../middleware/rate-limit'
 import { PROBLEM_TYPE_BASE } from '../problem'
-import { fromHuggingFace, fromOpenAI, withCallerFieldNames } from './translate'
+import {
+  fromHuggingFace,
+  fromHuggingFaceImage,
+  fromOpenAI,
+  fromOpenAIEdit,
+  isHuggingFaceImageToImage,
+  withCallerFieldNames,
+  type OpenAIResponseFormat,
+  type Translated,
+} from './translate'
 
 /** What the compatibility routes need: the same options as the image routes. */
 export interface CompatOptions {
@@ -50,8 +64,10 @@ const OPENAI_ERROR_TYPES = Object.freeze({
 /** The OpenAI Images API route, mounted at `/v1`. */
 export function openAIRoutes(options: CompatOptions) {
   const app = new Hono<AppEnv>()
-  app.post('/images/generations', ...generation(options), async (c) => {
-    const { body, fieldNames, extra } = fromOpenAI(c.get('json'))
+  const answer = async (
+    c: Context<AppEnv>,
+    { body, fieldNames, extra }: Translated<{ responseFormat: OpenAIResponseFormat }>,
+  ) => {
     const result = await withCallerFieldNames(fieldNames, () =>
       create(c, options, body, { singleImage: false }),
     )
@@ -64,7 +80,13 @@ export function openAIRoutes(options: CompatOptions) {
     )
     c.header('Cache-Control', 'no-store')
     return c.json({ created: Math.floor(Date.now() / 1000), data })
-  })
+  }
+  app.post('/images/generations', ...generation(options), (c) =>
+    answer(c, fromOpenAI(c.get('json'))),
+  )
+  app.post('/images/edits', ...generation(options), async (c) =>
+    answer(c, await fromOpenAIEdit(c.get('json'))),
+  )
   app.onError(openAIError)
   return app
 }
@@ -72,8 +94,12 @@ export function openAIRoutes(options: CompatOptions) {
 /** The Hugging Face text-to-image routes, mounted at `/v1/hf`. */
 export function huggingFaceRoutes(options: CompatOptions) {
   const app = new Hono<AppEnv>()
-  const handle = async (c: Context<AppEnv>, model?: string) => {
-    const { body, fieldNames } = fromHuggingFace(c.get('json'), model)
+  const handle = async (c: Context<AppEnv>, model?: string, task?: 'image-to-image') => {
+    const json = c.get('json')
+    const image = task === 'image-to-image' || isHuggingFaceImageToImage(json)
+    const { body, fieldNames } = image
+      ? fromHuggingFaceImage(json, model)
+      : fromHuggingFace(json, model)
     const result = await withCallerFieldNames(fieldNames, () =>
       create(c, options, body, { singleImage: true }),
     )
@@ -82,6 +108,7 @@ export function huggingFaceRoutes(options: CompatOptions) {
     return c.body(await imageBytes(c, result, 0), 200, imageHeaders(sha256))
   }
   app.post('/text-to-image', ...generation(options), (c) => handle(c))
+  app.post('/image-to-image', ...generation(options), (c) => handle(c, undefined, 'image-to-image'))
   app.post('/models/:model{.+}', ...generation(options), (c) => handle(c, c.req.param('model')))
   return app
 }
@@ -91,7 +118,14 @@ function generation(options: CompatOptions) {
   return [
     apiKeyAuth({ scope: 'generate' }),
     rateLimit({ defaults: options.rateLimit }),
-    jsonBody({ maxBytes: options.maxBodyBytes }),
+    imageBody({
+      maxBytes: options.maxBodyBytes,
+      maxPictureBytes: PICTURE_LIMITS.maxBytes,
+      // OpenAI's `image` / `image[]` and `mask`; Hugging Face's `inputs`.
+      pictures: ['image', 'image[]', 'mask', 'inputs'],
+      schema: ImageRequest,
+      rawPicture: 'inputs',
+    }),
   ] as const
 }
 

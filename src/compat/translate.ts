@@ -7,6 +7,8 @@
  */
 // A namespace import lets esbuild drop the zod exports (locales…) nobody uses.
 import * as z from 'zod'
+import { decodePicture } from '../images/pictures'
+import { encodePng } from '../pipeline/png'
 import { ProblemError, throwFieldErrors, type FieldError } from '../problem'
 
 /** OpenAI fields that have no meaning here and are accepted without effect. */
@@ -133,4 +135,131 @@ export async function withCallerFieldNames<T>(
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v)
+}
+
+/** OpenAI edit fields that have no meaning here and are accepted without effect. */
+export const OPENAI_EDIT_IGNORED_FIELDS = Object.freeze([
+  ...OPENAI_IGNORED_FIELDS,
+  'background',
+  'input_fidelity',
+  'output_compression',
+  'partial_images',
+  'stream',
+])
+
+/**
+ * Translates `POST /v1/images/edits` (multipart, as `openai.images.edit` sends it): `image`
+ * (one picture; `image[]` with one entry too), `mask` as OpenAI defines it — fully transparent
+ * pixels (alpha 0) mark where to edit, so it becomes a native mask, white there — or, without a
+ * mask, the image's own transparency; `size`, `response_format` as for generations. Without any
+ * transparency the edit is image-to-image of the whole picture.
+ */
+export async function fromOpenAIEdit(
+  body: unknown,
+): Promise<Translated<{ responseFormat: OpenAIResponseFormat }>> {
+  if (!isObject(body)) return fromOpenAI(body)
+  const { image: one, 'image[]': many, mask, ...rest } = body
+  for (const k of OPENAI_EDIT_IGNORED_FIELDS) delete rest[k]
+  const images = [one, ...(Array.isArray(many) ? many : many === undefined ? [] : [many])].filter(
+    (v) => v !== undefined,
+  )
+  if (images.length !== 1)
+    throwFieldErrors([
+      {
+        field: 'image',
+        detail: images.length ? 'one image at a time is supported' : 'is required',
+      },
+    ])
+  const translated = fromOpenAI(rest)
+  const native = translated.body as Record<string, unknown>
+  native.image = images[0]
+  const source = mask ?? images[0]
+  const transparent = await transparentArea(mask ? 'mask' : 'image', source)
+  if (transparent) native.mask = transparent
+  else if (mask !== undefined)
+    throwFieldErrors([
+      { field: 'mask', detail: 'has no transparent pixels; alpha 0 marks where to edit' },
+    ])
+  return translated
+}
+
+/**
+ * The fully transparent pixels of a picture as a native mask PNG (white where alpha is 0), or
+ * undefined when it has none. Decodes only Blobs and inline forms; a reference has no alpha.
+ */
+async function transparentArea(field: 'image' | 'mask', value: unknown): Promise<Blob | undefined> {
+  const bytes =
+    value instanceof Blob
+      ? new Uint8Array(await value.arrayBuffer())
+      : typeof value === 'string' && !/^[0-9a-f]{64}$/i.test(value) && !value.includes('/v1/')
+        ? base64Bytes(value)
+        : undefined
+  if (!bytes) return undefined
+  const picture = await decodePicture(field, bytes)
+  if (!picture.alpha || !picture.alpha.includes(0)) return undefined
+  const rgb = new Uint8Array(picture.width * picture.height * 3)
+  picture.alpha.forEach((a, i) => rgb.fill(a === 0 ? 255 : 0, i * 3, i * 3 + 3))
+  const png = encodePng({ width: picture.width, height: picture.height, data: rgb })
+  return new Blob([png as Uint8Array<ArrayBuffer>], { type: 'image/png' })
+}
+
+/** The bytes of base64 text or a base64 `data:` URL (undefined if it is neither). */
+function base64Bytes(text: string): Uint8Array | undefined {
+  const b64 = text.startsWith('data:') ? text.slice(text.indexOf(',') + 1) : text
+  try {
+    return Uint8Array.from(atob(b64.replace(/\s+/g, '')), (ch) => ch.charCodeAt(0))
+  } catch {
+    return undefined
+  }
+}
+
+/** Hugging Face image-to-image `parameters` → native names (besides `target_size`). */
+export const HF_IMAGE_PARAMETERS = Object.freeze({
+  ...HF_PARAMETERS,
+  prompt: 'prompt',
+  strength: 'strength',
+} as const)
+
+/** Whether a Hugging Face task body is image-to-image (its prompt is a parameter). */
+export function isHuggingFaceImageToImage(body: unknown): boolean {
+  return (
+    isObject(body) &&
+    (body.inputs instanceof Blob || (isObject(body.parameters) && 'prompt' in body.parameters))
+  )
+}
+
+/**
+ * Translates a Hugging Face image-to-image task body, `{inputs: <base64 picture>, parameters:
+ * {prompt, negative_prompt, strength, guidance_scale, num_inference_steps, target_size, seed,
+ * scheduler}}` (what `@huggingface/inference`'s `imageToImage` sends with parameters), or the
+ * raw picture as the whole body (without parameters; the prompt is then empty).
+ */
+export function fromHuggingFaceImage(body: unknown, model?: string): Translated {
+  const fieldNames: Record<string, string> = { image: 'inputs' }
+  for (const [hf, native] of Object.entries(HF_IMAGE_PARAMETERS))
+    fieldNames[native] = `parameters.${hf}`
+  if (!isObject(body)) return { body, fieldNames, extra: {} }
+  const errors: FieldError[] = []
+  const out: Record<string, unknown> = {
+    prompt: '',
+    image: body.inputs,
+    ...(model ? { model } : {}),
+  }
+  for (const k of Object.keys(body))
+    if (!['inputs', 'parameters', 'options'].includes(k))
+      errors.push({ field: k, detail: 'unknown field' })
+  const params = body.parameters ?? {}
+  if (!isObject(params)) errors.push({ field: 'parameters', detail: 'must be an object' })
+  else
+    for (const [k, v] of Object.entries(params)) {
+      if (k === 'target_size') {
+        if (!isObject(v))
+          errors.push({ field: 'parameters.target_size', detail: 'must be {width, height}' })
+        else Object.assign(out, { width: v.width, height: v.height })
+      } else if (Object.hasOwn(HF_IMAGE_PARAMETERS, k)) {
+        out[HF_IMAGE_PARAMETERS[k as keyof typeof HF_IMAGE_PARAMETERS]] = v
+      } else errors.push({ field: `parameters.${k}`, detail: 'unknown parameter' })
+    }
+  if (errors.length) throwFieldErrors(errors)
+  return { body: out, fieldNames, extra: {} }
 }

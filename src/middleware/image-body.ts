@@ -13,6 +13,9 @@ import type { AppEnv } from '../app-env'
 import { ProblemError } from '../problem'
 import { readCapped } from '../util'
 
+/** The bare picture bodies `rawPicture` accepts. */
+const RAW_PICTURE_TYPES: readonly string[] = Object.freeze(['image/png', 'image/jpeg'])
+
 /** The content types an image request may have. */
 export const IMAGE_BODY_TYPES = Object.freeze(['application/json', 'multipart/form-data'] as const)
 
@@ -27,6 +30,11 @@ export function imageBody(options: {
   pictures: readonly string[]
   /** The request schema: its string fields stay strings in multipart. */
   schema: z.ZodObject
+  /**
+   * Also take a bare PNG or JPEG body (`image/png`, `image/jpeg`), as this field of an
+   * otherwise empty object (the Hugging Face clients send a picture alone like that).
+   */
+  rawPicture?: string
 }) {
   const { maxBytes, maxPictureBytes, schema } = options
   const pictureFields = options.pictures
@@ -54,7 +62,8 @@ export function imageBody(options: {
   return createMiddleware<AppEnv>(async function imageBody(c, next) {
     const header = c.req.header('Content-Type') ?? ''
     const type = header.split(';')[0].trim().toLowerCase()
-    if (!(IMAGE_BODY_TYPES as readonly string[]).includes(type)) {
+    const raw = options.rawPicture && RAW_PICTURE_TYPES.includes(type)
+    if (!raw && !(IMAGE_BODY_TYPES as readonly string[]).includes(type)) {
       throw new ProblemError('unsupported-media-type', {
         detail: `got ${type ? `"${type}"` : 'no Content-Type'}; send ${IMAGE_BODY_TYPES.join(' or ')}`,
       })
@@ -62,7 +71,14 @@ export function imageBody(options: {
     if (Number(c.req.header('Content-Length') ?? NaN) > limit) throw tooLarge()
     const bytes = await readCapped(c.req.raw.body, limit)
     if (!bytes) throw tooLarge()
-    c.set('json', type === 'application/json' ? parseJson(bytes) : await parseForm(bytes, header))
+    c.set(
+      'json',
+      raw
+        ? { [options.rawPicture!]: new Blob([bytes as Uint8Array<ArrayBuffer>], { type }) }
+        : type === 'application/json'
+          ? parseJson(bytes)
+          : await parseForm(bytes, header),
+    )
     await next()
 
     /** JSON, where only a body with a picture field may pass `maxBytes`. */
@@ -97,6 +113,10 @@ export function imageBody(options: {
       }
       const out: Record<string, unknown> = {}
       for (const [k, v] of form.entries()) {
+        if (k.endsWith('[]')) {
+          out[k] = [...((out[k] as unknown[]) ?? []), v]
+          continue
+        }
         if (Object.hasOwn(out, k))
           throw new ProblemError('malformed-request', { detail: `field ${k} is given twice` })
         out[k] = typeof v === 'string' && !textFields.has(k) ? typedValue(v) : v

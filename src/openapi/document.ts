@@ -33,6 +33,7 @@ import {
   BatchResultSchema,
   CreatedKeySchema,
   HealthSchema,
+  HuggingFaceImageRequestSchema,
   HuggingFaceRequestSchema,
   ImagesResponseSchema,
   JobSchema,
@@ -42,6 +43,7 @@ import {
   ModelsResponseSchema,
   OpenAIErrorSchema,
   OpenAIImageRequestSchema,
+  OpenAIEditRequestSchema,
   OpenAIImagesResponseSchema,
   ProblemSchema,
   ProgressEventSchema,
@@ -301,6 +303,8 @@ export function buildOpenApiDocument(options: DocumentOptions): OpenApiDocument 
   const keyList = named('KeyList', KeyListSchema)
   const openaiRequest = named('OpenAIImageRequest', OpenAIImageRequestSchema)
   const hfRequest = named('HuggingFaceTextToImageRequest', HuggingFaceRequestSchema)
+  const openaiEdit = named('OpenAIEditRequest', OpenAIEditRequestSchema)
+  const hfImageRequest = named('HuggingFaceImageToImageRequest', HuggingFaceImageRequestSchema)
   named('ProgressEvent', ProgressEventSchema)
   const runningJob = named('RunningJob', RunningJobSchema)
   const job = named('Job', JobSchema)
@@ -646,6 +650,57 @@ export function buildOpenApiDocument(options: DocumentOptions): OpenApiDocument 
         ...problemResponses(GENERATION_PROBLEMS, { openai: true }),
       },
     },
+    {
+      method: 'post',
+      path: '/v1/images/edits',
+      operationId: 'openaiEditImage',
+      tags: ['Compatibility'],
+      summary: 'OpenAI image edits (`openai.images.edit` with baseURL `<origin>/v1`)',
+      ...needsKey('generate'),
+      request: {
+        body: {
+          required: true,
+          description: 'multipart/form-data, as the OpenAI clients send it.',
+          content: { 'multipart/form-data': { schema: openaiEdit } },
+        },
+      },
+      responses: {
+        200: {
+          description: 'OpenAI-shaped images: permanent URLs or base64 PNGs.',
+          headers: headers(...generationHeaders),
+          content: { 'application/json': { schema: OpenAIImagesResponseSchema } },
+        },
+        ...problemResponses(GENERATION_PROBLEMS, { openai: true }),
+      },
+    },
+    {
+      method: 'post',
+      path: '/v1/hf/image-to-image',
+      operationId: 'huggingFaceImageToImage',
+      tags: ['Compatibility'],
+      summary:
+        'Hugging Face image-to-image task (`imageToImage` with `endpointUrl`); `/v1/hf/models/{model}` takes it too',
+      ...needsKey('generate'),
+      request: {
+        body: {
+          required: true,
+          description: 'JSON with the picture in base64, or the bare picture.',
+          content: {
+            'application/json': { schema: hfImageRequest },
+            'image/png': { schema: { type: 'string', format: 'binary' } },
+            'image/jpeg': { schema: { type: 'string', format: 'binary' } },
+          },
+        },
+      },
+      responses: {
+        200: {
+          description: 'The PNG bytes.',
+          headers: headers(...generationHeaders, 'ETag', 'Cache-Control', 'Content-Location'),
+          content: png('The image.'),
+        },
+        ...problemResponses(GENERATION_PROBLEMS),
+      },
+    },
     ...[
       { path: '/v1/hf/text-to-image', operationId: 'huggingFaceTextToImage', params: undefined },
       {
@@ -664,7 +719,8 @@ export function buildOpenApiDocument(options: DocumentOptions): OpenApiDocument 
         path,
         operationId,
         tags: ['Compatibility'],
-        summary: 'Hugging Face text-to-image task (`textToImage` with `endpointUrl`)',
+        summary:
+          'Hugging Face text-to-image task (`textToImage` with `endpointUrl`; on `/v1/hf/models/{model}` also image-to-image)',
         ...needsKey('generate'),
         request: { ...jsonBody(hfRequest), ...(params ? { params } : {}) },
         responses: {

@@ -179,6 +179,24 @@ export const OpenAIImageRequestSchema = z
       'The OpenAI Images API body. Native POST /v1/images fields pass through as extensions; errors name the fields as sent (`size` for width/height).',
   })
 
+/** OpenAI's image edits body (multipart/form-data, as `openai.images.edit` sends it). */
+export const OpenAIEditRequestSchema = OpenAIImageRequestSchema.extend({
+  image: z.string().meta({
+    format: 'binary',
+    description:
+      'The picture to edit (PNG or JPEG; `image[]` with one file is accepted too). Its size is the output size.',
+  }),
+  mask: z.string().optional().meta({
+    format: 'binary',
+    description:
+      "As OpenAI defines it: fully transparent pixels (alpha 0) mark where to edit. Without a mask, the image's own transparency is used; without any, the whole picture is edited (image-to-image).",
+  }),
+  strength: native.strength,
+}).meta({
+  description:
+    'The OpenAI image edits body. Native POST /v1/images fields pass through as extensions.',
+})
+
 /** The OpenAI Images API response. */
 export const OpenAIImagesResponseSchema = z.object({
   created: z.number().int().meta({ description: 'Unix time, seconds.' }),
@@ -224,6 +242,30 @@ export const HuggingFaceRequestSchema = z
   .meta({
     description:
       'The Hugging Face text-to-image task. Errors name the fields as sent (e.g. `parameters.num_inference_steps`).',
+  })
+
+/** The Hugging Face image-to-image task (`imageToImage` with parameters sends JSON). */
+export const HuggingFaceImageRequestSchema = z
+  .strictObject({
+    inputs: z.string().meta({ description: 'The picture, base64 (PNG or JPEG).' }),
+    parameters: z
+      .strictObject({
+        prompt: native.prompt.optional(),
+        strength: native.strength,
+        ...(Object.fromEntries(
+          Object.entries(HF_PARAMETERS).map(([hf, field]) => [hf, native[field]]),
+        ) as { [K in keyof typeof HF_PARAMETERS]: (typeof native)[(typeof HF_PARAMETERS)[K]] }),
+        target_size: z
+          .object({ width: native.width, height: native.height })
+          .optional()
+          .meta({ description: 'Alternative to width/height (must equal the picture size).' }),
+      })
+      .optional(),
+    options: z.record(z.string(), z.unknown()).optional(),
+  })
+  .meta({
+    description:
+      'The Hugging Face image-to-image task; a bare `image/png` or `image/jpeg` body (no parameters) is accepted too.',
   })
 
 /** One step of a running generation (SSE `progress` event, a running job's `progress`). */

@@ -6,57 +6,19 @@
  */
 import { env } from 'cloudflare:test'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createPipelineEngine } from '../../src/engine/local-engine'
-import { installEngineProvider, type EngineProvider } from '../../src/engine/provider'
-import { createWasmBackend } from '../../src/gpu/ort-wasm'
 import { decodePicture } from '../../src/images/pictures'
-import { loadModel } from '../../src/pipeline/model'
-import { fetchSource } from '../../src/pipeline/model-source'
-import { StableDiffusionPipeline } from '../../src/pipeline/stable-diffusion'
+import { base64, goldenBytes, goldenJson, installGoldenModels } from './golden-models'
 import { call, createKey, expectProblem, postImages } from './helpers'
 
-const golden = (env as unknown as { GOLDEN: Fetcher }).GOLDEN
-const goldenBytes = async (path: string) =>
-  new Uint8Array(await (await golden.fetch(`http://golden/${path}`)).arrayBuffer())
-const goldenJson = async (path: string): Promise<any> =>
-  (await golden.fetch(`http://golden/${path}`)).json()
-const base64 = (b: Uint8Array) => btoa(String.fromCharCode(...b))
-
-const MODELS = ['tiny-sd-img2img', 'tiny-sd-inpaint', 'tiny-sd-controlnet']
-let previous: EngineProvider | undefined
 let key: string
+let restore: () => void
 
 beforeAll(async () => {
-  const backend = createWasmBackend()
-  const pipes = await Promise.all(
-    MODELS.map(
-      async (m) =>
-        new StableDiffusionPipeline(
-          await loadModel(
-            fetchSource(`http://golden/pipeline/${m}/`, (u) => golden.fetch(u)),
-            backend,
-          ),
-        ),
-    ),
-  )
-  const extra = createPipelineEngine(pipes)
-  previous = installEngineProvider(async (e) => {
-    const bundled = await previous!(e)
-    const own = (model: string) => extra.models().some((m) => m.id === model)
-    return {
-      models: () => [...bundled.models(), ...extra.models()],
-      tokenize: (model, text) =>
-        own(model) ? extra.tokenize(model, text) : bundled.tokenize(model, text),
-      generate: (req, opts) =>
-        own(req.model) ? extra.generate(req, opts) : bundled.generate(req, opts),
-    }
-  })
+  restore = await installGoldenModels()
   key = (await createKey({ scopes: ['generate'] })).key
 })
 
-afterAll(() => {
-  if (previous) installEngineProvider(previous)
-})
+afterAll(() => restore?.())
 
 /** The body of a golden case as POST /v1/images fields (its scheduler is the model's default). */
 function fields(ref: any): Record<string, unknown> {
