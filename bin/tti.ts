@@ -19,6 +19,7 @@ import {
   type CreateKeyParams,
   type BatchResult,
   type GenerateParams,
+  type PictureInput,
   type Problem,
 } from '../src/client/index'
 
@@ -29,6 +30,9 @@ const USAGE = `usage: tti <command> [options]
 
 commands:
   generate <prompt> -o <file.png>   generate an image (-o - writes the PNG to stdout)
+  edit <picture> <prompt> -o <file.png> [--mask M.png] [--strength S]
+                                    repaint a picture (a file, a sha256 or an image URL);
+                                    with --mask only its white area
   embed-url <prompt> --seed N       print a signed URL for <img src> (viewing it needs no key)
   prebuild <prompts.json> [-o urls.json]
                                     generate every prompt; write {id: permanent URL}
@@ -51,6 +55,10 @@ generate options:
   --json                print the API's JSON answer instead of one URL per line
   --[no-]progress       show a progress bar of denoising steps, streamed from the server
                         (default: when stderr is a terminal)
+
+edit options: those of generate (the picture sets the size), plus
+  --mask FILE           inpainting mask: white is repainted, black kept
+  --strength S          how far the picture is noised, in (0, 1] (default 0.8, 1 with --mask)
 
 embed-url options: those of generate except -n and -o, plus
   --expires-in D        the URL stops working after D: 3600, 90m, 12h or 30d (default: never)
@@ -104,6 +112,8 @@ async function main(argv: string[]): Promise<number> {
       scopes: { type: 'string' },
       burst: { type: 'string' },
       period: { type: 'string' },
+      mask: { type: 'string' },
+      strength: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   })
@@ -127,12 +137,30 @@ async function main(argv: string[]): Promise<number> {
   }
 
   switch (command) {
-    case 'generate': {
-      if (args.length !== 1 || !args[0].trim()) {
-        throw new UsageError('generate takes one prompt argument (quote it)')
+    case 'generate':
+    case 'edit': {
+      const edit = command === 'edit'
+      if (args.length !== (edit ? 2 : 1) || !args[args.length - 1].trim()) {
+        throw new UsageError(
+          edit
+            ? 'edit takes a picture and one prompt argument (quote it)'
+            : 'generate takes one prompt argument (quote it)',
+        )
       }
-      if (!v.output) throw new UsageError('generate needs -o FILE.png (or -o - for stdout)')
-      const params = generateParams(args[0], v)
+      if (!v.output) throw new UsageError(`${command} needs -o FILE.png (or -o - for stdout)`)
+      if (!edit && (v.mask !== undefined || v.strength !== undefined))
+        throw new UsageError('--mask and --strength belong to tti edit')
+      const params = generateParams(args[args.length - 1], v)
+      if (edit) {
+        params.image = await pictureArg('picture', args[0])
+        if (typeof v.mask === 'string') params.mask = await pictureArg('--mask', v.mask)
+        if (typeof v.strength === 'string') {
+          const s = Number(v.strength)
+          if (!v.strength.trim() || !Number.isFinite(s))
+            throw new UsageError(`--strength must be a number, got "${v.strength}"`)
+          params.strength = s
+        }
+      }
       if (v.output === '-' && (params.n ?? 1) > 1) {
         throw new UsageError('-o - writes one image; use a file name with -n > 1')
       }
@@ -165,7 +193,14 @@ async function main(argv: string[]): Promise<number> {
       if (args.length !== 1 || !args[0].trim()) {
         throw new UsageError('embed-url takes one prompt argument (quote it)')
       }
-      const { n, seed, ...params } = generateParams(args[0], v)
+      const {
+        n,
+        seed,
+        image: _i,
+        mask: _m,
+        control_image: _c,
+        ...params
+      } = generateParams(args[0], v)
       if (n !== undefined) throw new UsageError('an embed URL names one image: drop -n')
       if (seed === undefined)
         throw new UsageError('embed-url needs --seed N (a URL names one image)')
@@ -309,6 +344,16 @@ function generateParams(
   if (str('model') !== undefined) params.model = str('model')
   if (v.truncate) params.truncate = true
   return params
+}
+
+/** A picture argument: a stored image's sha256 or URL as it is, else the file's bytes. */
+async function pictureArg(what: string, arg: string): Promise<PictureInput> {
+  if (/^[0-9a-f]{64}$/i.test(arg) || /^https?:\/\//.test(arg)) return arg
+  try {
+    return new Uint8Array(await readFile(arg))
+  } catch (e) {
+    throw new UsageError(`${what}: cannot read ${arg}: ${(e as Error).message}`)
+  }
 }
 
 /** Reads a prompts file into batch items, each with its global id. */

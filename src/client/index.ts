@@ -47,7 +47,18 @@ export interface TtiClientOptions {
 }
 
 /** The body of `POST /v1/images` (snake_case, exactly as the API takes it). */
-export type GenerateParams = z.input<typeof ImageRequest>
+export type GenerateParams = Omit<z.input<typeof ImageRequest>, PictureField> & {
+  [K in PictureField]?: PictureInput
+}
+
+/** The fields that carry a picture. */
+type PictureField = 'image' | 'mask' | 'control_image'
+
+/**
+ * A picture for `image`, `mask` or `control_image`: bytes or a Blob (sent as a multipart file
+ * part), or text: base64, a `data:` URL, or a stored image's sha256 or permanent URL.
+ */
+export type PictureInput = Blob | Uint8Array | string
 
 /** One generated image: its permanent URL and content hash. */
 export type GeneratedImageInfo = z.output<typeof ImageResultSchema>
@@ -146,13 +157,16 @@ export class TtiClient {
     params: GenerateParams,
     init: { signal?: AbortSignal; onProgress?: (p: GenerationProgress) => void } = {},
   ): Promise<GenerateResult> {
+    const accept = init.onProgress ? 'text/event-stream' : 'application/json'
     const res = await this.#request('/v1/images', this.#apiKey, {
       method: 'POST',
-      headers: {
-        'Content-Type': 'application/json',
-        Accept: init.onProgress ? 'text/event-stream' : 'application/json',
-      },
-      body: JSON.stringify(params),
+      // Pictures as bytes go as multipart file parts (no base64 inflation), the rest as JSON.
+      ...(hasBinaryPicture(params)
+        ? { headers: { Accept: accept }, body: formOf(params) }
+        : {
+            headers: { 'Content-Type': 'application/json', Accept: accept },
+            body: JSON.stringify(params),
+          }),
       signal: init.signal,
     })
     const rateLimit = rateLimitOf(res.headers)
@@ -238,6 +252,23 @@ export class TtiClient {
     if (!res.ok) throw await toApiError(res)
     return res
   }
+}
+
+function hasBinaryPicture(params: GenerateParams): boolean {
+  return (['image', 'mask', 'control_image'] as const).some((k) => typeof params[k] === 'object')
+}
+
+/** A request as multipart/form-data: pictures as file parts, every other field as text. */
+function formOf(params: GenerateParams): FormData {
+  const form = new FormData()
+  for (const [k, v] of Object.entries(params)) {
+    if (v === undefined) continue
+    if (v instanceof Blob) form.append(k, v, `${k}.png`)
+    else if (v instanceof Uint8Array)
+      form.append(k, new Blob([v as Uint8Array<ArrayBuffer>]), `${k}.png`)
+    else form.append(k, String(v))
+  }
+  return form
 }
 
 /** Turns a failed response into a `TtiApiError`, whatever its body (proxies send HTML too). */
