@@ -10,13 +10,10 @@ import { loadModel, type LoadedModel } from '../../src/pipeline/model'
 import { fetchSource } from '../../src/pipeline/model-source'
 import { StableDiffusionPipeline } from '../../src/pipeline/stable-diffusion'
 import { goldenParams } from '../browser/golden-params'
+import { goldenJson } from './golden-models'
 
 const golden = (env as unknown as { GOLDEN: Fetcher }).GOLDEN
-const json = async (path: string): Promise<any> => {
-  const res = await golden.fetch(`http://golden/${path}`)
-  if (!res.ok) throw new Error(`golden ${path}: HTTP ${res.status}`)
-  return res.json()
-}
+const json = goldenJson
 
 const FOLDERS = ['cases', 'cases-img2img', 'cases-inpaint', 'cases-controlnet']
 const cases = (

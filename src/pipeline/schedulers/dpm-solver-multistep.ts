@@ -209,6 +209,7 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     this.lowerOrderNums = 0
   }
 
+  // Copied from EulerDiscreteScheduler: setBeginIndex and addNoise (as diffusers copies them).
   /** Starts the loop at `timesteps[index]` (diffusers' `set_begin_index`). */
   setBeginIndex(index: number): void {
     this.beginIndex = checkBeginIndex(this.className, index, this.schedule.length)

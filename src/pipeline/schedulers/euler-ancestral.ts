@@ -87,6 +87,7 @@ export class EulerAncestralDiscreteScheduler implements Scheduler {
     this.beginIndex = null
   }
 
+  // Copied from EulerDiscreteScheduler: setBeginIndex and addNoise (as diffusers copies them).
   /** Starts the loop at `timesteps[index]` (diffusers' `set_begin_index`). */
   setBeginIndex(index: number): void {
     this.beginIndex = checkBeginIndex(this.className, index, this.schedule.length)

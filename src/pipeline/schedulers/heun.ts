@@ -126,6 +126,7 @@ export class HeunDiscreteScheduler implements Scheduler {
     this.savedSample = null
   }
 
+  // Copied from EulerDiscreteScheduler: setBeginIndex and addNoise (as diffusers copies them).
   /** Starts the loop at `timesteps[index]` (diffusers' `set_begin_index`). */
   setBeginIndex(index: number): void {
     this.beginIndex = checkBeginIndex(this.className, index, this.schedule.length)

@@ -102,6 +102,7 @@ export class LCMScheduler implements Scheduler {
     this.beginIndex = null
   }
 
+  // Copied from EulerDiscreteScheduler: setBeginIndex and addNoise (as diffusers copies them).
   /** Starts the loop at `timesteps[index]` (diffusers' `set_begin_index`). */
   setBeginIndex(index: number): void {
     this.beginIndex = checkBeginIndex(this.className, index, this.schedule.length)

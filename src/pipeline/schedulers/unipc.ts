@@ -223,6 +223,7 @@ export class UniPCMultistepScheduler implements Scheduler {
     this.thisOrder = 1
   }
 
+  // Copied from EulerDiscreteScheduler: setBeginIndex and addNoise (as diffusers copies them).
   /** Starts the loop at `timesteps[index]` (diffusers' `set_begin_index`). */
   setBeginIndex(index: number): void {
     this.beginIndex = checkBeginIndex(this.className, index, this.schedule.length)
