@@ -362,3 +362,56 @@ describe('scheduler options beyond the golden configs', () => {
     expect(() => lcm.step(x, lcm.timesteps[0], x)).not.toThrow()
   })
 })
+
+describe('add_noise and set_begin_index (image-to-image) on every scheduler', () => {
+  const SD15 = {
+    beta_start: 0.00085,
+    beta_end: 0.012,
+    beta_schedule: 'scaled_linear',
+    steps_offset: 1,
+  }
+  const x0 = Float32Array.from({ length: 8 }, (_, i) => i / 4 - 1)
+  const eps = Float32Array.from({ length: 8 }, (_, i) => Math.cos(i))
+  const f = Math.fround
+
+  it.each(['ddim', 'ddpm', 'pndm', 'lcm'])('%s: √ᾱ_t·x_0 + √(1 − ᾱ_t)·ε at t', (name) => {
+    const s = createScheduler(name, SD15) as unknown as {
+      alphasCumprod: Float32Array
+    } & ReturnType<typeof createScheduler>
+    s.setTimesteps(10)
+    const t = s.timesteps[3]
+    const a = s.alphasCumprod[t]
+    const got = s.addNoise(x0, eps, t)
+    const want = x0.map((x, k) => f(f(f(Math.sqrt(a)) * x) + f(f(Math.sqrt(f(1 - a))) * eps[k])))
+    expect([...got]).toEqual([...want])
+  })
+
+  it.each(['euler', 'euler_a', 'heun', 'lms', 'dpmpp_2m', 'unipc'])(
+    '%s: the begin index picks σ for add_noise and the first step',
+    (name) => {
+      const s = createScheduler(name, SD15)
+      s.setTimesteps(10)
+      const begin = 3 * s.order
+      s.setBeginIndex!(begin)
+      const sigma = s.sigmas![begin]
+      const got = s.addNoise(x0, eps, s.timesteps[begin])
+      const multistep = name === 'dpmpp_2m' || name === 'unipc'
+      const alpha = f(1 / f(Math.sqrt(f(f(sigma * sigma) + 1))))
+      const want = multistep
+        ? x0.map((x, k) => f(f(alpha * x) + f(f(sigma * alpha) * eps[k])))
+        : x0.map((x, k) => f(x + f(eps[k] * sigma)))
+      expect([...got]).toEqual([...want])
+      // The loop starts there too: the first scaled input uses that σ (σ-space schedulers).
+      if (!multistep) {
+        const scaled = s.scaleModelInput(got, s.timesteps[begin])
+        expect(scaled[1]).toBeCloseTo(got[1] / Math.sqrt(sigma * sigma + 1), 5)
+      }
+    },
+  )
+
+  it('refuses a begin index outside the schedule', () => {
+    const s = createScheduler('euler', SD15)
+    s.setTimesteps(4)
+    expect(() => s.setBeginIndex!(4)).toThrow(/begin index 4 is outside 0..3/)
+  })
+})
