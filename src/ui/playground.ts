@@ -4,6 +4,13 @@
  * public API exactly as any client does (`GET /v1/models`, `POST /v1/images` with
  * `Accept: text/event-stream`, whose step events drive the progress bar). The API key stays in
  * the browser's localStorage.
+ *
+ * Pictures (image-to-image, inpainting, ControlNet): an init image is uploaded or is the last
+ * result, sent by its permanent URL so it costs no upload; a mask is drawn on a canvas over it,
+ * shown scaled up but exported at the picture's own size; a control image is uploaded. Each
+ * control is enabled by the model's `conditioning` in `GET /v1/models`, or disabled with its
+ * reason. With a picture the request is multipart/form-data, else JSON, and the picture sets the
+ * output size. `window.__playground.maskBlob()` gives the mask as it would be sent, for tests.
  */
 import { Hono } from 'hono'
 import type { AppEnv } from '../app-env'
@@ -24,12 +31,34 @@ progress { width: 12rem; vertical-align: middle; }
 #result img { image-rendering: pixelated; width: 256px; height: auto; border: 1px solid #8884; }
 #result code, #result input, #result textarea { width: 100%; box-sizing: border-box; font-family: ui-monospace, monospace; font-size: .8rem; }
 .row { display: flex; gap: .5rem; align-items: center; }
+fieldset { display: grid; grid-template-columns: repeat(auto-fill, minmax(16rem, 1fr)); gap: .75rem; border: 1px solid #8886; }
+fieldset > div { display: flex; flex-direction: column; gap: .4rem; }
+.why { font-size: .75rem; opacity: .75; }
+.why:empty { display: none; }
+#init-view { display: flex; flex-direction: column; gap: .4rem; }
+#init-view[hidden] { display: none; }
+.stack { position: relative; width: 256px; }
+.stack img, .thumb { display: block; width: 256px; height: auto; image-rendering: pixelated; border: 1px solid #8884; }
+#mask { position: absolute; inset: 1px; width: calc(100% - 2px); height: calc(100% - 2px); opacity: .6; cursor: crosshair; touch-action: none; image-rendering: pixelated; }
+#mask.off { cursor: not-allowed; }
+.thumb[hidden] { display: none; }
+#result.stale img { opacity: .35; }
+#stale[hidden] { display: none; }
+#stale { color: #c62828; }
 `
 
 const SCRIPT = `
 const $ = (id) => document.getElementById(id)
 const KEY_STORE = 'tti.apiKey'
+const PICTURE_FIELDS = ['image', 'mask', 'control_image']
 let models = []
+// Per picture field: true, or why the chosen model cannot take it (its conditioning).
+let can = {}
+// The last image generated ({ url, width, height }): "Use as init image" sends its URL.
+let last = null
+// The pictures set: { value: a File or a stored image's URL, src: what the thumbnail shows }.
+const pictures = { image: null, control_image: null }
+let maskDrawn = false
 
 function headers(extra = {}) {
   return { Authorization: 'Bearer ' + $('api-key').value.trim(), ...extra }
@@ -72,6 +101,43 @@ function fillModel() {
   Object.assign($('guidance'), {
     min: l.min_guidance_scale, max: l.max_guidance_scale, placeholder: d.guidance_scale,
   })
+  const c = m.conditioning || {}
+  can = {}
+  for (const f of PICTURE_FIELDS) {
+    can[f] = c[f] === true || (typeof c[f] === 'string' ? c[f] : 'this server does not say')
+  }
+  // A picture the new model cannot take is dropped, not sent to be refused.
+  if (can.image !== true) setInit(null)
+  if (can.control_image !== true) setControl(null)
+  $('image-why').textContent =
+    can.image === true ? (c.text === true ? '' : 'Required: ' + c.text) : can.image
+  $('control-why').textContent = can.control_image === true ? '' : can.control_image
+  refresh()
+}
+
+// Enables each picture control from the model's conditioning and the pictures set; a disabled
+// control carries the reason as its title (the hint beside it says it too).
+function refresh() {
+  const why = (f) => (can[f] === true ? '' : can[f] || 'Enter your API key to begin.')
+  const gate = (ids, reason) => {
+    for (const id of ids) {
+      $(id).disabled = !!reason
+      $(id).title = reason
+    }
+  }
+  gate(['init-file'], why('image'))
+  gate(['use-result'], why('image') || (last ? '' : 'Generate an image first.'))
+  gate(['strength'], why('image') || (pictures.image ? '' : 'Set an init image first.'))
+  const maskWhy = why('mask') || (pictures.image ? '' : 'Set an init image first.')
+  gate(['brush', 'mask-clear'], maskWhy)
+  $('mask').classList.toggle('off', !!maskWhy)
+  $('mask').title = maskWhy || 'Draw where the picture is repainted.'
+  $('mask-why').textContent = can.mask === true ? '' : can.mask || ''
+  gate(['control-file'], why('control_image'))
+  gate(['control-scale'], why('control_image') || (pictures.control_image ? '' : 'Upload a control image first.'))
+  const sized = !!(pictures.image || pictures.control_image)
+  $('size').disabled = sized
+  $('size').title = sized ? 'The picture sets the size.' : ''
 }
 
 async function loadModels() {
@@ -86,15 +152,114 @@ async function loadModels() {
   say('Ready.')
 }
 
-function body() {
+// Shows a picture in its thumbnail; resolves to its pixel size, or null (and says so) if the
+// browser cannot decode it.
+async function show(img, picture) {
+  if (img.src.startsWith('blob:')) URL.revokeObjectURL(img.src)
+  img.hidden = !picture
+  if (!picture) return img.removeAttribute('src'), null
+  img.src = picture.src
+  try {
+    await img.decode()
+    return { width: img.naturalWidth, height: img.naturalHeight }
+  } catch {
+    say('That file is not a picture this browser can read; send PNG or JPEG.', true)
+    return null
+  }
+}
+
+const picked = (file) => file && { value: file, src: URL.createObjectURL(file) }
+
+// Sets (or with null, removes) the init image, and a blank mask canvas of its pixel size.
+async function setInit(picture) {
+  pictures.image = picture
+  $('init-clear').hidden = !picture
+  $('init-view').hidden = !picture
+  clearMask()
+  refresh()
+  const size = await show($('init-thumb'), picture)
+  if (pictures.image !== picture) return
+  if (!size) return picture && setInit(null)
+  // The canvas holds the picture's own pixels; CSS scales it up over the thumbnail.
+  Object.assign($('mask'), size)
+  $('brush').max = Math.max(8, Math.round(Math.max(size.width, size.height) / 2))
+}
+
+async function setControl(picture) {
+  pictures.control_image = picture
+  $('control-clear').hidden = !picture
+  refresh()
+  const size = await show($('control-thumb'), picture)
+  if (picture && !size && pictures.control_image === picture) setControl(null)
+}
+
+function clearMask() {
+  const c = $('mask')
+  c.getContext('2d').clearRect(0, 0, c.width, c.height)
+  maskDrawn = false
+}
+
+// Strokes in the canvas's own pixels: a pointer position is scaled from its displayed size.
+let drawing = false
+function point(e) {
+  const c = $('mask'), r = c.getBoundingClientRect()
+  return [((e.clientX - r.left) * c.width) / r.width, ((e.clientY - r.top) * c.height) / r.height]
+}
+function strokeTo(e, start) {
+  const ctx = $('mask').getContext('2d')
+  const [x, y] = point(e)
+  Object.assign(ctx, { strokeStyle: '#fff', lineWidth: Number($('brush').value), lineCap: 'round', lineJoin: 'round' })
+  if (start) {
+    ctx.beginPath()
+    ctx.moveTo(x, y)
+  }
+  ctx.lineTo(x, y)
+  ctx.stroke()
+  maskDrawn = true
+}
+
+// The mask as sent: the strokes in white on black, at the init image's size; null if none.
+function maskBlob() {
+  if (!maskDrawn || !pictures.image) return Promise.resolve(null)
+  const src = $('mask'), out = document.createElement('canvas')
+  Object.assign(out, { width: src.width, height: src.height })
+  const ctx = out.getContext('2d')
+  ctx.fillStyle = '#000'
+  ctx.fillRect(0, 0, out.width, out.height)
+  ctx.drawImage(src, 0, 0)
+  return new Promise((resolve) => out.toBlob(resolve, 'image/png'))
+}
+
+function fields() {
   const b = { prompt: $('prompt').value }
-  const [width, height] = $('size').value.split('x').map(Number)
-  Object.assign(b, { width, height, scheduler: $('scheduler').value, model: $('model').value })
+  Object.assign(b, { scheduler: $('scheduler').value, model: $('model').value })
+  if (!pictures.image && !pictures.control_image) {
+    const [width, height] = $('size').value.split('x').map(Number)
+    Object.assign(b, { width, height })
+  }
   if ($('negative').value) b.negative_prompt = $('negative').value
   for (const [id, field] of [['seed', 'seed'], ['steps', 'steps'], ['guidance', 'guidance_scale']]) {
     if ($(id).value !== '') b[field] = Number($(id).value)
   }
+  if (pictures.image) b.strength = Number($('strength').value)
+  if (pictures.control_image) b.control_scale = Number($('control-scale').value)
   return b
+}
+
+// JSON without pictures; multipart/form-data with them (files as parts, a stored image by URL).
+async function request() {
+  const b = fields()
+  const accept = { Accept: 'text/event-stream' }
+  if (!pictures.image && !pictures.control_image) {
+    return { headers: headers({ 'Content-Type': 'application/json', ...accept }), body: JSON.stringify(b) }
+  }
+  const form = new FormData()
+  for (const [k, v] of Object.entries(b)) form.append(k, String(v))
+  if (pictures.image) form.append('image', pictures.image.value)
+  const mask = await maskBlob()
+  if (mask) form.append('mask', mask, 'mask.png')
+  if (pictures.control_image) form.append('control_image', pictures.control_image.value)
+  return { headers: headers(accept), body: form }
 }
 
 // POST with Accept: text/event-stream (EventSource cannot POST): yields each { event, data }.
@@ -128,6 +293,7 @@ function showProgress(p) {
 
 function showResult(out, started) {
   const img = out.images[0]
+  last = { url: img.url, width: img.width, height: img.height }
   $('image').src = img.url
   $('image').alt = $('prompt').value
   $('permalink').value = img.url
@@ -138,7 +304,15 @@ function showResult(out, started) {
   $('meta').textContent =
     'seed ' + img.seed + ' · ' + img.width + '×' + img.height + ' · ' + out.model + (out.cached ? ' · cached' : '')
   $('result').hidden = false
+  refresh()
   say('Done in ' + ((performance.now() - started) / 1000).toFixed(1) + ' s.')
+}
+
+// The image on screen is the previous request's until this one succeeds: marked stale meanwhile,
+// and left marked when it fails, so a failed request never passes for a result.
+function stale(isStale) {
+  $('result').classList.toggle('stale', isStale)
+  $('stale').hidden = !isStale
 }
 
 async function generate(event) {
@@ -146,17 +320,14 @@ async function generate(event) {
   const started = performance.now()
   let step = ''
   $('generate').disabled = true
+  stale(true)
   $('progress').removeAttribute('value') // indeterminate until the first step arrives
   $('progress').hidden = false
   const tick = setInterval(() => {
     say('Generating… ' + step + ((performance.now() - started) / 1000).toFixed(1) + ' s')
   }, 100)
   try {
-    const res = await fetch('/v1/images', {
-      method: 'POST',
-      headers: headers({ 'Content-Type': 'application/json', Accept: 'text/event-stream' }),
-      body: JSON.stringify(body()),
-    })
+    const res = await fetch('/v1/images', { method: 'POST', ...(await request()) })
     if (!res.ok) throw new Error(await problemText(res))
     let out
     for await (const { event, data } of events(res)) {
@@ -171,6 +342,7 @@ async function generate(event) {
     }
     if (!out) throw new Error('The connection closed before the image was ready; try again.')
     clearInterval(tick)
+    stale(false)
     showResult(out, started)
   } catch (e) {
     clearInterval(tick)
@@ -185,6 +357,12 @@ function copy(id) {
   navigator.clipboard?.writeText($(id).value).then(() => say('Copied.'), () => $(id).select())
 }
 
+function slider(id, digits) {
+  const show = () => ($(id + '-out').value = Number($(id).value).toFixed(digits))
+  $(id).addEventListener('input', show)
+  show()
+}
+
 $('api-key').value = localStorage.getItem(KEY_STORE) || ''
 $('api-key').addEventListener('change', () => {
   localStorage.setItem(KEY_STORE, $('api-key').value.trim())
@@ -194,6 +372,31 @@ $('model').addEventListener('change', fillModel)
 $('form').addEventListener('submit', generate)
 $('copy-url').addEventListener('click', () => copy('permalink'))
 $('copy-embed').addEventListener('click', () => copy('embed'))
+$('init-file').addEventListener('change', (e) => setInit(picked(e.target.files[0])))
+$('use-result').addEventListener('click', () => last && setInit({ value: last.url, src: last.url }))
+$('init-clear').addEventListener('click', () => {
+  $('init-file').value = ''
+  setInit(null)
+})
+$('control-file').addEventListener('change', (e) => setControl(picked(e.target.files[0])))
+$('control-clear').addEventListener('click', () => {
+  $('control-file').value = ''
+  setControl(null)
+})
+$('mask-clear').addEventListener('click', clearMask)
+$('mask').addEventListener('pointerdown', (e) => {
+  if ($('mask').classList.contains('off')) return
+  drawing = true
+  $('mask').setPointerCapture(e.pointerId)
+  strokeTo(e, true)
+})
+$('mask').addEventListener('pointermove', (e) => drawing && strokeTo(e, false))
+for (const end of ['pointerup', 'pointercancel']) $('mask').addEventListener(end, () => (drawing = false))
+slider('strength', 2)
+slider('brush', 0)
+slider('control-scale', 2)
+window.__playground = { maskBlob }
+refresh()
 loadModels()
 `
 
@@ -220,10 +423,36 @@ export const PLAYGROUND_HTML = `<!doctype html>
   <label>Steps <input id="steps" type="number" step="1"></label>
   <label>Guidance scale <input id="guidance" type="number" step="0.5"></label>
   <label>Seed <input id="seed" type="number" min="0" step="1" placeholder="random"></label>
+  <fieldset class="wide">
+    <legend>Pictures (optional; a picture sets the size)</legend>
+    <div>
+      <label>Init image <input id="init-file" type="file" accept="image/png,image/jpeg" aria-describedby="image-why"></label>
+      <span class="row"><button id="use-result" type="button" aria-describedby="image-why">Use the last result</button> <button id="init-clear" type="button" hidden>Remove</button></span>
+      <small id="image-why" class="why"></small>
+      <label>Strength <span class="row"><input id="strength" type="range" min="0.05" max="1" step="0.05" value="0.8" aria-describedby="image-why"> <output id="strength-out" for="strength"></output></span></label>
+      <div id="init-view" hidden>
+        <div class="stack">
+          <img id="init-thumb" alt="Init image">
+          <canvas id="mask" role="img" aria-label="Mask: white strokes mark what is repainted" aria-describedby="mask-why"></canvas>
+        </div>
+        <label>Mask brush (pixels of the picture) <span class="row"><input id="brush" type="range" min="1" max="32" step="1" value="8" aria-describedby="mask-why"> <output id="brush-out" for="brush"></output></span></label>
+        <span class="row"><button id="mask-clear" type="button" aria-describedby="mask-why">Clear mask</button></span>
+        <small id="mask-why" class="why"></small>
+      </div>
+    </div>
+    <div>
+      <label>Control image (a silhouette) <input id="control-file" type="file" accept="image/png,image/jpeg" aria-describedby="control-why"></label>
+      <span class="row"><button id="control-clear" type="button" hidden>Remove</button></span>
+      <small id="control-why" class="why"></small>
+      <img id="control-thumb" class="thumb" alt="Control image" hidden>
+      <label>Control scale <span class="row"><input id="control-scale" type="range" min="0" max="2" step="0.05" value="1" aria-describedby="control-why"> <output id="control-scale-out" for="control-scale"></output></span></label>
+    </div>
+  </fieldset>
   <div class="wide row"><button id="generate" type="submit" disabled>Generate</button></div>
 </form>
 <div id="status" role="status" aria-live="polite"><progress id="progress" hidden aria-label="Generation progress"></progress> <span id="status-text"></span></div>
 <section id="result" hidden>
+  <p id="stale" hidden>This is the previous image: the last request did not produce one.</p>
   <p><img id="image" alt=""></p>
   <p id="meta"></p>
   <label>Permanent URL
@@ -256,7 +485,8 @@ export function playgroundRoutes() {
         "default-src 'self'",
         `script-src ${await inlineScriptSource()}`,
         "style-src 'unsafe-inline'",
-        "img-src 'self' data:",
+        // blob: for the thumbnails of picked files.
+        "img-src 'self' data: blob:",
         "frame-ancestors 'none'",
       ].join('; '),
       'Cache-Control': 'no-cache',
