@@ -31,6 +31,10 @@ export const PROBLEM_TYPES = Object.freeze({
   'image-too-many-pixels': { status: 422, title: 'A picture has more pixels than the limit' },
   'invalid-image': { status: 422, title: 'A picture is not a PNG or JPEG that decodes' },
   'image-not-found': { status: 422, title: 'A picture reference names no stored image' },
+  'generation-rejected': {
+    status: 422,
+    title: 'The engine refused the request parameters',
+  },
   'rate-limited': { status: 429, title: 'Rate limit exceeded' },
   'internal-error': { status: 500, title: 'Internal server error' },
   'generation-non-finite': {

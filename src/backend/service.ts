@@ -315,7 +315,7 @@ function streamRun(run: Run, abandoned: (run: Run) => void): ReadableStream<Uint
           ? 504
           : err instanceof ProtocolError
             ? 400
-            : err.name === 'PipelineInputError'
+            : ['PipelineInputError', 'SchedulerError', 'PromptTooLongError'].includes(err.name)
               ? 422
               : 500
         const nonFinite = err.name === 'NonFiniteOutputError'

@@ -9,8 +9,9 @@
 
 /** What kind of failure a generation had: the problem type a client sees, and its status. */
 export interface EngineFailure {
-  status: 500 | 502 | 503 | 504
+  status: 422 | 500 | 502 | 503 | 504
   type:
+    | 'generation-rejected'
     | 'backend-error'
     | 'backend-unavailable'
     | 'backend-timeout'
@@ -54,6 +55,21 @@ export function nonFiniteFailure(detail: string): EngineFailure {
   return { status: 500, type: 'generation-non-finite', detail, retryable: false }
 }
 
+/**
+ * The failure for parameters the engine refused that validation let through (a pipeline or
+ * scheduler constraint): the same request would fail again, so it is a 422 and no retry.
+ */
+export function rejectedFailure(detail: string): EngineFailure {
+  return { status: 422, type: 'generation-rejected', detail, retryable: false }
+}
+
+/** Errors of the pipeline that say the request itself cannot be served (by name, see below). */
+const INPUT_ERRORS: readonly string[] = Object.freeze([
+  'PipelineInputError',
+  'SchedulerError',
+  'PromptTooLongError',
+])
+
 /** The plain-data failure of any error an engine threw. */
 export function failureOf(error: unknown): EngineFailure {
   if (error instanceof EngineError) return error.failure
@@ -61,5 +77,6 @@ export function failureOf(error: unknown): EngineFailure {
   // By name: the pipeline's error class may come from another bundle (the backend's).
   if (error instanceof Error && error.name === 'NonFiniteOutputError')
     return nonFiniteFailure(detail)
+  if (error instanceof Error && INPUT_ERRORS.includes(error.name)) return rejectedFailure(detail)
   return { status: 503, type: 'generation-failed', detail, retryable: true }
 }

@@ -48,6 +48,7 @@ export function describeModel(model: { spec: ModelSpec }): ModelInfo {
     schedulers: SCHEDULER_NAMES,
     options: OPTION_NAMES,
     conditioning: conditioningOf(s),
+    schedulerConfig: s.schedulerConfig,
   }
 }
 

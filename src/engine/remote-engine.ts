@@ -8,7 +8,7 @@
  */
 import { pngSize } from '../pipeline/png'
 import type { StableDiffusionPipeline } from '../pipeline/stable-diffusion'
-import { BackendError, EngineError, nonFiniteFailure } from './errors'
+import { BackendError, EngineError, nonFiniteFailure, rejectedFailure } from './errors'
 import type { ManifestModel } from './backend-models'
 import { describeModel } from './local-engine'
 import type { GeneratedImage, TextToImageEngine } from './types'
@@ -240,6 +240,8 @@ async function readImages(
         images.push({ bytes: f.png, contentType: 'image/png', ...f.meta })
       } else if (f.kind === 'E' && f.error.type === 'generation-non-finite')
         throw new EngineError(nonFiniteFailure(`GPU backend ${base}: ${f.error.detail}`))
+      else if (f.kind === 'E' && f.error.status === 422)
+        throw new EngineError(rejectedFailure(`GPU backend ${base}: ${f.error.detail}`))
       else if (f.kind === 'E')
         throw new BackendError(
           f.error.status === 504 ? 504 : 502,

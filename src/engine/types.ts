@@ -38,6 +38,11 @@ export interface ModelInfo {
   /** The generation options (`./options`) this model's engine honours. */
   options: readonly string[]
   /**
+   * The model's `scheduler_config.json`, where its schedulers run in this codebase: validation
+   * builds the requested scheduler from it, so a constraint (PNDM's step count…) is a 422.
+   */
+  schedulerConfig?: Readonly<Record<string, unknown>>
+  /**
    * What the model takes besides text, per picture field: `true`, or why not (no VAE encoder, no
    * ControlNet…). `text` is false for an inpainting-only model.
    */

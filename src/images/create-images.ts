@@ -21,7 +21,8 @@ export const GENERATION_RETRY_AFTER_SECONDS = 5
  */
 export function failureProblem(failure: EngineFailure): ProblemError {
   return new ProblemError(failure.type, {
-    ...(failure.type === 'generation-non-finite' ? { detail: failure.detail } : {}),
+    // Deterministic failures say why (the same request fails the same way); others stay terse.
+    ...(failure.retryable ? {} : { detail: failure.detail }),
     headers: failure.retryable ? { 'Retry-After': String(GENERATION_RETRY_AFTER_SECONDS) } : {},
   })
 }

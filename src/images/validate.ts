@@ -20,6 +20,7 @@ import {
   PICTURE_OPTIONS,
   type GenerationOptionValues,
 } from '../engine/options'
+import { createScheduler, SchedulerError } from '../pipeline/schedulers'
 import { ProblemError, throwFieldErrors, type FieldError } from '../problem'
 import { fieldErrors } from '../schema'
 import {
@@ -142,6 +143,15 @@ export function resolveRequest(
   if (ok('scheduler') !== undefined && !acceptsScheduler(model, scheduler)) {
     errors.push({ field: 'scheduler', detail: `must be one of ${model.schedulers.join(', ')}` })
   }
+  if (
+    !invalid.has('steps') &&
+    model.schedulerConfig &&
+    acceptsScheduler(model, scheduler) &&
+    !errors.some((e) => e.field === 'steps')
+  ) {
+    const problem = schedulerProblem(model, scheduler, steps)
+    if (problem) errors.push({ field: 'steps', detail: problem })
+  }
   const truncate = ok('truncate') ?? false
   const options: GenerationOptionValues = {}
   for (const name of OPTION_NAMES) {
@@ -243,6 +253,17 @@ function pictureErrors(
       })
   }
   return errors
+}
+
+/** Why the scheduler cannot run `steps` steps on this model (its own checks), if it cannot. */
+function schedulerProblem(model: ModelInfo, name: string, steps: number): string | undefined {
+  try {
+    createScheduler(name, model.schedulerConfig).setTimesteps(steps)
+  } catch (e) {
+    if (e instanceof SchedulerError) return `${e.message} (scheduler ${name})`
+    throw e
+  }
+  return undefined
 }
 
 function acceptsScheduler(model: ModelInfo, name: string): boolean {

@@ -95,6 +95,7 @@ const PICTURE_PROBLEMS = [
 ] as const
 /** Problems of a generation that already started (a job, an embed's first view). */
 const GENERATION_FAILURES = [
+  'generation-rejected',
   'generation-failed',
   'generation-non-finite',
   'backend-error',

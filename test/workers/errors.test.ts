@@ -54,6 +54,18 @@ describe('validation (422 naming the field)', () => {
     return (problem.errors as { field: string }[]).map((e) => e.field)
   }
 
+  it('a scheduler constraint is a 422 on steps, not a retryable generation failure', async () => {
+    // The bundled model's config leaves PNDM's Runge–Kutta warm-up on: it needs 4 steps.
+    const problem = await expectProblem(
+      await postImages(key, { prompt: 'a red circle', scheduler: 'PNDMScheduler', steps: 3 }),
+      422,
+      'validation-error',
+    )
+    expect(problem.errors).toEqual([
+      { field: 'steps', detail: expect.stringContaining('needs at least 4 steps') },
+    ])
+  })
+
   it('rejects unknown fields', async () => {
     expect(await fieldOf({ prompt: 'a cat', cfg: 7 })).toEqual(['cfg'])
   })

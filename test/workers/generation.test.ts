@@ -286,6 +286,26 @@ describe('generation options', () => {
   })
 })
 
+describe('an input the engine refuses', () => {
+  it('is a 422 generation-rejected with its reason and no Retry-After, and nothing is cached', async () => {
+    let calls = 0
+    wrapGenerate(() => async () => {
+      calls++
+      const e = new Error('width must be a multiple of 16')
+      e.name = 'PipelineInputError'
+      throw e
+    })
+    const body = { prompt: 'a rejected circle', seed: 4242, steps: 2 }
+    for (let i = 0; i < 2; i++) {
+      const res = await postImages(key, body)
+      const p = await expectProblem(res, 422, 'generation-rejected')
+      expect(p.detail).toContain('multiple of 16')
+      expect(res.headers.get('Retry-After')).toBeNull()
+    }
+    expect(calls).toBe(2)
+  })
+})
+
 describe('the coordinator keeps no image bytes', () => {
   it('answers its flight with the bytes, and later callers with the index entry only', async () => {
     const engine = await installedEngine(env)
