@@ -63,8 +63,8 @@ interface Run {
   cancel(reason: Error): void
 }
 
-// Prompt tensors plus up to three pictures of 2048² (8-bit RGB, a mask one byte a pixel).
-const MAX_BODY = (1 << 20) + 7 * 2048 * 2048
+/** Largest job body: prompt tensors plus up to three pictures of 2048² (RGB, a mask 1 B/px). */
+export const MAX_JOB_BYTES = (1 << 20) + 7 * 2048 * 2048
 
 /** Builds the backend app. */
 export function createBackendApp(options: BackendOptions): Hono {
@@ -164,15 +164,15 @@ export function createBackendApp(options: BackendOptions): Hono {
       return problem(415, 'Unsupported Media Type', `expected ${JOB_CONTENT_TYPE}`)
     // Refuse what can be refused before reading a byte of an unauthenticated body: a declared
     // size over the limit, and missing or stale signature headers.
-    const tooLarge = () => problem(413, 'Payload Too Large', `jobs are at most ${MAX_BODY} bytes`)
-    if (Number(c.req.header('content-length') ?? 0) > MAX_BODY) return tooLarge()
+    const tooLarge = () => problem(413, 'Payload Too Large', `jobs are at most ${MAX_JOB_BYTES} bytes`)
+    if (Number(c.req.header('content-length') ?? 0) > MAX_JOB_BYTES) return tooLarge()
     const signature = {
       timestamp: c.req.header(HEADERS.timestamp),
       signature: c.req.header(HEADERS.signature),
     }
     const early = checkSignatureHeaders(signature)
     if (early !== 'ok') return problem(401, 'Unauthorized', `request signature ${early}`)
-    const body = await readCapped(c.req.raw.body, MAX_BODY)
+    const body = await readCapped(c.req.raw.body, MAX_JOB_BYTES)
     if (!body) return tooLarge()
     const check = await verifyRequest(options.secret, signature, new URL(c.req.url).pathname, body)
     if (check !== 'ok') return problem(401, 'Unauthorized', `request signature ${check}`)

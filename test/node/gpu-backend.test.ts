@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createBackendApp } from '../../src/backend/service'
+import { createBackendApp, MAX_JOB_BYTES } from '../../src/backend/service'
 import type { GenerateRequest } from '../../src/engine/types'
 import { createNodeBackend } from '../../src/gpu/ort-node'
 import { probeBackend, rankBackends, type BackendReadiness } from '../../src/engine/health'
@@ -453,7 +453,7 @@ describe('backend request hardening', () => {
           [HEADERS.signature]: `v1=${'0'.repeat(64)}`,
         },
         (r) => {
-          for (let i = 0; i < 20; i++) r.write(chunk)
+          for (let i = 0; i <= MAX_JOB_BYTES / chunk.length + 1; i++) r.write(chunk)
         },
       ),
     ).toBe(413)
