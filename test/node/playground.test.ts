@@ -11,7 +11,6 @@
  * img2img VAE encoder, whose decoder is the same file) takes image, mask and control image, so
  * the whole round trip runs for real whatever the bundled model can do. Nothing is intercepted.
  */
-import { randomBytes } from 'node:crypto'
 import {
   chmodSync,
   cpSync,
@@ -25,11 +24,10 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { decode, encode } from 'fast-png'
 import { chromium, type Browser, type Page } from 'playwright-core'
-import { unstable_startWorker } from 'wrangler'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { GOLDEN } from './golden'
 import { decodePngRgb } from './png-decode'
-import { freePort, startWorker, type RunningWorker } from './worker-server'
+import { startWorker, type RunningWorker } from './worker-server'
 import { RUNTIME_PATHS, skipWithout } from './runtimes'
 
 const CHROMIUM = RUNTIME_PATHS.chromium
@@ -482,47 +480,6 @@ describe.skipIf(SKIP)('playground in headless Chromium', () => {
   })
 })
 
-/**
- * Starts the real worker whose `models/` assets are `assets` (its bundled model is
- * `assets/tiny-shapes`). Copied from `startWorker` (./worker-server), which cannot set assets.
- */
-async function startWorkerWithAssets(assets: string): Promise<RunningWorker> {
-  const port = await freePort()
-  const adminToken = randomBytes(24).toString('base64url')
-  const state = mkdtempSync(path.join(tmpdir(), 'tti-worker-'))
-  const worker = await unstable_startWorker({
-    config: 'wrangler.toml',
-    assets,
-    bindings: { ADMIN_TOKEN: { type: 'plain_text', value: adminToken } },
-    dev: {
-      server: { hostname: '127.0.0.1', port },
-      inspector: false,
-      persist: state,
-      watch: false,
-      logLevel: 'warn',
-    },
-  })
-  await worker.ready
-  const url = `http://127.0.0.1:${port}`
-  return {
-    url,
-    adminToken,
-    async createKey(body = {}) {
-      const res = await fetch(`${url}/v1/keys`, {
-        method: 'POST',
-        headers: { Authorization: `Bearer ${adminToken}`, 'Content-Type': 'application/json' },
-        body: JSON.stringify(body),
-      })
-      if (res.status !== 201) throw new Error(`POST /v1/keys → ${res.status} ${await res.text()}`)
-      return res.json() as Promise<{ id: string; key: string }>
-    },
-    async stop() {
-      await worker.dispose()
-      rmSync(state, { recursive: true, force: true })
-    },
-  }
-}
-
 describe.skipIf(SKIP)('playground pictures on a model that takes them all (golden parts)', () => {
   const MODEL = 'tiny-sd-conditioners'
   let assets: string
@@ -548,7 +505,7 @@ describe.skipIf(SKIP)('playground pictures on a model that takes them all (golde
       vae_encoder: ['diffusers', 'OnnxRuntimeModel'],
     })
     writeFileSync(path.join(dir, 'model_index.json'), JSON.stringify(index))
-    worker = await startWorkerWithAssets(assets)
+    worker = await startWorker({}, { assets })
     key = (await worker.createKey({ name: 'playground-pictures' })).key
   })
 

@@ -33,13 +33,20 @@ export function freePort(): Promise<number> {
   })
 }
 
-/** Starts the worker with extra plain-text `vars`; `stop()` disposes of it and deletes its state. */
-export async function startWorker(vars: Record<string, string> = {}): Promise<RunningWorker> {
+/**
+ * Starts the worker with extra plain-text `vars` (and, with `assets`, another model folder in
+ * place of models/); `stop()` disposes of it and deletes its state.
+ */
+export async function startWorker(
+  vars: Record<string, string> = {},
+  options: { assets?: string } = {},
+): Promise<RunningWorker> {
   const port = await freePort()
   const adminToken = randomBytes(24).toString('base64url')
   const state = mkdtempSync(path.join(tmpdir(), 'tti-worker-'))
   const worker = await unstable_startWorker({
     config: 'wrangler.toml',
+    ...(options.assets ? { assets: options.assets } : {}),
     bindings: {
       ADMIN_TOKEN: { type: 'plain_text', value: adminToken },
       ...Object.fromEntries(
