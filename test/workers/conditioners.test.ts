@@ -189,6 +189,23 @@ describe('bad pictures are refused, naming the field, storing nothing', () => {
     ])
   })
 
+  it('charges nothing: refused pictures leave a one-image quota untouched', async () => {
+    const { key: one } = await createKey({
+      scopes: ['generate'],
+      rate_limit: { burst: 1, period_seconds: 3600 },
+    })
+    const base = { model: 'tiny-sd-img2img', prompt: 'x', seed: 77, steps: 2 }
+    for (let i = 0; i < 3; i++)
+      await expectProblem(
+        await postImages(one, { ...base, image: base64(new Uint8Array([1, 2, 3])) }),
+        422,
+        'invalid-image',
+      )
+    const ok = await postImages(one, { ...base, image: base64(await gradient()) })
+    expect(ok.status).toBe(200)
+    await ok.arrayBuffer()
+  })
+
   it('a picture over the upload limit is a 413 of its own', async () => {
     const big = new Uint8Array(4 * 1024 * 1024 + 1)
     big.set(await gradient())
