@@ -5,6 +5,7 @@
  *
  * @example
  * npm run keys -- create --name alice --scopes generate,read --burst 60 --period 60
+ * KEY=$(npm run -s keys -- create --key-only)   # just the key, for scripts
  * npm run keys -- list
  * npm run keys -- revoke 3f2a9c0d1e4b5a67
  *
@@ -35,6 +36,7 @@ async function main(): Promise<void> {
       scopes: { type: 'string' },
       burst: { type: 'string' },
       period: { type: 'string' },
+      'key-only': { type: 'boolean' },
     },
   })
   const [command, id] = positionals
@@ -51,25 +53,44 @@ async function main(): Promise<void> {
         period_seconds: Number(values.period ?? 60),
       }
     }
-    res = await fetch(`${base}/v1/keys`, { method: 'POST', headers, body: JSON.stringify(body) })
+    res = await call(`${base}/v1/keys`, { method: 'POST', headers, body: JSON.stringify(body) })
   } else if (command === 'list') {
-    res = await fetch(`${base}/v1/keys`, { headers })
+    res = await call(`${base}/v1/keys`, { headers })
   } else if (command === 'revoke' && id) {
-    res = await fetch(`${base}/v1/keys/${encodeURIComponent(id)}`, { method: 'DELETE', headers })
+    res = await call(`${base}/v1/keys/${encodeURIComponent(id)}`, { method: 'DELETE', headers })
   } else {
     console.error(
-      'usage: npm run keys -- create [--name N] [--scopes generate,read] [--burst B --period S]',
+      'usage: npm run keys -- create [--name N] [--scopes generate,read] [--burst B --period S] [--key-only]',
     )
     console.error('       npm run keys -- list | revoke <id>')
     process.exit(2)
   }
   const text = await res.text()
+  if (!res.ok) {
+    // Say which server answered: another one on the port is the usual cause of a 401 here.
+    console.error(`${base} answered ${res.status}: ${text} (set TTI_URL for another server)`)
+    process.exit(1)
+  }
+  if (values['key-only']) {
+    console.log((JSON.parse(text) as { key: string }).key)
+    return
+  }
   console.log(
     res.headers.get('content-type')?.includes('json')
       ? JSON.stringify(JSON.parse(text), null, 2)
       : text,
   )
-  if (!res.ok) process.exit(1)
+}
+
+/** `fetch` whose network failure names the URL it tried. */
+async function call(url: string, init: RequestInit): Promise<Response> {
+  try {
+    return await fetch(url, init)
+  } catch (e) {
+    throw new Error(
+      `cannot reach ${url}: ${(e as Error).cause ?? (e as Error).message} (is the server running? TTI_URL sets another)`,
+    )
+  }
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
