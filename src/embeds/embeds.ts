@@ -21,11 +21,12 @@ import type { PictureDeps } from '../images/pictures'
 import { readRequestPictures } from '../images/request-pictures'
 import { resolveRequest, type RequestPictures } from '../images/validate'
 import { findKey, type ApiKeyRecord, type KeyDeps } from '../keys/api-keys'
-import { ProblemError } from '../problem'
+import { ProblemError, throwFieldErrors } from '../problem'
 import type { EmbedRequestBody } from './schema'
 import {
   decodeToken,
   EMBED_TOKEN_VERSION,
+  MAX_TOKEN_LENGTH,
   signToken,
   verifySignature,
   type EmbedPayload,
@@ -82,7 +83,16 @@ export async function mintEmbed(
     ...(exp === undefined ? {} : { exp }),
     ...(o ? { o } : {}),
   }
-  const url = new URL(`${EMBED_PATH}${await signToken(key.embed_secret, payload)}.png`, origin).href
+  const token = await signToken(key.embed_secret, payload)
+  // Never mint what the GET route would refuse to open.
+  if (token.length > MAX_TOKEN_LENGTH)
+    throwFieldErrors([
+      {
+        field: 'prompt',
+        detail: `makes an embed token of ${token.length} characters; the limit is ${MAX_TOKEN_LENGTH} (shorten the prompt or the negative prompt)`,
+      },
+    ])
+  const url = new URL(`${EMBED_PATH}${token}.png`, origin).href
   const alt = escapeHtml(String(params.prompt))
   return {
     url,
@@ -163,9 +173,11 @@ export async function openEmbed(
   const decoded = decodeToken(token)
   const claimed = (decoded?.payload as { k?: unknown } | undefined)?.k
   const record = typeof claimed === 'string' ? await findKey(deps, claimed) : null
-  if (!decoded || !record) throw invalidSignature()
-  if (record.revoked_at || !record.embed_secret) throw new ProblemError('key-revoked', NO_STORE)
+  // The MAC first: only a genuine URL learns anything about its key. A revoked key's secret is
+  // deleted, so its URLs are answered like forged ones, and a key id alone tells nothing.
+  if (!decoded || !record?.embed_secret) throw invalidSignature()
   if (!(await verifySignature(record.embed_secret, decoded))) throw invalidSignature()
+  if (record.revoked_at) throw new ProblemError('key-revoked', NO_STORE)
   const parsed = SignedPayload.safeParse(decoded.payload)
   if (!parsed.success || parsed.data.k !== record.id) throw invalidSignature()
   const payload = parsed.data as EmbedPayload

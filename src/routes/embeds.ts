@@ -72,17 +72,27 @@ export function embedRoutes(options: {
             )?.body ?? null,
         },
         opened,
-        (sha256) => matchesEtag(c.req.header('If-None-Match'), sha256),
+        // No ETag on a restricted view, so no 304 either: it would confirm a guessed address.
+        (sha256) => !opened.payload.o && matchesEtag(c.req.header('If-None-Match'), sha256),
       )
       c.set('cacheStatus', got.cached ? 'HIT' : 'MISS')
+      // An origin restriction limits which pages may show the URL: it must not hand out the
+      // image's content address (ETag, Content-Location), whose permanent URL any page can show.
+      const { ETag: etag, ...image } = imageHeaders(got.image.sha256)
+      const restricted = Boolean(opened.payload.o)
       const headers = {
-        ...imageHeaders(got.image.sha256),
+        ...image,
+        ...(restricted
+          ? {}
+          : {
+              ETag: etag,
+              'Content-Location': imagePath(got.image.sha256),
+              'X-Request-Key': got.requestKey,
+            }),
         'Cache-Control': embedCacheControl(opened),
-        'Content-Location': imagePath(got.image.sha256),
         // Pages that require CORP (COEP: require-corp) may embed it too.
         'Cross-Origin-Resource-Policy': 'cross-origin',
         'X-Cache': got.cached ? 'HIT' : 'MISS',
-        'X-Request-Key': got.requestKey,
       }
       if (!got.body) return c.body(null, 304, headers)
       return c.body(got.body as Uint8Array<ArrayBuffer> | ReadableStream, 200, headers)

@@ -256,6 +256,20 @@ describe('GET /v1/embeds/{token}.png', () => {
     expect(byOrigin.headers.get('Vary')).toBe('Origin, Referer')
     expect(byOrigin.headers.get('Cache-Control')).toBe('private, max-age=86400')
 
+    // The restriction covers the image: no content address to lift onto other pages.
+    expect(byOrigin.headers.get('Content-Location')).toBeNull()
+    expect(byOrigin.headers.get('ETag')).toBeNull()
+    expect(byOrigin.headers.get('X-Request-Key')).toBeNull()
+    const sha = [...new Uint8Array(await crypto.subtle.digest('SHA-256', await bytesOf(byOrigin)))]
+      .map((b) => b.toString(16).padStart(2, '0'))
+      .join('')
+    const guess = await view(minted.url, {
+      Origin: 'https://blog.example',
+      'If-None-Match': `"${sha}"`,
+    })
+    expect(guess.status).toBe(200)
+    await guess.arrayBuffer()
+
     // An <img> sends no Origin, only the page in Referer: allowed, without CORS headers.
     const byReferer = await view(minted.url, { Referer: 'http://localhost:8080/posts/1.html' })
     expect(byReferer.status).toBe(200)
@@ -281,11 +295,32 @@ describe('GET /v1/embeds/{token}.png', () => {
     const before = await env.KEYS.get(`keys/${id}`)
 
     expect((await admin(`/v1/keys/${id}`, { method: 'DELETE' })).status).toBe(200)
-    await expectProblem(await view(url), 403, 'key-revoked')
+    // Its secret is gone, so its URLs read like forged ones: a key id alone tells nothing.
+    await expectProblem(await view(url), 403, 'embed-signature-invalid')
     expect((await record(id)).embed_secret).toBeUndefined()
-    // A KV replica that still holds the old record (secret included): the object refuses.
+    const [payload] = tokenOf(url).split('.')
+    const forged = `https://tti.test/v1/embeds/${payload}.${'A'.repeat(43)}.png`
+    await expectProblem(await view(forged), 403, 'embed-signature-invalid')
+    // A KV replica that still holds the old record (secret included): the MAC holds, and the
+    // Durable Object says revoked.
     await env.KEYS.put(`keys/${id}`, before!)
     await expectProblem(await view(url), 403, 'key-revoked')
+  })
+
+  it('refuses to mint a URL longer than its GET route opens', async () => {
+    const res = await mint(owner.key, {
+      prompt: 'a red circle '.repeat(150),
+      negative_prompt: 'blurry '.repeat(280),
+      seed: 60_071,
+      truncate: true,
+    })
+    const problem = await expectProblem(res, 422, 'validation-error')
+    expect(problem.errors).toEqual([
+      {
+        field: 'prompt',
+        detail: expect.stringMatching(/embed token of \d+ characters; the limit is 4096/),
+      },
+    ])
   })
 
   it('answers 422 when a signed payload no longer fits the model', async () => {
