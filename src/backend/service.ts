@@ -164,7 +164,8 @@ export function createBackendApp(options: BackendOptions): Hono {
       return problem(415, 'Unsupported Media Type', `expected ${JOB_CONTENT_TYPE}`)
     // Refuse what can be refused before reading a byte of an unauthenticated body: a declared
     // size over the limit, and missing or stale signature headers.
-    const tooLarge = () => problem(413, 'Payload Too Large', `jobs are at most ${MAX_JOB_BYTES} bytes`)
+    const tooLarge = () =>
+      problem(413, 'Payload Too Large', `jobs are at most ${MAX_JOB_BYTES} bytes`)
     if (Number(c.req.header('content-length') ?? 0) > MAX_JOB_BYTES) return tooLarge()
     const signature = {
       timestamp: c.req.header(HEADERS.timestamp),

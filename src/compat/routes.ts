@@ -41,6 +41,7 @@ import {
   type OpenAIResponseFormat,
   type Translated,
 } from './translate'
+import { publicBase } from '../public-url'
 
 /** What the compatibility routes need: the same options as the image routes. */
 export interface CompatOptions {
@@ -74,7 +75,7 @@ export function openAIRoutes(options: CompatOptions) {
     const data = await Promise.all(
       result.entry.images.map(async (img, i) =>
         extra.responseFormat === 'url'
-          ? { url: new URL(imagePath(img.sha256), c.req.url).href }
+          ? { url: new URL(imagePath(img.sha256), publicBase(c)).href }
           : { b64_json: base64(await imageBytes(c, result, i)) },
       ),
     )

@@ -19,6 +19,7 @@ import type { GenerationResult, ProgressListener } from '../durable/generation-c
 import type { GenerateRequest } from '../engine/types'
 import { ProblemError, problemResponse } from '../problem'
 import { createImages, type CreateImagesDeps, type CreateImagesResult } from './create-images'
+import { publicBase } from '../public-url'
 
 /** One step of a running generation, as clients see it (SSE `progress`, job `progress`). */
 export interface ProgressEvent {
@@ -160,7 +161,7 @@ export function streamImages(
     }
     try {
       const r = await result
-      const body = describeImages(r.entry, r.cached, c.req.url)
+      const body = describeImages(r.entry, r.cached, publicBase(c))
       await stream.writeSSE({ event: 'done', data: JSON.stringify(body) })
     } catch (e) {
       const problem =

@@ -14,6 +14,7 @@ import type { RateLimitPolicy } from '../keys/api-keys'
 import { apiKeyAuth } from '../middleware/auth'
 import { jsonBody } from '../middleware/json-body'
 import { rateLimit } from '../middleware/rate-limit'
+import { publicBase } from '../public-url'
 
 /** The batch route, mounted at `/v1/batch`. */
 export function batchRoutes(options: { engine: EngineProvider; rateLimit: RateLimitPolicy }) {
@@ -27,7 +28,7 @@ export function batchRoutes(options: { engine: EngineProvider; rateLimit: RateLi
       const result = await createBatch(
         await imageDeps(c.env, options.engine, c.get('charge')),
         items,
-        c.req.url,
+        publicBase(c),
       )
       c.header('Cache-Control', 'no-store')
       return c.json(result)

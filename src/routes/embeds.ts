@@ -22,6 +22,7 @@ import type { RateLimitPolicy } from '../keys/api-keys'
 import { apiKeyAuth } from '../middleware/auth'
 import { jsonBody } from '../middleware/json-body'
 import { rateLimit } from '../middleware/rate-limit'
+import { publicBase } from '../public-url'
 
 /** The embed routes, mounted at `/v1/embeds`. */
 export function embedRoutes(options: {
@@ -41,7 +42,7 @@ export function embedRoutes(options: {
         { engine: await options.engine(c.env), pictures: { images: c.env.IMAGES } },
         c.get('apiKey'),
         body,
-        c.req.url,
+        publicBase(c),
       )
       c.header('Cache-Control', 'no-store')
       return c.json(minted)

@@ -29,6 +29,7 @@ import { PICTURE_FIELDS } from '../images/request-pictures'
 import { ImageRequest } from '../images/schema'
 import { rateLimit } from '../middleware/rate-limit'
 import { ProblemError } from '../problem'
+import { publicBase } from '../public-url'
 
 /** The image routes, mounted at `/v1/images`. */
 export function imageRoutes(options: {
@@ -63,7 +64,7 @@ export function imageRoutes(options: {
         startedHeaders(c, started)
         // RFC 7240 lets a server ignore the preference: a hit is answered at once.
         if (started.state === 'ready') {
-          return c.json(describeImages(started.result.entry, true, c.req.url))
+          return c.json(describeImages(started.result.entry, true, publicBase(c)))
         }
         c.header('Location', jobPath(started.requestKey))
         c.header('Preference-Applied', 'respond-async')
@@ -84,7 +85,7 @@ export function imageRoutes(options: {
       if (type === 'application/json') {
         c.header('ETag', `W/"${first.sha256}"`)
         c.header('Cache-Control', 'no-store')
-        return c.json(describeImages(result.entry, result.cached, c.req.url))
+        return c.json(describeImages(result.entry, result.cached, publicBase(c)))
       }
       const bytes = result.bytes?.[0] ?? (await getImage(storeDeps(c.env), first.sha256))?.body
       if (!bytes) throw new Error(`indexed image ${first.sha256} is missing from R2`)

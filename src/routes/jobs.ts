@@ -9,6 +9,7 @@ import { coordinator, storeDeps } from '../bindings'
 import { findJob } from '../images/jobs'
 import { describeImages } from '../images/progress'
 import { apiKeyAuth } from '../middleware/auth'
+import { publicBase } from '../public-url'
 
 /** Seconds a poller should wait before asking again about a running job. */
 const POLL_SECONDS = 1
@@ -29,7 +30,7 @@ export function jobRoutes() {
         c.header('Retry-After', String(POLL_SECONDS))
         return c.json({ id, status: job.status, progress: job.progress })
       }
-      const { images, model } = describeImages(job.entry, false, c.req.url)
+      const { images, model } = describeImages(job.entry, false, publicBase(c))
       return c.json({ id, status: job.status, images, model })
     },
   )
