@@ -36,11 +36,28 @@ export async function imageDeps(
   env: Env,
   engine: EngineProvider,
   charge: CreateImagesDeps['charge'],
-) {
+  keyId: string,
+): Promise<CreateImagesDeps> {
   return {
     engine: await engine(env),
     store: storeDeps(env),
     coordinator: (requestKey: string) => coordinator(env, requestKey),
     charge,
+    ...(cacheScope(env) === 'key' ? { cacheScope: keyId } : {}),
   }
+}
+
+/** The values of the CACHE_SCOPE setting. */
+export const CACHE_SCOPES = Object.freeze(['shared', 'key'] as const)
+
+/**
+ * `CACHE_SCOPE`: `shared` (the default: one cache entry per model input, whoever asks) or `key`
+ * (each API key its own entries, for deployments whose users must not learn, from a hit, what
+ * others asked). Stored images stay content-addressed either way.
+ */
+export function cacheScope(env: Env): (typeof CACHE_SCOPES)[number] {
+  const v = ((env as { CACHE_SCOPE?: string }).CACHE_SCOPE ?? '').trim() || 'shared'
+  if (!(CACHE_SCOPES as readonly string[]).includes(v))
+    throw new Error(`CACHE_SCOPE must be one of ${CACHE_SCOPES.join(', ')}, got ${v}`)
+  return v as (typeof CACHE_SCOPES)[number]
 }

@@ -35,6 +35,8 @@ export interface CanonicalRequest {
   options?: Record<string, unknown>
   /** The sha256 of each input picture's file, by field; absent without pictures. */
   pictures?: Record<string, string>
+  /** The API key id under a per-key cache scope; absent when the cache is shared. */
+  scope?: string
 }
 
 /**
@@ -63,6 +65,7 @@ export function canonicalRequest(
   model: ModelInfo,
   req: GenerateRequest,
   tokens: { prompt: TokenizedPrompt; negative: TokenizedPrompt },
+  scope?: string,
 ): CanonicalRequest {
   return {
     v: PIPELINE_VERSION,
@@ -86,6 +89,7 @@ export function canonicalRequest(
           ) as Record<string, string>,
         }
       : {}),
+    ...(scope ? { scope } : {}),
   }
 }
 

@@ -138,7 +138,7 @@ async function create(
   flags: { singleImage: boolean },
 ): Promise<CreateImagesResult> {
   const result = await createImages(
-    await imageDeps(c.env, options.engine, c.get('charge')),
+    await imageDeps(c.env, options.engine, c.get('charge'), c.get('apiKey').id),
     body,
     flags,
   )

@@ -40,6 +40,8 @@ export interface CreateImagesDeps {
    * Resolves to a refund, used when the generation fails.
    */
   charge: (cost: number) => Promise<() => Promise<void>>
+  /** With the per-key cache scope (`CACHE_SCOPE=key`): the caller's key id, part of the key. */
+  cacheScope?: string
 }
 
 /** The images of one request. */
@@ -77,7 +79,7 @@ export async function createImages(
       detail: 'image/png holds one image; send Accept: application/json for n > 1',
     })
   }
-  const key = await requestKey(canonicalRequest(model, req, tokens))
+  const key = await requestKey(canonicalRequest(model, req, tokens, deps.cacheScope))
 
   const stored = await lookup(deps.store, key)
   if (stored) {

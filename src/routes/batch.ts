@@ -26,7 +26,7 @@ export function batchRoutes(options: { engine: EngineProvider; rateLimit: RateLi
     async (c) => {
       const { items } = parseBatchRequest(c.get('json'))
       const result = await createBatch(
-        await imageDeps(c.env, options.engine, c.get('charge')),
+        await imageDeps(c.env, options.engine, c.get('charge'), c.get('apiKey').id),
         items,
         publicBase(c),
       )

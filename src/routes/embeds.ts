@@ -58,7 +58,7 @@ export function embedRoutes(options: {
       const opened = c.get('embed')
       const got = await embedImage(
         {
-          ...(await imageDeps(c.env, options.engine, c.get('charge'))),
+          ...(await imageDeps(c.env, options.engine, c.get('charge'), c.get('apiKey').id)),
           read: async (sha256) =>
             (
               await serveImage(

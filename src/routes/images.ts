@@ -50,7 +50,7 @@ export function imageRoutes(options: {
       schema: ImageRequest,
     }),
     async (c) => {
-      const deps = await imageDeps(c.env, options.engine, c.get('charge'))
+      const deps = await imageDeps(c.env, options.engine, c.get('charge'), c.get('apiKey').id)
       c.header('Vary', 'Accept, Prefer')
       // Event stream first (it is already asynchronous), then respond-async, then one answer.
       if (wantsEventStream(c.req.header('Accept'))) {
