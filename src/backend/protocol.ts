@@ -11,7 +11,9 @@
  * the answer (`signResponse`).
  *
  * Response: a stream of frames, kind byte ‖ u32 length ‖ payload: `P` progress JSON, `I` image
- * (u32 meta length ‖ meta JSON ‖ PNG bytes), `E` error JSON, `D` done.
+ * (u32 meta length ‖ meta JSON ‖ PNG bytes), `E` error JSON, `D` done, whose payload signs the
+ * answer (`signAnswer`: the job's key and every image payload), so the edge caches no image that
+ * the backend did not send for this job.
  */
 import type { GenerateRequest, InputPicture, PictureField } from '../engine/types'
 import type { Tensor, TensorType } from '../pipeline/tensor'
@@ -195,9 +197,15 @@ export function imagePayload(meta: object, png: Uint8Array): Uint8Array {
 /** A decoded response frame. */
 export type Frame =
   | { kind: 'P'; progress: { step: number; totalSteps: number; image: number } }
-  | { kind: 'I'; meta: { seed: number; width: number; height: number }; png: Uint8Array }
+  | {
+      kind: 'I'
+      meta: { seed: number; width: number; height: number }
+      png: Uint8Array
+      /** The frame's payload as sent (what `signAnswer` covers). */
+      payload: Uint8Array
+    }
   | { kind: 'E'; error: { status: number; title: string; detail: string; type?: string } }
-  | { kind: 'D' }
+  | { kind: 'D'; signature: string }
 
 /** Reads frames from a response body stream, rejecting on truncation or an unknown kind. */
 export async function* readFrames(stream: ReadableStream<Uint8Array>): AsyncGenerator<Frame> {
@@ -213,13 +221,14 @@ export async function* readFrames(stream: ReadableStream<Uint8Array>): AsyncGene
       buf = buf.slice(5 + len)
       if (kind === 'P') yield { kind, progress: JSON.parse(dec.decode(payload)) }
       else if (kind === 'E') yield { kind, error: JSON.parse(dec.decode(payload)) }
-      else if (kind === 'D') yield { kind }
+      else if (kind === 'D') yield { kind, signature: dec.decode(payload) }
       else if (kind === 'I') {
         const ml = new DataView(payload.buffer).getUint32(0)
         yield {
           kind,
           meta: JSON.parse(dec.decode(payload.subarray(4, 4 + ml))),
           png: payload.slice(4 + ml),
+          payload,
         }
       } else throw new ProtocolError(`unknown frame kind ${JSON.stringify(kind)}`)
     }
@@ -269,6 +278,40 @@ export async function signResponse(
   return `v1=${toHex(await hmac(secret, `response.${timestamp}.${path}.${await sha256Hex(body)}`))}`
 }
 
+/**
+ * The signature of a job's answer, carried by its `D` frame: HMAC over `answer.` + the job's key
+ * (the SHA-256 of its signed body) + the SHA-256 of its image payloads in order.
+ */
+export async function signAnswer(
+  secret: string,
+  jobKey: string,
+  images: readonly Uint8Array[],
+): Promise<string> {
+  const all = new Uint8Array(images.reduce((n, b) => n + b.length, 0))
+  let at = 0
+  for (const b of images) all.set(b, (at += b.length) - b.length)
+  return `v1=${toHex(await hmac(secret, `answer.${jobKey}.${await sha256Hex(all)}`))}`
+}
+
+/** Whether `signature` signs this answer (constant time). */
+export async function verifyAnswer(
+  secret: string,
+  jobKey: string,
+  images: readonly Uint8Array[],
+  signature: string,
+): Promise<boolean> {
+  return constantTimeEqual(await signAnswer(secret, jobKey, images), signature)
+}
+
+function constantTimeEqual(a: string, b: string): boolean {
+  const x = new TextEncoder().encode(a)
+  const y = new TextEncoder().encode(b)
+  if (x.length !== y.length) return false
+  let diff = 0
+  for (let i = 0; i < x.length; i++) diff |= x[i] ^ y[i]
+  return diff === 0
+}
+
 /** Why a signature check failed, or `ok`. */
 export type SignatureCheck = 'ok' | 'missing' | 'expired' | 'invalid'
 
@@ -314,10 +357,6 @@ async function verify(
 ): Promise<SignatureCheck> {
   const early = checkSignatureHeaders(headers, now)
   if (early !== 'ok') return early
-  const want = new TextEncoder().encode(await sign(Number(headers.timestamp)))
-  const got = new TextEncoder().encode(headers.signature as string)
-  if (want.length !== got.length) return 'invalid'
-  let diff = 0
-  for (let i = 0; i < want.length; i++) diff |= want[i] ^ got[i]
-  return diff === 0 ? 'ok' : 'invalid'
+  const want = await sign(Number(headers.timestamp))
+  return constantTimeEqual(want, headers.signature as string) ? 'ok' : 'invalid'
 }

@@ -14,6 +14,7 @@ import {
 import {
   decodeJob,
   requestOf,
+  signAnswer,
   frame,
   FRAMES_CONTENT_TYPE,
   HEADERS,
@@ -222,9 +223,12 @@ export function createBackendApp(options: BackendOptions): Hono {
         },
       )
     }
-    return new Response(streamRun(run, abandoned), {
-      headers: { 'content-type': FRAMES_CONTENT_TYPE },
-    })
+    return new Response(
+      streamRun(run, abandoned, (images) => signAnswer(options.secret, key, images)),
+      {
+        headers: { 'content-type': FRAMES_CONTENT_TYPE },
+      },
+    )
   })
   return app
 }
@@ -291,7 +295,11 @@ async function embeddings(
   }
 }
 
-function streamRun(run: Run, abandoned: (run: Run) => void): ReadableStream<Uint8Array> {
+function streamRun(
+  run: Run,
+  abandoned: (run: Run) => void,
+  sign: (images: Uint8Array[]) => Promise<string>,
+): ReadableStream<Uint8Array> {
   const enc = new TextEncoder()
   let listener: ((p: object) => void) | undefined
   return new ReadableStream<Uint8Array>({
@@ -307,8 +315,9 @@ function streamRun(run: Run, abandoned: (run: Run) => void): ReadableStream<Uint
       run.listeners.add(listener)
       try {
         const images = await run.result
-        for (const img of images) push(frame('I', imagePayload(img.meta, img.png)))
-        push(frame('D'))
+        const payloads = images.map((img) => imagePayload(img.meta, img.png))
+        for (const p of payloads) push(frame('I', p))
+        push(frame('D', enc.encode(await sign(payloads))))
       } catch (e) {
         const err = e as Error
         const timedOut = err.name === 'TimeoutError' || err.name === 'AbortError'

@@ -16,6 +16,7 @@ import { CircuitBreaker, probeBackend, rankBackends, type HealthRecord } from '.
 import type { TextEncoderPlacement } from './placement'
 import {
   encodeJob,
+  verifyAnswer,
   jobOf,
   FRAMES_CONTENT_TYPE,
   HEADERS,
@@ -181,7 +182,9 @@ export function createRemoteEngine(
           )
         }
         try {
-          const images = await readImages(res.body, base, req.n, onProgress, signal)
+          const images = await readImages(res.body, base, req.n, onProgress, signal, (p, s) =>
+            verifyAnswer(options.secret, key, p, s),
+          )
           breaker.success(base)
           lastFailure.delete(base)
           return images
@@ -227,10 +230,12 @@ async function readImages(
   body: ReadableStream<Uint8Array>,
   base: string,
   n: number,
-  onProgress?: (p: { step: number; totalSteps: number; image: number }) => void,
-  signal?: AbortSignal,
+  onProgress: ((p: { step: number; totalSteps: number; image: number }) => void) | undefined,
+  signal: AbortSignal | undefined,
+  verify: (payloads: Uint8Array[], signature: string) => Promise<boolean>,
 ): Promise<GeneratedImage[]> {
   const images: GeneratedImage[] = []
+  const payloads: Uint8Array[] = []
   try {
     for await (const f of readFrames(body)) {
       if (f.kind === 'P') onProgress?.(f.progress)
@@ -238,6 +243,7 @@ async function readImages(
         if (!pngSize(f.png))
           throw new BackendError(502, `GPU backend ${base} sent an image that is not a PNG`)
         images.push({ bytes: f.png, contentType: 'image/png', ...f.meta })
+        payloads.push(f.payload)
       } else if (f.kind === 'E' && f.error.type === 'generation-non-finite')
         throw new EngineError(nonFiniteFailure(`GPU backend ${base}: ${f.error.detail}`))
       else if (f.kind === 'E' && f.error.status === 422)
@@ -248,6 +254,9 @@ async function readImages(
           `GPU backend ${base}: ${f.error.detail}`,
         )
       else if (f.kind === 'D') {
+        // Nothing is cached that the backend did not sign for this very job.
+        if (!(await verify(payloads, f.signature)))
+          throw new BackendError(502, `GPU backend ${base} sent an answer whose signature fails`)
         if (images.length !== n)
           throw new BackendError(502, `GPU backend ${base} sent ${images.length} of ${n} images`)
         return images

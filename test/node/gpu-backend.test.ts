@@ -182,6 +182,50 @@ describe('gpu backend service', () => {
     })
   })
 
+  it('caches nothing a proxy altered: the answer is signed for its job', async () => {
+    // In front of the real backend: forwards the job, then edits the answer's frames.
+    const proxy = (edit: (answer: Buffer) => Buffer) =>
+      listen(async (q, r) => {
+        const chunks: Buffer[] = []
+        for await (const c of q) chunks.push(c as Buffer)
+        const res = await fetch(new URL(q.url!, base), {
+          method: q.method,
+          headers: Object.fromEntries(
+            Object.entries(q.headers).filter(([k]) => k !== 'host' && k !== 'content-length'),
+          ) as Record<string, string>,
+          body: Buffer.concat(chunks),
+        })
+        const answer = Buffer.from(await res.arrayBuffer())
+        r.writeHead(res.status, { 'content-type': res.headers.get('content-type') ?? '' })
+        r.end(edit(answer))
+      })
+    /** Offsets of each frame: kind byte, u32 length, payload. */
+    const frames = (b: Buffer) => {
+      const out: { kind: string; at: number; len: number }[] = []
+      for (let at = 0; at < b.length; at += 5 + b.readUInt32BE(at + 1))
+        out.push({ kind: String.fromCharCode(b[at]), at, len: b.readUInt32BE(at + 1) })
+      return out
+    }
+    const flipPixel = await proxy((b) => {
+      const img = frames(b).find((f) => f.kind === 'I')!
+      const copy = Buffer.from(b)
+      copy[img.at + 5 + img.len - 20] ^= 0xff // inside the PNG, past its signature
+      return copy
+    })
+    const remote = createRemoteEngine(models, { urls: [flipPixel], secret: SECRET })
+    await expect(remote.generate(request({ seed: 71 }))).rejects.toMatchObject({
+      status: 502,
+      message: expect.stringMatching(/signature fails/),
+    })
+    // An answer signed for another job does not pass for this one either.
+    let replayed: Buffer | undefined
+    const other = await proxy((b) => (replayed ??= b))
+    const first = createRemoteEngine(models, { urls: [other], secret: SECRET })
+    await first.generate(request({ seed: 72 }))
+    const second = createRemoteEngine(models, { urls: [other], secret: SECRET })
+    await expect(second.generate(request({ seed: 73 }))).rejects.toMatchObject({ status: 502 })
+  })
+
   it('gives 504 for a backend that is too slow', async () => {
     const slow = await listen(() => {
       /* never answers */
