@@ -1,7 +1,10 @@
 /**
  * @module
  * `Metrics`: one Durable Object (`idFromName('global')`) holding the deployment's counters, so
- * `/metrics` reports totals across isolates rather than one isolate's view.
+ * `/metrics` reports totals across isolates rather than one isolate's view. Requests never wait
+ * on it, and it is no singleton on the request path: each isolate adds observations to its own
+ * buffer and sends the sum at most every `FLUSH_INTERVAL_MS` (and before a read), so the object
+ * sees one write per isolate per interval however many requests there are.
  */
 import { DurableObject } from 'cloudflare:workers'
 
@@ -44,6 +47,21 @@ function empty(): MetricsSnapshot {
   }
 }
 
+/** How often an isolate sends its buffered counts, at most. */
+export const FLUSH_INTERVAL_MS = 5000
+
+/** Adds snapshot `b` into `a` in place. */
+export function mergeSnapshot(a: MetricsSnapshot, b: MetricsSnapshot): void {
+  for (const [k, v] of Object.entries(b.requests)) a.requests[k] = (a.requests[k] ?? 0) + v
+  a.cacheHits += b.cacheHits
+  a.cacheMisses += b.cacheMisses
+  a.generationsStarted += b.generationsStarted
+  a.generationsFailed += b.generationsFailed
+  b.latencyCounts.forEach((v, i) => (a.latencyCounts[i] += v))
+  a.latencySum += b.latencySum
+  a.latencyCount += b.latencyCount
+}
+
 /** Applies a delta to a snapshot in place. */
 export function applyDelta(s: MetricsSnapshot, d: MetricsDelta): void {
   if (d.request) {
@@ -73,9 +91,9 @@ export class Metrics extends DurableObject<Env> {
     })
   }
 
-  /** Records one batch of observations. */
-  async record(delta: MetricsDelta): Promise<void> {
-    applyDelta(this.snapshot, delta)
+  /** Adds an isolate's buffered counts. */
+  async merge(counts: MetricsSnapshot): Promise<void> {
+    mergeSnapshot(this.snapshot, counts)
     await this.ctx.storage.put('snapshot', this.snapshot)
   }
 
@@ -85,19 +103,44 @@ export class Metrics extends DurableObject<Env> {
   }
 }
 
-/** Records a delta, logging instead of failing the caller when the metrics object is down. */
-export async function recordMetrics(
+/** This isolate's counts not yet sent, and when it last sent. */
+let buffered: MetricsSnapshot | undefined
+let lastFlush = 0
+
+/**
+ * Records a delta in this isolate's buffer; sends the buffer when the last send is at least
+ * `FLUSH_INTERVAL_MS` old. Never fails its caller: a failed send is logged and kept for the next.
+ */
+export function recordMetrics(
   ns: DurableObjectNamespace<Metrics>,
   delta: MetricsDelta,
+  now = Date.now(),
 ): Promise<void> {
+  buffered ??= empty()
+  applyDelta(buffered, delta)
+  return now - lastFlush >= FLUSH_INTERVAL_MS ? flushMetrics(ns, now) : Promise.resolve()
+}
+
+/** Sends this isolate's buffered counts now (when there are any). */
+export async function flushMetrics(
+  ns: DurableObjectNamespace<Metrics>,
+  now = Date.now(),
+): Promise<void> {
+  const batch = buffered
+  if (!batch) return
+  buffered = undefined
+  lastFlush = now
   try {
-    await ns.get(ns.idFromName('global')).record(delta)
+    await ns.get(ns.idFromName('global')).merge(batch)
   } catch (e) {
-    console.warn('metrics: record failed', e)
+    console.warn('metrics: flush failed; keeping the counts for the next one', e)
+    if (buffered) mergeSnapshot(batch, buffered)
+    buffered = batch
   }
 }
 
-/** Reads the counters. */
-export function readMetrics(ns: DurableObjectNamespace<Metrics>): Promise<MetricsSnapshot> {
+/** Reads the counters, this isolate's buffer included. */
+export async function readMetrics(ns: DurableObjectNamespace<Metrics>): Promise<MetricsSnapshot> {
+  await flushMetrics(ns)
   return ns.get(ns.idFromName('global')).read()
 }

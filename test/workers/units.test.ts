@@ -2,10 +2,19 @@
  * Small pure pieces: Accept negotiation, ETag matching, scheduler canonicalization, the
  * Prometheus rendering.
  */
+import { env } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
 import { canonicalScheduler } from '../../src/cache/cache-key'
 import { matchesEtag } from '../../src/cache/serve-image'
-import { applyDelta, LATENCY_BUCKETS, type MetricsSnapshot } from '../../src/durable/metrics'
+import {
+  applyDelta,
+  flushMetrics,
+  FLUSH_INTERVAL_MS,
+  LATENCY_BUCKETS,
+  readMetrics,
+  recordMetrics,
+  type MetricsSnapshot,
+} from '../../src/durable/metrics'
 import { negotiateImageType } from '../../src/images/negotiate'
 import { renderPrometheus } from '../../src/metrics/prometheus'
 import { ProblemError } from '../../src/problem'
@@ -73,5 +82,35 @@ describe('renderPrometheus', () => {
     expect(text).toContain('tti_generation_duration_seconds_bucket{le="120"} 1')
     expect(text).toContain('tti_generation_duration_seconds_bucket{le="+Inf"} 2')
     expect(text).toContain('tti_generation_duration_seconds_count 2')
+  })
+})
+
+describe('metrics buffering (no singleton on the request path)', () => {
+  it('sends one write per flush interval however many requests, and the sum is exact', async () => {
+    const before = await readMetrics(env.METRICS)
+    let writes = 0
+    // Counts the calls to the real namespace's object (the counting wrapper is the only fake).
+    const counted = {
+      idFromName: (n: string) => env.METRICS.idFromName(n),
+      get: (id: DurableObjectId) => {
+        const stub = env.METRICS.get(id)
+        return {
+          merge: (s: Parameters<typeof stub.merge>[0]) => {
+            writes++
+            return stub.merge(s)
+          },
+          read: () => stub.read(),
+        }
+      },
+    } as unknown as typeof env.METRICS
+    const t0 = Date.now() + 10 * FLUSH_INTERVAL_MS
+    await recordMetrics(counted, { cache: 'HIT' }, t0) // due: the first send of the interval
+    for (let i = 1; i < 100; i++) await recordMetrics(counted, { cache: 'HIT' }, t0 + i)
+    expect(writes).toBe(1)
+    await recordMetrics(counted, { cache: 'HIT' }, t0 + FLUSH_INTERVAL_MS)
+    expect(writes).toBe(2)
+    await flushMetrics(counted)
+    const after = await readMetrics(env.METRICS)
+    expect(after.cacheHits - before.cacheHits).toBe(101)
   })
 })
