@@ -4,6 +4,8 @@
  * pieces (timesteps after `strength`, masks, the guidance window, the VAE posterior) one by one,
  * then every case end to end through the `StableDiffusionPipeline` the API uses.
  */
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { beforeAll, describe, expect, it } from 'vitest'
 import { createNodeBackend } from '../../src/gpu/ort-node'
@@ -171,6 +173,30 @@ describe('what a model cannot do is refused before any model runs', () => {
     await expect(text.generate({ prompt: 'x', seed: 0, image: picture(64, 64) })).rejects.toThrow(
       /image: the model has no vae_encoder/,
     )
+  })
+
+  it('an encoder that samples inside its graph (no latent_parameters output)', async () => {
+    // The golden img2img model with its encoder's output renamed (same length, so the
+    // protobuf stays valid): what a legacy export that outputs `latent_sample` looks like here.
+    const dir = mkdtempSync(join(tmpdir(), 'tti-legacy-encoder-'))
+    try {
+      cpSync(join(GOLDEN, 'pipeline', 'tiny-sd-img2img'), dir, { recursive: true })
+      const file = join(dir, 'vae_encoder', 'model.onnx')
+      const bytes = readFileSync(file)
+      const from = Buffer.from('latent_parameters')
+      const to = Buffer.from('latent_sample_out')
+      for (let i = bytes.indexOf(from); i !== -1; i = bytes.indexOf(from, i + 1)) to.copy(bytes, i)
+      writeFileSync(file, bytes)
+      const m = await loadModel(folderSource(dir), createNodeBackend('cpu'))
+      expect(m.spec.conditioners.imageToImage).toEqual({
+        reason: expect.stringMatching(/samples inside the graph.*latent_parameters/),
+      })
+      await expect(
+        new StableDiffusionPipeline(m).generate({ prompt: 'x', seed: 0, image: picture(64, 64) }),
+      ).rejects.toThrow(/image: the model's vae_encoder outputs latent_sample_out: a legacy export/)
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 
   it('a control image on a model without a ControlNet', async () => {
