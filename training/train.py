@@ -94,6 +94,32 @@ def partial_caption(rng, color, shape, bg, size, pos, p_drop):
     return re.sub(r"\s+", " ", t.format(size=sw, color=color, shape=shape, bg=bg, pos=pos_phrase(rng, pos))).strip()
 
 
+SHORT_FORMS_BG = ["a {n} {w} on a {b} background", "a {n} on a {b} background {w}", "{n} {w}, {b} background",
+                  "a {b} background with a {n} {w}", "a {n} {w} on {b}"]
+SHORT_FORMS = ["a {n} {w}", "{n} {w}"]
+
+
+def short_caption(rng, color, shape, bg, size, pos, p_drop):
+    """Captions as people type them: no size word (70%: either size fits), no position for a shape in
+    the centre (70%; no position means centre), no background (50%), the colour left out with p_drop.
+    "a red circle", "a blue triangle on a white background", "green square at the top left"."""
+    words = [rng.choice(SIZE_WORDS[size]) if rng.random() < 0.3 else "", "" if rng.random() < p_drop else color, shape]
+    where = pos_phrase(rng, pos) if pos != "centre" or rng.random() < 0.3 else ""
+    form = rng.choice(SHORT_FORMS_BG if rng.random() < 0.5 else SHORT_FORMS)
+    t = form.format(n=" ".join(w for w in words if w), w=where, b=bg)
+    return re.sub(r"\s+", " ", t).replace(" ,", ",").strip()
+
+
+def train_caption(rng, a, p_drop, p_short):
+    """The UNet stage's caption of training image attrs `a`: "" 10% (for guidance), else a short
+    caption with probability p_short, else `partial_caption`."""
+    if rng.random() < 0.1:
+        return ""
+    if p_short and rng.random() < p_short:
+        return short_caption(rng, a[0], a[1], a[2], a[3], a[5], p_drop)
+    return partial_caption(rng, a[0], a[1], a[2], a[3], a[5], p_drop)
+
+
 def render(color, shape, bg, px, pos):
     """Flat-colour render, no antialiasing. Circle/square are centred on the position;
     the triangle (apex up) has its centroid on the position (clamped into the canvas)."""
@@ -442,19 +468,31 @@ class UNet(nn.Module):
         self.u0r2, self.u0a2 = ResBlock(c0 + c0, c0, temb), SpatialTransformer(c0, ctx_d, heads)
         self.out = nn.Sequential(nn.GroupNorm(32, c0, eps=1e-6), nn.SiLU(), nn.Conv2d(c0, 4, 3, padding=1))
 
-    def forward(self, sample, timestep, encoder_hidden_states):
-        ctx = encoder_hidden_states
+    def embed(self, timestep, ctx):
         t = timestep.reshape(-1).float()  # [batch] or [1] (broadcast)
         emb = self.time_mlp(timestep_embedding(t, self.c0))
         k = self.pool_k(ctx)
         a = ((k * self.pool_q).sum(-1) * (k.shape[-1] ** -0.5)).softmax(-1)
         pooled = (a.unsqueeze(-1) * self.pool_v(ctx)).sum(1)
-        emb = emb + self.pool_proj(pooled)
+        return emb + self.pool_proj(pooled)
+
+    def forward(self, sample, timestep, encoder_hidden_states, down_block_0_additional_residual=None,
+                down_block_1_additional_residual=None, down_block_2_additional_residual=None,
+                mid_block_additional_residual=None):
+        """The optional ControlNet residuals are added, as in diffusers, to the three skip tensors
+        (conv_in output, level-0 output, level-1 output) and to the mid-block output."""
+        ctx = encoder_hidden_states
+        emb = self.embed(timestep, ctx)
         h0 = self.conv_in(sample)
         h1 = self.d0a(self.d0r(h0, emb), ctx)
         h = self.down(h1)
         h2 = self.d1a(self.d1r(h, emb), ctx)
         h = self.ma(self.mr(h2, emb), ctx)
+        if mid_block_additional_residual is not None:
+            h0 = h0 + down_block_0_additional_residual
+            h1 = h1 + down_block_1_additional_residual
+            h2 = h2 + down_block_2_additional_residual
+            h = h + mid_block_additional_residual
         h = self.u1a(self.u1r(torch.cat([h, h2], 1), emb), ctx)
         h = self.up(F.interpolate(h, scale_factor=2.0, mode="nearest"))
         h = self.u0a(self.u0r(torch.cat([h, h1], 1), emb), ctx)
@@ -473,11 +511,15 @@ class VAEEncoder(nn.Module):
         self.r3 = ResBlock(96, 96, groups=16)
         self.out = nn.Sequential(nn.GroupNorm(16, 96, eps=1e-6), nn.SiLU(), nn.Conv2d(96, 8, 3, padding=1))
 
-    def forward(self, x):
+    def parameters_raw(self, x):
+        """cat(mean, logvar) on dim 1, logvar not clamped (diffusers' DiagonalGaussianDistribution.parameters)."""
         h = self.r1(self.net1(x))
         h = self.r2(self.c2(h))
         h = self.r3(self.c3(h))
-        mean, logvar = self.out(h).chunk(2, 1)
+        return self.out(h)
+
+    def forward(self, x):
+        mean, logvar = self.parameters_raw(x).chunk(2, 1)
         return mean, logvar.clamp(-30, 20)
 
 
@@ -499,6 +541,68 @@ class VAEDecoder(nn.Module):
         h = self.r16(self.up16(h))
         h = self.r32(self.up32(h))
         return self.out(h)
+
+
+class ControlNet(nn.Module):
+    """diffusers ControlNetModel.from_unet for this UNet: copies of the UNet's time/text embedding,
+    conv_in, level-0 and level-1 down blocks and mid block, plus a conditioning embedding of the
+    control picture ([B,3,8h,8w] in [0,1] -> [B,c0,h,w], added to conv_in's output; its last conv
+    zero-initialised) and one zero-initialised 1x1 conv per residual. Outputs (times
+    conditioning_scale) are added to the UNet's skips and mid output."""
+
+    def __init__(self, unet, cond_ch=(16, 32, 64, 128)):
+        super().__init__()
+        import copy
+        for name in ["time_mlp", "pool_k", "pool_v", "pool_proj", "conv_in", "d0r", "d0a", "down", "d1r", "d1a", "mr", "ma"]:
+            setattr(self, name, copy.deepcopy(getattr(unet, name)))
+        self.pool_q = nn.Parameter(unet.pool_q.detach().clone())
+        self.c0 = unet.c0
+        c0, c1 = unet.conv_in.out_channels, unet.d1r.c1.out_channels
+        layers = [nn.Conv2d(3, cond_ch[0], 3, padding=1), nn.SiLU()]
+        for a, b in zip(cond_ch, cond_ch[1:]):
+            layers += [nn.Conv2d(a, a, 3, padding=1), nn.SiLU(), nn.Conv2d(a, b, 3, stride=2, padding=1), nn.SiLU()]
+        self.cond_embedding = nn.Sequential(*layers)
+        self.cond_out = nn.Conv2d(cond_ch[-1], c0, 3, padding=1)
+        self.zero_convs = nn.ModuleList([nn.Conv2d(c, c, 1) for c in (c0, c0, c1, c1)])
+        for m in [self.cond_out, *self.zero_convs]:
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+        for p in self.parameters():
+            p.requires_grad_(True)
+
+    embed = UNet.embed
+
+    def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale):
+        ctx = encoder_hidden_states
+        emb = self.embed(timestep, ctx)
+        h0 = self.conv_in(sample) + self.cond_out(self.cond_embedding(controlnet_cond))
+        h1 = self.d0a(self.d0r(h0, emb), ctx)
+        h2 = self.d1a(self.d1r(self.down(h1), emb), ctx)
+        m = self.ma(self.mr(h2, emb), ctx)
+        scale = conditioning_scale.float()
+        return tuple(zc(h) * scale for zc, h in zip(self.zero_convs, (h0, h1, h2, m)))
+
+
+RESIDUALS = ["down_block_0_additional_residual", "down_block_1_additional_residual",
+             "down_block_2_additional_residual", "mid_block_additional_residual"]
+
+
+class EncoderExport(nn.Module):
+    def __init__(self, enc):
+        super().__init__()
+        self.enc = enc
+
+    def forward(self, sample):
+        return self.enc.parameters_raw(sample)
+
+
+class UNetResidualExport(nn.Module):
+    def __init__(self, unet):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, sample, timestep, encoder_hidden_states, r0, r1, r2, rm):
+        return self.unet(sample, timestep, encoder_hidden_states, r0, r1, r2, rm)
 
 
 class DecoderExport(nn.Module):
@@ -580,6 +684,245 @@ def ddim_sample(unet, te, tok, prompts, steps, guidance, sf, gen):
     return x / sf
 
 
+@torch.no_grad()
+def sample_cond(unet, te, tok, prompts, guidance, sf, gen, steps=20, enc=None, image=None, strength=1.0, mask=None,
+                cn=None, control=None, cscale=1.0):
+    """`ddim_sample` with the conditioners as diffusers' pipelines apply them: image-to-image (the
+    posterior sample of `image` noised to the first of the last int(steps * strength) timesteps),
+    4-channel inpainting (`mask` [B,1,H,W] 1 = repaint; each step the latents outside the nearest-
+    downsampled mask are replaced by the image's latents noised to the next timestep) and ControlNet
+    (`control` [B,3,H,W] in [0,1]; residuals x cscale into the UNet, for both halves of the CFG batch)."""
+    ac = sd_alphas_cumprod()
+    ratio = 1000 // steps
+    ts = (np.round(np.arange(1000, 0, -1000 / steps)).astype(np.int64) - 1).tolist()
+    ts = ts[steps - min(int(steps * strength), steps):]
+    B = len(prompts)
+    cond, _ = te(torch.tensor([tok(p) for p in prompts]))
+    unc, _ = te(torch.tensor([tok("")] * B))
+    il = None
+    if image is not None:
+        mean, logvar = enc(image)
+        il = sf * (mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=gen))
+    noise = torch.randn(B, 4, 8, 8, generator=gen)
+    x = noise if il is None else ac[ts[0]].sqrt() * il + (1 - ac[ts[0]]).sqrt() * noise
+    m = None if mask is None else F.interpolate(mask, size=x.shape[-2:], mode="nearest")
+    for i, t in enumerate(ts):
+        tt = torch.tensor([float(t)])
+        xin, ctx, cc = (x, cond, control) if guidance == 1.0 else (
+            torch.cat([x, x]), torch.cat([unc, cond]), None if control is None else torch.cat([control, control]))
+        res = cn(xin, tt, ctx, cc, torch.tensor([cscale], dtype=torch.float64)) if cn is not None else ()
+        e = unet(xin, tt, ctx, *res)
+        if guidance != 1.0:
+            eu, ec = e.chunk(2)
+            e = eu + guidance * (ec - eu)
+        a = ac[t]
+        ap = ac[t - ratio] if t - ratio >= 0 else ac[0]
+        x0 = a.sqrt() * x - (1 - a).sqrt() * e
+        eps = a.sqrt() * e + (1 - a).sqrt() * x
+        x = ap.sqrt() * x0 + (1 - ap).sqrt() * eps
+        if m is not None:
+            proper = il if i == len(ts) - 1 else ac[ts[i + 1]].sqrt() * il + (1 - ac[ts[i + 1]]).sqrt() * noise
+            x = (1 - m) * proper + m * x
+    return x / sf
+
+
+CONTROL_FORMS = ["a {c} {s} on a {b} background", "a {c} {s}", "{c} {s}, {b} background", "a {b} background with a {c} {s}",
+                 "a {c} {s} on {b}", "{c} {s}"]
+
+
+def silhouettes(rng, n, combos, px_range=(12, 37)):
+    """n random (combo, size, centre) renders, with their silhouettes: the shape white on black."""
+    imgs = np.empty((n, IMG, IMG, 3), np.uint8)
+    ctrls = np.empty((n, IMG, IMG, 3), np.uint8)
+    at = []
+    for i in range(n):
+        c, s, b = combos[rng.integers(len(combos))]
+        px = int(rng.integers(*px_range))
+        cx, cy = rng.uniform(px / 2, IMG - px / 2, 2)
+        imgs[i] = render_rgb(COLORS[c], s, BACKGROUNDS[b], px, cx, cy)
+        ctrls[i] = render_rgb((255, 255, 255), s, (0, 0, 0), px, cx, cy)
+        at.append((c, s, b, px, float(cx), float(cy)))
+    return imgs, ctrls, at
+
+
+def control_tensor(ctrls):
+    return torch.from_numpy(ctrls).permute(0, 3, 1, 2).float() / 255.0
+
+
+def train_controlnet(args, unet, te, tok, enc, sf, train_c, held_set, stats):
+    """ControlNet on silhouettes: control = the shape white on black, target = the same outline in a
+    training combo's colours, caption without size or position words (the silhouette gives them).
+    Random sizes 12-36 px and centres, a fixed pool of renders; UNet and text encoder frozen."""
+    torch.manual_seed(args.seed + 20)
+    cn = ControlNet(unet)
+    stats["params"]["controlnet"] = nparams(cn)
+    log(f"controlnet params {nparams(cn)}")
+    if args.controlnet_from:
+        cn.load_state_dict(torch.load(args.controlnet_from))
+        return cn.eval()
+    prng = np.random.default_rng(args.seed + 21)
+    n_pool = 512 if args.smoke else 8192
+    imgs, ctrls, at = silhouettes(prng, n_pool, train_c)
+    with torch.no_grad():
+        X = to_tensor(imgs)
+        L = torch.cat([enc(X[i:i + 256])[0] for i in range(0, len(X), 256)]) * sf
+    C = control_tensor(ctrls)
+    LFG = F.max_pool2d(F.max_pool2d(C[:, :1], 3, 1, 1), 8)
+    crng = random.Random(args.seed + 22)
+    g = torch.Generator().manual_seed(args.seed + 23)
+    ac = sd_alphas_cumprod()
+    opt = torch.optim.AdamW(cn.parameters(), lr=args.controlnet_lr, weight_decay=0.0)
+    one = torch.ones(1, dtype=torch.float64)
+    t_cn = time.time()
+    run_loss = None
+    cn.train()
+    for step in range(args.controlnet_steps):
+        for pg in opt.param_groups:
+            pg["lr"] = lr_at(step, args.controlnet_steps, args.controlnet_lr, 100)
+        idx = torch.randint(0, len(L), (args.controlnet_batch,), generator=g)
+        caps = ["" if crng.random() < 0.1 else crng.choice(CONTROL_FORMS).format(c=at[i][0], s=at[i][1], b=at[i][2])
+                for i in idx.tolist()]
+        with torch.no_grad():
+            ctx, _ = te(torch.tensor([tok(c) for c in caps]))
+        x0 = L[idx]
+        t = torch.randint(0, 1000, (args.controlnet_batch,), generator=g)
+        noise = torch.randn(x0.shape, generator=g)
+        abar = ac[t][:, None, None, None]
+        xt = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+        res = cn(xt, t.float(), ctx, C[idx], one)
+        pred = unet(xt, t.float(), ctx, *res)
+        target = abar.sqrt() * noise - (1 - abar).sqrt() * x0
+        w = 1 + args.unet_fg_weight * LFG[idx]
+        loss = (((pred - target) ** 2) * w).mean() / w.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(cn.parameters(), 1.0)
+        opt.step()
+        run_loss = loss.item() if run_loss is None else 0.98 * run_loss + 0.02 * loss.item()
+        if step % 100 == 0 or step == args.controlnet_steps - 1:
+            el = time.time() - t_cn
+            log(f"controlnet step {step} loss {run_loss:.4f} ({el / (step + 1):.2f}s/step, "
+                f"eta {el / (step + 1) * (args.controlnet_steps - step - 1) / 60:.1f} min)")
+    stats["controlnet_train_s"] = time.time() - t_cn
+    stats["controlnet_final_loss"] = run_loss
+    cn.eval()
+    if args.save_dir:
+        os.makedirs(args.save_dir, exist_ok=True)
+        torch.save(cn.state_dict(), os.path.join(args.save_dir, "controlnet.pt"))
+    return cn
+
+
+def other_colour(rng, *avoid):
+    return rng.choice([c for c in COLORS if c not in avoid])
+
+
+def eval_conditioners(args, unet, te, tok, enc, dec, cn, sf, out, stats, n=48):
+    """Image-to-image, inpainting and ControlNet on the torch modules (the same measurements as
+    `npm run eval:model -- --conditioners`), guidance 2, 20 DDIM steps; writes a contact sheet each."""
+    n = 12 if args.smoke else n
+    combos = all_combos()
+    rng = random.Random(args.seed + 30)
+    res = {}
+    t_s = time.time()
+
+    def decode(z):
+        with torch.no_grad():
+            return to_uint8(dec(z))
+
+    # image-to-image: the input's colour and shape vs a prompt naming another colour and shape
+    cases = []
+    for i in range(n):
+        c, s, b = rng.choice(combos)
+        size, pos = rng.choice(list(SIZES)), rng.choice(list(POSITIONS))
+        c2, s2 = other_colour(rng, c, b), rng.choice([x for x in SHAPES if x != s])
+        cases.append(dict(c=c, s=s, b=b, pos=pos, img=render(c, s, b, rng.choice(SIZES[size]), pos), c2=c2, s2=s2,
+                          prompt=f"a {c2} {s2} on a {b} background"))
+    X = to_tensor(np.stack([k["img"] for k in cases]))
+    outs = {}
+    for strength in [0.3, 0.9]:
+        gen = torch.Generator().manual_seed(args.seed + 31)
+        ims = decode(sample_cond(unet, te, tok, [k["prompt"] for k in cases], 2.0, sf, gen, enc=enc, image=X,
+                                 strength=strength))
+        js = [judge(im, k["b"]) or (None, None, None) for im, k in zip(ims, cases)]
+        res[f"img2img_{strength}"] = {
+            "input_shape_and_position": float(np.mean([j[1] == k["s"] and j[2] == k["pos"] for j, k in zip(js, cases)])),
+            "input_shape": float(np.mean([j[1] == k["s"] for j, k in zip(js, cases)])),
+            "input_position": float(np.mean([j[2] == k["pos"] for j, k in zip(js, cases)])),
+            "input_colour": float(np.mean([j[0] == k["c"] for j, k in zip(js, cases)])),
+            "prompt_colour": float(np.mean([j[0] == k["c2"] for j, k in zip(js, cases)])),
+            "prompt_shape": float(np.mean([j[1] == k["s2"] for j, k in zip(js, cases)]))}
+        outs[strength] = ims
+    cells, caps = [], []
+    for i in range(8):
+        cells += [cases[i]["img"], outs[0.3][i], outs[0.9][i]]
+        caps += ["input", "0.3: " + cases[i]["prompt"], "0.9"]
+    make_sheet(np.stack(cells), caps, os.path.join(out, "contact-sheet-img2img.png"), n=len(cells), cols=6)
+
+    # inpainting: repaint the shape's 8-aligned box in another colour; the rest must stay
+    cases = []
+    for i in range(n):
+        c, s, b = rng.choice(combos)
+        size, pos = rng.choice(list(SIZES)), rng.choice(list(POSITIONS))
+        img = render(c, s, b, rng.choice(SIZES[size]), pos)
+        ys, xs = np.nonzero(np.any(img != np.array(BACKGROUNDS[b], np.uint8), -1))
+        y0, x0 = max(0, (ys.min() - 3) // 8 * 8), max(0, (xs.min() - 3) // 8 * 8)
+        y1, x1 = min(IMG, -(-(ys.max() + 4) // 8) * 8), min(IMG, -(-(xs.max() + 4) // 8) * 8)
+        mask = np.zeros((IMG, IMG), bool)
+        mask[y0:y1, x0:x1] = True
+        c2 = other_colour(rng, c, b)
+        where = "in the centre" if pos == "centre" else f"in the {pos}"
+        cases.append(dict(c=c, s=s, b=b, pos=pos, img=img, mask=mask, c2=c2,
+                          prompt=f"a {size} {c2} {s} {where} on a {b} background"))
+    X = to_tensor(np.stack([k["img"] for k in cases]))
+    M = torch.from_numpy(np.stack([k["mask"] for k in cases])).float()[:, None]
+    gen = torch.Generator().manual_seed(args.seed + 32)
+    ims = decode(sample_cond(unet, te, tok, [k["prompt"] for k in cases], 2.0, sf, gen, enc=enc, image=X, mask=M))
+    within, all_within, inside_colour, inside_shape = [], [], [], []
+    for im, k in zip(ims, cases):
+        d = np.abs(im.astype(np.int16) - k["img"].astype(np.int16)).max(-1)[~k["mask"]]
+        within.append(np.mean(d <= 8))
+        all_within.append(bool((d <= 8).all()))
+        crop = im.copy()
+        crop[~k["mask"]] = BACKGROUNDS[k["b"]]
+        j = judge(crop, k["b"]) or (None, None, None)
+        inside_colour.append(j[0] == k["c2"])
+        inside_shape.append(j[1] == k["s"])
+    res["inpaint"] = {"outside_pixels_within_8": float(np.mean(within)), "images_all_outside_within_8": float(np.mean(all_within)),
+                      "inside_prompt_colour": float(np.mean(inside_colour)), "inside_prompt_shape": float(np.mean(inside_shape))}
+    cells, caps = [], []
+    for i in range(8):
+        shown = cases[i]["img"].copy()
+        shown[cases[i]["mask"]] = (shown[cases[i]["mask"]] * 0.5 + 64).astype(np.uint8)
+        cells += [cases[i]["img"], shown, ims[i]]
+        caps += ["input", "mask", cases[i]["prompt"]]
+    make_sheet(np.stack(cells), caps, os.path.join(out, "contact-sheet-inpaint.png"), n=len(cells), cols=6)
+
+    # ControlNet: silhouettes from a generator the training never used, sizes 14-34 px, all combos
+    imgs, ctrls, at = silhouettes(np.random.default_rng(args.seed + 33), n, combos, (14, 35))
+    prompts = [f"a {a[0]} {a[1]} on a {a[2]} background" for a in at]
+    C = control_tensor(ctrls)
+    for scale in [1.0, 0.0]:
+        gen = torch.Generator().manual_seed(args.seed + 34)
+        ims = decode(sample_cond(unet, te, tok, prompts, 2.0, sf, gen, cn=cn, control=C, cscale=scale))
+        ious, colour = [], []
+        for im, ct, a in zip(ims, ctrls, at):
+            fg = np.sqrt(((im.astype(np.float32) - np.array(BACKGROUNDS[a[2]], np.float32)) ** 2).sum(-1)) > 50
+            sil = ct[..., 0] > 127
+            ious.append((fg & sil).sum() / max(1, (fg | sil).sum()))
+            colour.append((judge(im, a[2]) or (None,))[0] == a[0])
+        res[f"controlnet_{scale}"] = {"iou_mean": float(np.mean(ious)), "iou_ge_0.85": float(np.mean(np.array(ious) >= 0.85)),
+                                      "colour": float(np.mean(colour))}
+        if scale == 1.0:
+            cells, caps = [], []
+            for i in range(12):
+                cells += [ctrls[i], ims[i]]
+                caps += ["control", prompts[i]]
+            make_sheet(np.stack(cells), caps, os.path.join(out, "contact-sheet-controlnet.png"), n=len(cells), cols=8)
+    stats["eval_conditioners"] = res
+    stats["eval_conditioners_n"] = n
+    log(f"conditioners ({time.time() - t_s:.1f}s): {json.dumps(res)}")
+
+
 # ----------------------------------------------------------------------------- main
 def main():
     ap = argparse.ArgumentParser()
@@ -595,7 +938,18 @@ def main():
     ap.add_argument("--vae-from", help="load the VAE saved by SAVE_VAE instead of training it (experiments only)")
     ap.add_argument("--caption-drop-attr", type=float, default=0.15,
                     help="probability of leaving out the colour, and separately the background, of a training caption")
-    ap.add_argument("--unet-steps", type=int, default=3000)
+    ap.add_argument("--caption-short", type=float, default=0.3,
+                    help="share of UNet captions in the short form (no size word, no position for a centred shape, "
+                         "background half the time: 'a red circle'); 0: v4's captions")
+    ap.add_argument("--unet-fg-weight", type=float, default=2.0,
+                    help="extra weight of the diffusion loss on the latent cells the shape touches (0: v4's plain MSE)")
+    ap.add_argument("--unet-from", help="load the UNet + text encoder saved by --save-dir instead of training them")
+    ap.add_argument("--save-dir", help="save each trained stage's weights here (vae.pt, unet.pt, controlnet.pt)")
+    ap.add_argument("--controlnet-steps", type=int, default=2000)
+    ap.add_argument("--controlnet-batch", type=int, default=32)
+    ap.add_argument("--controlnet-lr", type=float, default=5e-4)
+    ap.add_argument("--controlnet-from", help="load the ControlNet saved by --save-dir instead of training it")
+    ap.add_argument("--unet-steps", type=int, default=4000)
     ap.add_argument("--unet-batch", type=int, default=64)
     ap.add_argument("--unet-lr", type=float, default=8e-4)
     ap.add_argument("--eval-n", type=int, default=100)
@@ -603,13 +957,13 @@ def main():
     ap.add_argument("--threads", type=int, default=1, help="1 was 4x faster than 2 on the shared 2-core box")
     args = ap.parse_args()
     if args.smoke:
-        args.vae_steps, args.unet_steps, args.eval_n = 30, 30, 12
+        args.vae_steps, args.unet_steps, args.controlnet_steps, args.eval_n = 30, 30, 30, 12
     torch.set_num_threads(args.threads)
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     out = args.out
-    for sub in ["tokenizer", "text_encoder", "unet", "vae_decoder", "scheduler"]:
+    for sub in ["tokenizer", "text_encoder", "unet", "vae_decoder", "vae_encoder", "controlnet", "scheduler"]:
         os.makedirs(os.path.join(out, sub), exist_ok=True)
     stats = {"seed": args.seed}
 
@@ -715,8 +1069,10 @@ def main():
             log(f"vae step {step} loss {loss.item():.4f} kl {kl.item():.2f} std {mean.std().item():.2f} "
                 f"logvar {logvar.mean().item():.2f} ({(time.time() - t_vae) / (step + 1):.2f}s/step)")
     stats["vae_train_s"] = time.time() - t_vae
-    if os.environ.get("SAVE_VAE"):
-        torch.save({"enc": enc.state_dict(), "dec": dec.state_dict()}, os.environ["SAVE_VAE"])
+    for path in [os.environ.get("SAVE_VAE"), args.save_dir and os.path.join(args.save_dir, "vae.pt")]:
+        if path and not args.vae_from:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            torch.save({"enc": enc.state_dict(), "dec": dec.state_dict()}, path)
     enc.eval()
     dec.eval()
     with torch.no_grad():
@@ -760,17 +1116,19 @@ def main():
     ac = sd_alphas_cumprod()
     g = torch.Generator().manual_seed(args.seed + 3)
     crng = random.Random(args.seed + 4)
+    # latent cells the shape touches (the dilated pixel mask, max-pooled to 8x8): weight 1 + unet_fg_weight
+    LFG = F.max_pool2d(FGM, 8)
     t_unet = time.time()
     run_loss = None
-    for step in range(args.unet_steps):
+    if args.unet_from:
+        saved = torch.load(args.unet_from)
+        ema_unet.load_state_dict(saved["unet"])
+        ema_te.load_state_dict(saved["te"])
+    for step in range(0 if args.unet_from else args.unet_steps):
         for pg in opt.param_groups:
             pg["lr"] = lr_at(step, args.unet_steps, args.unet_lr, 200)
         idx = torch.randint(0, len(L), (args.unet_batch,), generator=g)
-        caps = []
-        for i in idx.tolist():
-            a = attrs[i]
-            caps.append("" if crng.random() < 0.1 else
-                        partial_caption(crng, a[0], a[1], a[2], a[3], a[5], args.caption_drop_attr))
+        caps = [train_caption(crng, attrs[i], args.caption_drop_attr, args.caption_short) for i in idx.tolist()]
         ids = torch.tensor([tok(c) for c in caps])
         x0 = L[idx]
         t = torch.randint(0, 1000, (args.unet_batch,), generator=g)
@@ -781,7 +1139,11 @@ def main():
         pred = unet(xt, t.float(), ctx)
         # v-prediction target; plain MSE keeps weight at t = T (SNR 0), where the layout is decided.
         target = abar.sqrt() * noise - (1 - abar).sqrt() * x0
-        loss = ((pred - target) ** 2).mean()
+        if args.unet_fg_weight:
+            w = 1 + args.unet_fg_weight * LFG[idx]
+            loss = (((pred - target) ** 2) * w).mean() / w.mean()
+        else:
+            loss = ((pred - target) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -798,6 +1160,14 @@ def main():
     stats["unet_train_s"] = time.time() - t_unet
     stats["unet_final_loss"] = run_loss
     unet, te = ema_unet.eval(), ema_te.eval()
+    if args.save_dir and not args.unet_from:
+        os.makedirs(args.save_dir, exist_ok=True)
+        torch.save({"unet": unet.state_dict(), "te": te.state_dict()}, os.path.join(args.save_dir, "unet.pt"))
+    for p in list(unet.parameters()) + list(te.parameters()):
+        p.requires_grad_(False)
+
+    # --- ControlNet on silhouettes, against the frozen UNet and text encoder
+    cn = train_controlnet(args, unet, te, tok, enc, sf, train_c, held_set, stats)
 
     # --- evaluation on held-out combos (Python DDIM sampler)
     erng = random.Random(args.seed + 5)
@@ -836,9 +1206,10 @@ def main():
     stats["eval"] = results
     stats["eval_n"] = len(prompts)
     make_sheet(sheet_imgs, prompts, os.path.join(out, "contact-sheet.png"), n=min(40, len(prompts)))
+    eval_conditioners(args, unet, te, tok, enc, dec, cn, sf, out, stats)
 
     # --- export
-    export(out, tok, te, unet, dec, sf, args, stats)
+    export(out, tok, te, unet, dec, sf, args, stats, enc=enc, cn=cn)
     stats["total_wall_s"] = time.time() - T0
     json.dump(stats, open(os.path.join(out, "training_stats.json"), "w"), indent=2)
     log("done", json.dumps(stats))
@@ -859,7 +1230,7 @@ def make_sheet(ims, prompts, path, n=40, cols=8):
     sheet.save(path)
 
 
-def export(out, tok, te, unet, dec, sf, args, stats):
+def export(out, tok, te, unet, dec, sf, args, stats, enc=None, cn=None):
     W = args.window
     opset = 14
     ids = torch.tensor([tok("a small red circle on a white background"), tok("")])
@@ -870,31 +1241,62 @@ def export(out, tok, te, unet, dec, sf, args, stats):
         ctx, _ = te(ids)
         sample = torch.randn(2, 4, 8, 8)
         ts = torch.tensor([500.0])
-        torch.onnx.export(unet, (sample, ts, ctx), os.path.join(out, "unet", "model.onnx"), opset_version=opset,
+        ref = os.environ.get("VERIFY_DIR", "/tmp/tiny-shapes-verify")
+        os.makedirs(ref, exist_ok=True)
+        unet_axes = {"sample": {0: "batch", 2: "height", 3: "width"}, "timestep": {0: "steps"},
+                     "encoder_hidden_states": {0: "batch", 1: "sequence"},
+                     "out_sample": {0: "batch", 2: "height", 3: "width"}}
+        # the UNet without residual inputs (v4's interface), for the zero-residual check in verify_onnx.cjs
+        torch.onnx.export(unet, (sample, ts, ctx), os.path.join(ref, "unet_plain.onnx"), opset_version=opset,
                           input_names=["sample", "timestep", "encoder_hidden_states"], output_names=["out_sample"],
+                          dynamic_axes=unet_axes)
+        ctrl = torch.zeros(2, 3, 64, 64)
+        scale = torch.ones(1, dtype=torch.float64)
+        res = cn(sample, ts, ctx, ctrl, scale)
+        res_axes = {n: {0: "batch", 2: "height" if i < 2 else "half_height", 3: "width" if i < 2 else "half_width"}
+                    for i, n in enumerate(RESIDUALS)}
+        torch.onnx.export(UNetResidualExport(unet), (sample, ts, ctx, *res), os.path.join(out, "unet", "model.onnx"),
+                          opset_version=opset, input_names=["sample", "timestep", "encoder_hidden_states", *RESIDUALS],
+                          output_names=["out_sample"], dynamic_axes={**unet_axes, **res_axes})
+        torch.onnx.export(cn, (sample, ts, ctx, ctrl, scale), os.path.join(out, "controlnet", "model.onnx"),
+                          opset_version=opset, input_names=["sample", "timestep", "encoder_hidden_states", "controlnet_cond",
+                                                            "conditioning_scale"],
+                          output_names=RESIDUALS,
                           dynamic_axes={"sample": {0: "batch", 2: "height", 3: "width"}, "timestep": {0: "steps"},
                                         "encoder_hidden_states": {0: "batch", 1: "sequence"},
-                                        "out_sample": {0: "batch", 2: "height", 3: "width"}})
+                                        "controlnet_cond": {0: "batch", 2: "image_height", 3: "image_width"}, **res_axes})
+        img = to_tensor(np.stack([render("red", "circle", "white", 20, "centre")] * 2))
+        torch.onnx.export(EncoderExport(enc), (img,), os.path.join(out, "vae_encoder", "model.onnx"), opset_version=opset,
+                          input_names=["sample"], output_names=["latent_parameters"],
+                          dynamic_axes={"sample": {0: "batch", 2: "sample_height", 3: "sample_width"},
+                                        "latent_parameters": {0: "batch", 2: "latent_height", 3: "latent_width"}})
         torch.onnx.export(DecoderExport(dec), (sample,), os.path.join(out, "vae_decoder", "model.onnx"), opset_version=opset,
                           input_names=["latent_sample"], output_names=["sample"],
                           dynamic_axes={"latent_sample": {0: "batch", 2: "height", 3: "width"},
                                         "sample": {0: "batch", 2: "out_height", 3: "out_width"}})
-        # reference tensors for the onnxruntime-node check (training/verify_onnx.js)
-        ref = os.environ.get("VERIFY_DIR", "/tmp/tiny-shapes-verify")
-        os.makedirs(ref, exist_ok=True)
+        # reference tensors for the onnxruntime-node check (training/verify_onnx.cjs)
         ids3 = torch.tensor([tok("large blue triangle in the top left, gray background"), tok(""), tok("a tiny green square")])
         h3, p3 = te(ids3)
         s3 = torch.randn(3, 4, 12, 10)
         t1 = torch.tensor([321.0])
         u3 = unet(s3, t1, h3)
         d3 = dec(s3)
+        g3 = torch.Generator().manual_seed(5)
+        c3 = torch.rand(3, 3, 96, 80, generator=g3)
+        cs = torch.tensor([0.7], dtype=torch.float64)
+        r3 = cn(s3, t1, h3, c3, cs)
+        u3c = unet(s3, t1, h3, *r3)
+        x3 = torch.rand(2, 3, 64, 48, generator=g3) * 2 - 1
         tensors = {"ids": ids3, "last_hidden_state": h3, "pooler_output": p3, "sample": s3, "timestep": t1,
-                   "out_sample": u3, "decoded": d3}
+                   "out_sample": u3, "decoded": d3, "controlnet_cond": c3, "out_sample_controlled": u3c,
+                   "image": x3, "latent_parameters": enc.parameters_raw(x3),
+                   **{n: r for n, r in zip(RESIDUALS, r3)}}
         meta = {}
         for k, v in tensors.items():
             v = v.contiguous()
             (v.numpy().astype(np.int64) if v.dtype == torch.int64 else v.numpy().astype(np.float32)).tofile(os.path.join(ref, k + ".bin"))
             meta[k] = list(v.shape)
+        meta["conditioning_scale"] = cs.tolist()
         json.dump(meta, open(os.path.join(ref, "meta.json"), "w"))
     vocab = len(tok.vocab)
     json.dump({"architectures": ["CLIPTextModel"], "model_type": "clip_text_model", "hidden_size": 128,
@@ -910,7 +1312,10 @@ def export(out, tok, te, unet, dec, sf, args, stats):
                "cross_attention_dim": 128, "attention_head_dim": [16, 32], "num_attention_heads": 4,
                "norm_num_groups": 32, "flip_sin_to_cos": True, "freq_shift": 0, "act_fn": "silu",
                "prediction_type": "v_prediction", "timestep_input": "float32 tensor of shape [batch] or [1] (broadcast)",
-               "text_pooling": "attention pooling of encoder_hidden_states added to the time embedding"},
+               "text_pooling": "attention pooling of encoder_hidden_states added to the time embedding",
+               "controlnet_residuals": "inputs " + ", ".join(RESIDUALS) + " are added to the conv_in output, the level-0 "
+                                       "output, the level-1 output (the three skips) and the mid-block output; zeros give "
+                                       "the plain text-to-image prediction"},
               open(os.path.join(out, "unet", "config.json"), "w"), indent=2)
     json.dump({"_class_name": "AutoencoderKL", "_diffusers_version": "0.21.0", "in_channels": 3, "out_channels": 3,
                "latent_channels": 4, "sample_size": 64, "scaling_factor": round(sf, 6),
@@ -918,6 +1323,27 @@ def export(out, tok, te, unet, dec, sf, args, stats):
                "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
                "layers_per_block": 1, "latent_channel_mean": stats["latent_channel_mean"]},
               open(os.path.join(out, "vae_decoder", "config.json"), "w"), indent=2)
+    json.dump({"_class_name": "AutoencoderKL", "_diffusers_version": "0.21.0", "in_channels": 3, "out_channels": 3,
+               "latent_channels": 4, "sample_size": 64, "scaling_factor": round(sf, 6),
+               "block_out_channels": [32, 64, 96], "act_fn": "silu",
+               "down_block_types": ["DownEncoderBlock2D"] * 3, "layers_per_block": 1,
+               "latent_channel_mean": stats["latent_channel_mean"],
+               "_note": "outputs latent_parameters = cat(mean, logvar) on dim 1, logvar not clamped (optimum's layout); "
+                        "latents = scaling_factor * (mean + exp(0.5 * clamp(logvar, -30, 20)) * randn)"},
+              open(os.path.join(out, "vae_encoder", "config.json"), "w"), indent=2)
+    json.dump({"_class_name": "ControlNetModel", "_diffusers_version": "0.21.0",
+               "_note": "tiny-shapes ControlNet (ControlNetModel.from_unet style): copies of the UNet's time/text embedding, "
+                        "conv_in, down blocks and mid block, a conditioning embedding of the control picture and zero-"
+                        "initialised 1x1 convs; trained on silhouettes (the shape white on black, [0, 1] RGB). Outputs "
+                        "(times conditioning_scale, float64 [1]) feed the UNet inputs of the same names (OnnxStack layout)",
+               "in_channels": 4, "conditioning_channels": 3, "conditioning_embedding_out_channels": [16, 32, 64, 128],
+               "controlnet_conditioning_channel_order": "rgb", "global_pool_conditions": False,
+               "block_out_channels": [64, 128], "cross_attention_dim": 128, "attention_head_dim": [16, 32],
+               "num_attention_heads": 4, "layers_per_block": 1, "norm_num_groups": 32, "flip_sin_to_cos": True,
+               "freq_shift": 0, "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+               "mid_block_type": "UNetMidBlock2DCrossAttn", "residuals": RESIDUALS,
+               "timestep_input": "float32 tensor of shape [batch] or [1] (broadcast)", "trained_on": "silhouettes"},
+              open(os.path.join(out, "controlnet", "config.json"), "w"), indent=2)
     json.dump({"_class_name": "DDIMScheduler", "_diffusers_version": "0.21.0", "num_train_timesteps": 1000,
                "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "trained_betas": None,
                "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1, "prediction_type": "v_prediction",
@@ -927,7 +1353,8 @@ def export(out, tok, te, unet, dec, sf, args, stats):
                "feature_extractor": [None, None], "requires_safety_checker": False, "safety_checker": [None, None],
                "scheduler": ["diffusers", "DDIMScheduler"], "text_encoder": ["diffusers", "OnnxRuntimeModel"],
                "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "OnnxRuntimeModel"],
-               "vae_decoder": ["diffusers", "OnnxRuntimeModel"], "vae_encoder": [None, None],
+               "vae_decoder": ["diffusers", "OnnxRuntimeModel"], "vae_encoder": ["diffusers", "OnnxRuntimeModel"],
+               "controlnet": ["diffusers", "OnnxRuntimeModel"],
                "_defaults": {"num_inference_steps": 20, "guidance_scale": 2.0, "height": 64, "width": 64}},
               open(os.path.join(out, "model_index.json"), "w"), indent=2)
     log("exported ONNX + configs")

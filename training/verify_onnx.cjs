@@ -37,12 +37,46 @@ async function main() {
   check('text_encoder', r1.last_hidden_state, 'last_hidden_state')
   check('text_encoder', r1.pooler_output, 'pooler_output')
   const un = await ort.InferenceSession.create(path.join(dir, 'unet/model.onnx'))
-  const r2 = await un.run({
+  const base = {
     sample: t('sample', 'float32', Float32Array),
     timestep: t('timestep', 'float32', Float32Array),
     encoder_hidden_states: r1.last_hidden_state,
-  })
+  }
+  // ControlNet residual inputs (OnnxStack layout): zeros must give the plain text-to-image prediction
+  const residuals = un.inputNames.filter((n) => n.endsWith('_additional_residual'))
+  const zeros = {}
+  for (const n of residuals)
+    zeros[n] = new ort.Tensor('float32', new Float32Array(meta[n].reduce((a, b) => a * b)), meta[n])
+  const r2 = await un.run({ ...base, ...zeros })
   check('unet', r2.out_sample, 'out_sample')
+  const plainPath = path.join(ref, 'unet_plain.onnx')
+  if (residuals.length && fs.existsSync(plainPath)) {
+    const plain = await (await ort.InferenceSession.create(plainPath)).run(base)
+    const d = maxDiff(r2.out_sample.data, plain.out_sample.data)
+    ok = ok && d < 1e-5
+    console.log(
+      `unet: zero residuals vs the same UNet without residual inputs max|diff| ${d.toExponential(2)} ${d < 1e-5 ? 'OK' : 'FAIL'}`,
+    )
+  }
+  if (fs.existsSync(path.join(dir, 'controlnet/model.onnx'))) {
+    const cn = await ort.InferenceSession.create(path.join(dir, 'controlnet/model.onnx'))
+    const rc = await cn.run({
+      ...base,
+      controlnet_cond: t('controlnet_cond', 'float32', Float32Array),
+      conditioning_scale: new ort.Tensor('float64', Float64Array.from(meta.conditioning_scale), [
+        1,
+      ]),
+    })
+    for (const n of cn.outputNames) check('controlnet', rc[n], n)
+    const fed = {}
+    for (const n of cn.outputNames) fed[n] = rc[n]
+    check('unet', (await un.run({ ...base, ...fed })).out_sample, 'out_sample_controlled')
+  }
+  if (fs.existsSync(path.join(dir, 'vae_encoder/model.onnx'))) {
+    const ve = await ort.InferenceSession.create(path.join(dir, 'vae_encoder/model.onnx'))
+    const re = await ve.run({ sample: t('image', 'float32', Float32Array) })
+    check('vae_encoder', re.latent_parameters, 'latent_parameters')
+  }
   const vd = await ort.InferenceSession.create(path.join(dir, 'vae_decoder/model.onnx'))
   const r3 = await vd.run({ latent_sample: t('sample', 'float32', Float32Array) })
   check('vae_decoder', r3.sample, 'decoded')
