@@ -14,7 +14,12 @@ export default defineConfig({
       main: './src/index.ts',
       wrangler: { configPath: './wrangler.toml' },
       miniflare: {
-        bindings: { ADMIN_TOKEN: 'test-admin-token' },
+        bindings: {
+          ADMIN_TOKEN: 'test-admin-token',
+          // The fuzz run's size and seed (test/workers/openapi.test.ts); empty: its defaults.
+          FUZZ_REQUESTS: process.env.FUZZ_REQUESTS ?? '',
+          FUZZ_SEED: process.env.FUZZ_SEED ?? '',
+        },
         // GET http://golden/<path> answers ../shared/golden/<path> (404 if absent), so golden
         // pipeline tests run the tiny reference models inside workerd.
         serviceBindings: {
