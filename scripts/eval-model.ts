@@ -271,27 +271,41 @@ async function evalConditioners(
       prompt: `a ${color2} ${shape2} on a ${c.background} background`,
     }
   })
-  const outs: Record<number, RgbImage[]> = {}
-  for (const strength of [0.3, 0.9]) {
+  const outs: Record<string, RgbImage[]> = {}
+  for (const [variant, strength] of [
+    ['another shape', 0.3],
+    ['another shape', 0.9],
+    ['the same shape', 0.3],
+    ['the same shape', 0.9],
+  ] as const) {
     const js: ReturnType<typeof judge>[] = []
-    outs[strength] = []
+    const key = `${variant} ${strength}`
+    outs[key] = []
     const t0 = performance.now()
     for (const c of i2i) {
       const {
         images: [img],
-      } = await pipe.generate({ prompt: c.prompt, seed: c.seed, image: c.img, strength })
-      outs[strength].push(img)
+      } = await pipe.generate({
+        prompt:
+          variant === 'the same shape'
+            ? `a ${c.color2} ${c.shape} on a ${c.background} background`
+            : c.prompt,
+        seed: c.seed,
+        image: c.img,
+        strength,
+      })
+      outs[key].push(img)
       js.push(judge(world, img, c.background))
     }
     const ms = (performance.now() - t0) / i2i.length
     console.log(
-      `image-to-image strength ${strength}: input shape and position kept ${share(js.map((j, i) => j?.shape === i2i[i].shape && j?.position === i2i[i].position))}, ` +
+      `image-to-image, prompt naming another colour and ${variant}, strength ${strength}: input shape and position kept ${share(js.map((j, i) => j?.shape === i2i[i].shape && j?.position === i2i[i].position))}, ` +
         `input colour ${share(js.map((j, i) => j?.color === i2i[i].color))}, prompt colour ${share(js.map((j, i) => j?.color === i2i[i].color2))}, ` +
-        `prompt shape ${share(js.map((j, i) => j?.shape === i2i[i].shape2))} (${ms.toFixed(0)} ms/image)`,
+        `prompt shape ${share(js.map((j, i) => j?.shape === (variant === 'the same shape' ? i2i[i].shape : i2i[i].shape2)))} (${ms.toFixed(0)} ms/image)`,
     )
   }
   for (let i = 0; i < Math.min(8, n); i++)
-    sheets.img2img.push(i2i[i].img, outs[0.3][i], outs[0.9][i])
+    sheets.img2img.push(i2i[i].img, outs['another shape 0.3'][i], outs['another shape 0.9'][i])
 
   // inpainting
   const inp = Array.from({ length: n }, (_, k) => {
@@ -335,6 +349,7 @@ async function evalConditioners(
     }
   })
   const within: number[] = []
+  const withinFar: number[] = []
   const allWithin: boolean[] = []
   const insideColour: boolean[] = []
   const insideShape: boolean[] = []
@@ -345,7 +360,7 @@ async function evalConditioners(
     } = await pipe.generate({ prompt: c.prompt, seed: c.seed, image: c.img, mask: c.mask })
     const bg = world.backgrounds[c.background]
     const crop = { ...img, data: img.data.slice() }
-    let [ok, outside] = [0, 0]
+    let [ok, outside, okFar, far] = [0, 0, 0, 0]
     for (let i = 0; i < S * S; i++) {
       if (c.mask.data[i]) continue
       outside++
@@ -354,8 +369,19 @@ async function evalConditioners(
         d = Math.max(d, Math.abs(img.data[3 * i + ch] - c.img.data[3 * i + ch]))
       ok += +(d <= 8)
       crop.data.set(bg, 3 * i)
+      // more than one latent cell (8 px) from the mask: out of the decoder's reach across the edge
+      const [x, y] = [i % S, Math.floor(i / S)]
+      let near = false
+      for (let v = Math.max(0, y - 8); v <= Math.min(S - 1, y + 8) && !near; v++)
+        for (let u = Math.max(0, x - 8); u <= Math.min(S - 1, x + 8) && !near; u++)
+          near = c.mask.data[v * S + u] > 0
+      if (!near) {
+        far++
+        okFar += +(d <= 8)
+      }
     }
     within.push(ok / outside)
+    if (far) withinFar.push(okFar / far)
     allWithin.push(ok === outside)
     const j = judge(world, crop, c.background)
     insideColour.push(j?.color === c.color2)
@@ -370,6 +396,7 @@ async function evalConditioners(
   }
   console.log(
     `inpainting: outside pixels within ±8 ${((100 * within.reduce((a, b) => a + b, 0)) / within.length).toFixed(2)}%, ` +
+      `those more than 8 px from the mask ${((100 * withinFar.reduce((a, b) => a + b, 0)) / Math.max(1, withinFar.length)).toFixed(2)}% (${withinFar.length} images have some), ` +
       `images with every outside pixel within ±8 ${share(allWithin)}, inside the prompt's colour ${share(insideColour)}, ` +
       `inside the shape ${share(insideShape)} (${((performance.now() - t0) / inp.length).toFixed(0)} ms/image)`,
   )
