@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { TtiApiError, TtiClient } from '../../src/client/index'
+import { decodePicture } from '../../src/images/pictures'
 import { startWorker, type RunningWorker } from './worker-server'
 
 let worker: RunningWorker
@@ -262,6 +263,154 @@ describe('the progress and job examples of the README and docs/api.md', () => {
     expect(run.code).toBe(0)
     expectStreamThenJob(run.stdout, 'docs/api.md')
     expect(run.stdout).toMatch(/^\/v1\/jobs\/[0-9a-f]{64}$/m)
+  })
+})
+
+describe('the README quick start, as written', () => {
+  it('makes a key with npm run keys and writes a PNG with curl', async () => {
+    const [, rest] = readFileSync('README.md', 'utf8').split('\n## Quick start\n')
+    const block = [...rest.matchAll(/```sh\n([\s\S]*?)```/g)][0][1]
+    const script = block
+      .replaceAll('localhost:8787', worker.url)
+      .replace('-o circle.png', `-o ${path.join(dir, 'quick.png')}`)
+    const run = await new Promise<{ code: number; stderr: string }>((resolve) =>
+      execFile(
+        'bash',
+        ['-euo', 'pipefail', '-c', script],
+        {
+          timeout: 120_000,
+          env: { ...process.env, ADMIN_TOKEN: worker.adminToken, TTI_URL: worker.url },
+        },
+        (err, _stdout, stderr) => resolve({ code: err ? Number(err.code ?? 1) : 0, stderr }),
+      ),
+    )
+    expect(run.code, run.stderr).toBe(0)
+    expect(pngSize(readFileSync(path.join(dir, 'quick.png')))).toEqual({ width: 64, height: 64 })
+  })
+
+  it('npm run keys names the server it called when it is refused or unreachable', async () => {
+    const keys = (env: Record<string, string>) =>
+      new Promise<{ code: number; stderr: string }>((resolve) =>
+        execFile(
+          path.join('node_modules', '.bin', 'tsx'),
+          ['scripts/keys.ts', 'list'],
+          { timeout: 60_000, env: { ...process.env, ...env } },
+          (err, _o, stderr) => resolve({ code: err ? Number(err.code ?? 1) : 0, stderr }),
+        ),
+      )
+    const refused = await keys({ ADMIN_TOKEN: 'wrong', TTI_URL: worker.url })
+    expect(refused.code).toBe(1)
+    expect(refused.stderr).toContain(`${worker.url} answered 401`)
+    const down = await keys({ ADMIN_TOKEN: 'x', TTI_URL: 'http://127.0.0.1:9' })
+    expect(down.code).toBe(1)
+    expect(down.stderr).toContain('cannot reach http://127.0.0.1:9/v1/keys')
+  })
+})
+
+describe('pictures: the README and docs/api.md examples, tti edit and the client', () => {
+  const examples = path.resolve('docs/examples')
+  const inDir = (script: string) => script.replaceAll('docs/examples/', `${examples}/`)
+  function bashHere(script: string) {
+    return new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
+      execFile(
+        'bash',
+        ['-euo', 'pipefail', '-c', inDir(script).replaceAll('localhost:8787', worker.url)],
+        { cwd: dir, timeout: 120_000, env: { ...process.env, KEY: key } },
+        (err, stdout, stderr) => resolve({ code: err ? Number(err.code ?? 1) : 0, stdout, stderr }),
+      ),
+    )
+  }
+  const sh = (file: string, heading: string) => {
+    const [, rest] = readFileSync(file, 'utf8').split(`\n${heading}\n`)
+    return [...rest.matchAll(/```sh\n([\s\S]*?)```/g)][0][1]
+  }
+
+  it('README: edit by URL, inpaint from files, follow a silhouette (curl)', async () => {
+    const run = await bashHere(
+      sh('README.md', '## Pictures: image-to-image, inpainting, ControlNet'),
+    )
+    expect(run.code, run.stderr).toBe(0)
+    for (const f of ['edit.png', 'inpaint.png', 'control.png'])
+      expect(pngSize(readFileSync(path.join(dir, f))), f).toEqual({ width: 64, height: 64 })
+    // Inpainting kept the left half (outside the mask) close to the edited picture.
+    const edit = (await decodePicture('image', readFileSync(path.join(dir, 'edit.png')))).rgb
+    const inpaint = (await decodePicture('image', readFileSync(path.join(dir, 'inpaint.png')))).rgb
+    let far = 0
+    for (let y = 0; y < 64; y++)
+      for (let x = 0; x < 24; x++)
+        for (let c = 0; c < 3; c++) {
+          const k = (y * 64 + x) * 3 + c
+          if (Math.abs(edit[k] - inpaint[k]) > 24) far++
+        }
+    expect(far / (64 * 24 * 3)).toBeLessThan(0.05)
+  })
+
+  it('docs/api.md: inpainting from files, then by reference, is a cache hit', async () => {
+    const run = await bashHere(sh('docs/api.md', '#### Pictures'))
+    expect(run.code, run.stderr).toBe(0)
+    expect(run.stdout).toMatch(/^x-cache: HIT/im)
+  })
+
+  it('tti edit sends a file (and a mask), exits 2 on a bad picture', async () => {
+    const src = path.join(dir, 'edit-src.png')
+    const made = await tti(
+      ['generate', 'a red circle', '-o', src, '--seed', '8', '--steps', '4'],
+      user(),
+    )
+    expect(made.code, made.stderr).toBe(0)
+    const out = path.join(dir, 'edited.png')
+    const run = await tti(
+      ['edit', src, 'a blue circle', '-o', out, '--strength', '0.9', '--seed', '8', '--steps', '4'],
+      user(),
+    )
+    expect(run.code, run.stderr).toBe(0)
+    expect(pngSize(readFileSync(out))).toEqual({ width: 64, height: 64 })
+    const masked = await tti(
+      [
+        'edit',
+        src,
+        'a blue circle',
+        '-o',
+        out,
+        '--mask',
+        path.join(examples, 'mask-right-half.png'),
+      ],
+      user(),
+    )
+    expect(masked.code, masked.stderr).toBe(0)
+    const bad = path.join(dir, 'bad.png')
+    writeFileSync(bad, 'not a picture')
+    const refused = await tti(['edit', bad, 'x', '-o', out], user())
+    expect(refused.code).toBe(2)
+    expect(refused.stderr).toMatch(/image: .*not a PNG or JPEG/)
+    const misplaced = await tti(['generate', 'x', '-o', out, '--mask', bad], user())
+    expect(misplaced.code).toBe(2)
+    expect(misplaced.stderr).toMatch(/--mask and --strength belong to tti edit/)
+  })
+
+  it('TtiClient.generate sends bytes as multipart parts and references as text', async () => {
+    const client = new TtiClient({ baseUrl: worker.url, apiKey: key })
+    const first = await client.generate({ prompt: 'a red circle', seed: 12, steps: 4 })
+    const mask = new Uint8Array(readFileSync(path.join(examples, 'mask-right-half.png')))
+    const byRef = await client.generate({
+      prompt: 'a green circle',
+      image: first.images[0].url,
+      mask,
+      seed: 12,
+      steps: 4,
+    })
+    expect(byRef.images[0].width).toBe(64)
+    const bytes = await client.image(first.images[0].sha256)
+    const byBytes = await client.generate({
+      prompt: 'a green circle',
+      image: bytes,
+      mask,
+      seed: 12,
+      steps: 4,
+    })
+    // The same picture by reference or by bytes is the same request: one cache entry.
+    expect(byBytes.cached).toBe(true)
+    expect(byBytes.images[0].sha256).toBe(byRef.images[0].sha256)
   })
 })
 
