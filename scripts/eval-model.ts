@@ -348,58 +348,68 @@ async function evalConditioners(
       prompt: `a ${size} ${color2} ${c.shape} ${where} on a ${c.background} background`,
     }
   })
-  const within: number[] = []
-  const withinFar: number[] = []
-  const allWithin: boolean[] = []
-  const insideColour: boolean[] = []
-  const insideShape: boolean[] = []
-  let t0 = performance.now()
-  for (const c of inp) {
-    const {
-      images: [img],
-    } = await pipe.generate({ prompt: c.prompt, seed: c.seed, image: c.img, mask: c.mask })
-    const bg = world.backgrounds[c.background]
-    const crop = { ...img, data: img.data.slice() }
-    let [ok, outside, okFar, far] = [0, 0, 0, 0]
-    for (let i = 0; i < S * S; i++) {
-      if (c.mask.data[i]) continue
-      outside++
-      let d = 0
-      for (let ch = 0; ch < 3; ch++)
-        d = Math.max(d, Math.abs(img.data[3 * i + ch] - c.img.data[3 * i + ch]))
-      ok += +(d <= 8)
-      crop.data.set(bg, 3 * i)
-      // more than one latent cell (8 px) from the mask: out of the decoder's reach across the edge
-      const [x, y] = [i % S, Math.floor(i / S)]
-      let near = false
-      for (let v = Math.max(0, y - 8); v <= Math.min(S - 1, y + 8) && !near; v++)
-        for (let u = Math.max(0, x - 8); u <= Math.min(S - 1, x + 8) && !near; u++)
-          near = c.mask.data[v * S + u] > 0
-      if (!near) {
-        far++
-        okFar += +(d <= 8)
+  // Without the overlay the outside is the VAE's reconstruction; with it, the input's pixels.
+  for (const maskOverlay of [false, true]) {
+    const within: number[] = []
+    const withinFar: number[] = []
+    const allWithin: boolean[] = []
+    const insideColour: boolean[] = []
+    const insideShape: boolean[] = []
+    const t0 = performance.now()
+    for (const c of inp) {
+      const {
+        images: [img],
+      } = await pipe.generate({
+        prompt: c.prompt,
+        seed: c.seed,
+        image: c.img,
+        mask: c.mask,
+        maskOverlay,
+      })
+      const bg = world.backgrounds[c.background]
+      const crop = { ...img, data: img.data.slice() }
+      let [ok, outside, okFar, far] = [0, 0, 0, 0]
+      for (let i = 0; i < S * S; i++) {
+        if (c.mask.data[i]) continue
+        outside++
+        let d = 0
+        for (let ch = 0; ch < 3; ch++)
+          d = Math.max(d, Math.abs(img.data[3 * i + ch] - c.img.data[3 * i + ch]))
+        ok += +(d <= 8)
+        crop.data.set(bg, 3 * i)
+        // more than one latent cell (8 px) from the mask: out of the decoder's reach across the edge
+        const [x, y] = [i % S, Math.floor(i / S)]
+        let near = false
+        for (let v = Math.max(0, y - 8); v <= Math.min(S - 1, y + 8) && !near; v++)
+          for (let u = Math.max(0, x - 8); u <= Math.min(S - 1, x + 8) && !near; u++)
+            near = c.mask.data[v * S + u] > 0
+        if (!near) {
+          far++
+          okFar += +(d <= 8)
+        }
+      }
+      within.push(ok / outside)
+      if (far) withinFar.push(okFar / far)
+      allWithin.push(ok === outside)
+      const j = judge(world, crop, c.background)
+      insideColour.push(j?.color === c.color2)
+      insideShape.push(j?.shape === c.shape)
+      if (!maskOverlay && sheets.inpaint.length < 24) {
+        const shown = { ...c.img, data: c.img.data.slice() }
+        for (let i = 0; i < S * S; i++)
+          if (c.mask.data[i])
+            for (let ch = 0; ch < 3; ch++)
+              shown.data[3 * i + ch] = shown.data[3 * i + ch] * 0.5 + 64
+        sheets.inpaint.push(c.img, shown, img)
       }
     }
-    within.push(ok / outside)
-    if (far) withinFar.push(okFar / far)
-    allWithin.push(ok === outside)
-    const j = judge(world, crop, c.background)
-    insideColour.push(j?.color === c.color2)
-    insideShape.push(j?.shape === c.shape)
-    if (sheets.inpaint.length < 24) {
-      const shown = { ...c.img, data: c.img.data.slice() }
-      for (let i = 0; i < S * S; i++)
-        if (c.mask.data[i])
-          for (let ch = 0; ch < 3; ch++) shown.data[3 * i + ch] = shown.data[3 * i + ch] * 0.5 + 64
-      sheets.inpaint.push(c.img, shown, img)
-    }
+    console.log(
+      `inpainting${maskOverlay ? ' with mask_overlay' : ''}: outside pixels within ±8 ${((100 * within.reduce((a, b) => a + b, 0)) / within.length).toFixed(2)}%, ` +
+        `those more than 8 px from the mask ${((100 * withinFar.reduce((a, b) => a + b, 0)) / Math.max(1, withinFar.length)).toFixed(2)}% (${withinFar.length} images have some), ` +
+        `images with every outside pixel within ±8 ${share(allWithin)}, inside the prompt's colour ${share(insideColour)}, ` +
+        `inside the shape ${share(insideShape)} (${((performance.now() - t0) / inp.length).toFixed(0)} ms/image)`,
+    )
   }
-  console.log(
-    `inpainting: outside pixels within ±8 ${((100 * within.reduce((a, b) => a + b, 0)) / within.length).toFixed(2)}%, ` +
-      `those more than 8 px from the mask ${((100 * withinFar.reduce((a, b) => a + b, 0)) / Math.max(1, withinFar.length)).toFixed(2)}% (${withinFar.length} images have some), ` +
-      `images with every outside pixel within ±8 ${share(allWithin)}, inside the prompt's colour ${share(insideColour)}, ` +
-      `inside the shape ${share(insideShape)} (${((performance.now() - t0) / inp.length).toFixed(0)} ms/image)`,
-  )
 
   // ControlNet
   const cns = Array.from({ length: n }, (_, k) => {
@@ -430,7 +440,7 @@ async function evalConditioners(
   for (const controlScale of [1, 0]) {
     const ious: number[] = []
     const colourOk: boolean[] = []
-    t0 = performance.now()
+    const t0 = performance.now()
     for (const c of cns) {
       const {
         images: [img],

@@ -86,6 +86,7 @@ export function toPipelineParams(req: GenerateRequest): GenerateParams {
     mask: req.pictures?.mask,
     controlImage: rgb(req.pictures?.control_image),
     strength: req.options.strength,
+    maskOverlay: req.options.mask_overlay,
     controlScale: req.options.control_scale,
     controlStart: req.options.control_start,
     controlEnd: req.options.control_end,

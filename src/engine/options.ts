@@ -30,6 +30,11 @@ export const GenerationOptions = z.object({
       description:
         'With `image`: how far the picture is noised before denoising, in (0, 1] (diffusers `strength`). Low keeps the picture, 1 keeps only what `mask` leaves. `steps` × `strength` steps run (at least 1). Default 0.8, or 1 with a `mask`.',
     }),
+  mask_overlay: z.boolean({ error: 'must be a boolean' }).optional().meta({
+    description:
+      "With `mask`: paste the input's own pixels back outside the mask after decoding, so they stay exactly as sent (diffusers' `apply_overlay`); off, they are the VAE's reconstruction of them, as diffusers' inpainting returns them.",
+    default: false,
+  }),
   control_scale: z
     .number({ error: 'must be a number' })
     .min(0, { error: 'must be between 0 and 2' })
@@ -76,6 +81,7 @@ export const OPTION_DEFAULTS: {
 } = Object.freeze({
   guidance_rescale: 0,
   strength: undefined,
+  mask_overlay: false,
   control_scale: 1,
   control_start: 0,
   control_end: 1,
@@ -84,6 +90,7 @@ export const OPTION_DEFAULTS: {
 /** The options that only mean something with a picture, and the picture field each needs. */
 export const PICTURE_OPTIONS = Object.freeze({
   strength: 'image',
+  mask_overlay: 'mask',
   control_scale: 'control_image',
   control_start: 'control_image',
   control_end: 'control_image',

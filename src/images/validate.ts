@@ -165,7 +165,7 @@ export function resolveRequest(
     if (v === OPTION_DEFAULTS[name]) continue
     if (!model.options.includes(name))
       errors.push({ field: name, detail: `is not supported by model ${model.id}` })
-    else options[name] = v
+    else (options as Record<string, unknown>)[name] = v
   }
   const controlStart = options.control_start ?? OPTION_DEFAULTS.control_start!
   const controlEnd = options.control_end ?? OPTION_DEFAULTS.control_end!

@@ -4,7 +4,7 @@
  * `[assets]`, directory `models/`) and are read through the `MODEL_FILES` binding, so that
  * `npm start` serves real images with nothing to download.
  *
- * NOTE: the ONNX weights (18 MB, barely compressible) used to be bundled as Data modules, which
+ * NOTE: the ONNX weights (18 MB then, 28 MB now; barely compressible) used to be bundled as Data modules, which
  * put the deployed script at about 20 MB gzipped, over the Workers limit of 10 MB. Static assets
  * are uploaded beside the script and do not count towards it; `run_worker_first` keeps them
  * private (no request is served from the asset store directly).

@@ -62,6 +62,11 @@ export interface GenerateParams {
   strength?: number
   /** Inpainting mask at the image's size: bytes ≥ 128 mark the region to repaint. */
   mask?: GrayImage
+  /**
+   * Paste the init image's pixels back outside the (binarized) mask after decoding, as diffusers'
+   * `VaeImageProcessor.apply_overlay` does; off by default, as in its inpainting pipeline.
+   */
+  maskOverlay?: boolean
   /** Control picture for the model's ControlNet (a silhouette, a depth map), at the output size. */
   controlImage?: RgbImage
   /** `controlnet_conditioning_scale`: how strongly the control picture steers. */
@@ -202,6 +207,7 @@ export class StableDiffusionPipeline {
       controlScale: p.controlScale ?? CONDITIONING_DEFAULTS.controlScale,
       controlStart: p.controlStart ?? CONDITIONING_DEFAULTS.controlStart,
       controlEnd: p.controlEnd ?? CONDITIONING_DEFAULTS.controlEnd,
+      maskOverlay: p.maskOverlay ?? false,
     }
     if (typeof out.prompt !== 'string') throw new PipelineInputError('prompt must be a string')
     if (!Number.isInteger(out.seed) || out.seed < 0 || out.seed > 2 ** 53)
@@ -499,6 +505,7 @@ export class StableDiffusionPipeline {
     // Never turn NaN into a silent black image (it would be cached and served forever).
     if (!allFinite(decoded)) throw new NonFiniteOutputError('vae_decoder')
     const images = Array.from({ length: n }, (_, i) => decodedToRgb(decoded, i, p.height, p.width))
+    if (mask && init && p.maskOverlay) for (const image of images) overlay(image, init, mask)
     return { images, latents, params: p }
   }
 
@@ -639,6 +646,12 @@ function blend(
       out[j] = Math.fround(Math.fround((1 - m) * known[j]) + Math.fround(m * drawn[j]))
     }
   return out
+}
+
+/** Puts the init image's pixels back where the binarized mask keeps them (mask 0). */
+function overlay(image: RgbImage, init: RgbImage, mask: Uint8Array): void {
+  for (let p = 0; p < mask.length; p++)
+    if (!mask[p]) image.data.set(init.data.subarray(p * 3, p * 3 + 3), p * 3)
 }
 
 /** Whether every value is finite (a plain loop: `every` on a typed array is several times slower). */

@@ -277,10 +277,13 @@ describe('edge → GPU backend through wrangler dev', () => {
         for (let attempt = 0; attempt < 2; attempt++) {
           const res = await worker.generate({ ...REQUEST, seed: 500 })
           if (res.status !== status) await new Promise((r) => setTimeout(r, 1500))
-          expect(res.status, `${name} attempt ${attempt}: ${worker.log()}`).toBe(status)
+          // A retry may meet the backend's open circuit: in an isolate that saw the failure it
+          // repeats its status; in one that only learnt of it from the shared probes it is 503.
+          const allowed = attempt === 1 && status === 502 ? [502, 503] : [status]
+          expect(allowed, `${name} attempt ${attempt}: ${worker.log()}`).toContain(res.status)
           expect(res.headers.get('content-type')).toBe('application/problem+json')
           const body = (await res.json()) as { type: string; status: number }
-          expect(body.status).toBe(status)
+          expect(body.status).toBe(res.status)
         }
       } finally {
         worker.stop()

@@ -40,7 +40,7 @@ function fields(ref: any): Record<string, unknown> {
 
 /** The reference pixels within the golden README's tolerance. */
 async function expectReference(res: Response, ref: any) {
-  expect(res.status, await res.clone().text()).toBe(200)
+  if (res.status !== 200) expect.fail(`${res.status}: ${await res.text()}`)
   const png = new Uint8Array(await res.arrayBuffer())
   const got = (await decodePicture('image', png)).rgb
   const want: number[] = ref.image.uint8
@@ -113,6 +113,35 @@ describe('POST /v1/images with pictures reproduces diffusers', () => {
       mask: base64(await goldenBytes('pipeline/inputs/mask_rect_64x64.png')),
     })
     await expectReference(res, ref)
+  })
+
+  it('mask_overlay keeps every pixel outside the mask exactly as sent', async () => {
+    const ref = await goldenJson(
+      'pipeline/cases-inpaint/unet4_pndm_20_s1.0_cfg7.5_rect_seed0_64x64.json',
+    )
+    const image = await goldenBytes('pipeline/inputs/gradient_disc_64x64.png')
+    const mask = await goldenBytes('pipeline/inputs/mask_rect_64x64.png')
+    const res = await postImages(key, {
+      ...fields(ref),
+      image: base64(image),
+      mask: base64(mask),
+      mask_overlay: true,
+    })
+    expect(res.status).toBe(200)
+    const got = (await decodePicture('image', new Uint8Array(await res.arrayBuffer()))).rgb
+    const input: number[] = ref.inputs.image.uint8
+    const keep: number[] = ref.mask_condition.values
+    const want: number[] = ref.image.uint8
+    for (let p = 0; p < keep.length; p++)
+      for (let c = 0; c < 3; c++) {
+        const k = p * 3 + c
+        if (!keep[p]) expect(got[k]).toBe(input[k])
+        else expect(Math.abs(got[k] - want[k])).toBeLessThanOrEqual(1)
+      }
+    // Without a mask it means nothing: a 422 naming it.
+    const alone = await postImages(key, { ...fields(ref), mask_overlay: true })
+    const p = await expectProblem(alone, 422, 'validation-error')
+    expect((p.errors as { field: string }[]).map((e) => e.field)).toContain('mask_overlay')
   })
 
   it('ControlNet from a silhouette, at half scale', async () => {

@@ -279,6 +279,7 @@ describe('generation options', () => {
     expect(models.find((m) => m.id === modelId)?.options).toEqual([
       'guidance_rescale',
       'strength',
+      'mask_overlay',
       'control_scale',
       'control_start',
       'control_end',

@@ -488,7 +488,7 @@ describe('/docs', () => {
  */
 describe('a seeded fuzz run derived from the document', () => {
   const fuzzEnv = env as unknown as { FUZZ_REQUESTS?: string; FUZZ_SEED?: string }
-  const REQUESTS = Number(fuzzEnv.FUZZ_REQUESTS || 1000)
+  const REQUESTS = Number(fuzzEnv.FUZZ_REQUESTS || 600)
   const SEED = Number(fuzzEnv.FUZZ_SEED || 20261201)
 
   /** mulberry32: a small seeded generator, so a failure replays with its seed. */
@@ -613,13 +613,7 @@ describe('a seeded fuzz run derived from the document', () => {
       const res = await call(url, { method: verb.toUpperCase(), headers, body })
       statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1)
       const what = `#${i} (seed ${SEED}) ${verb.toUpperCase()} ${url} → ${res.status}`
-      expect(
-        res.status,
-        `${what}: ${await res
-          .clone()
-          .text()
-          .catch(() => '')}`,
-      ).toBeLessThan(500)
+      if (res.status >= 500) expect.fail(`${what}: ${await res.text()}`)
       if (res.status === 200 && method === 'post') generated++
       const openaiRoute =
         url.startsWith('/v1/images/generations') || url.startsWith('/v1/images/edits')
@@ -633,5 +627,5 @@ describe('a seeded fuzz run derived from the document', () => {
       `fuzz: ${REQUESTS} requests, seed ${SEED}, ${generated} successful POSTs, statuses ${JSON.stringify(Object.fromEntries(statuses))}`,
     )
     expect(statuses.size).toBeGreaterThan(4)
-  })
+  }, 600_000) // every request waits for its answer; the generating ones take a while
 })
