@@ -323,6 +323,16 @@ export function buildOpenApiDocument(options: DocumentOptions): OpenApiDocument 
   })
   const generationHeaders = ['X-Cache', 'X-Seed', 'X-Request-Key', ...RATE_LIMIT_HEADERS] as const
 
+  /** The answers of the OpenAI routes: OpenAI-shaped images, errors in OpenAI's envelope. */
+  const openaiResponses: RouteConfig['responses'] = {
+    200: {
+      description: 'OpenAI-shaped images: permanent URLs or base64 PNGs.',
+      headers: headers(...generationHeaders),
+      content: { 'application/json': { schema: OpenAIImagesResponseSchema } },
+    },
+    ...problemResponses(GENERATION_PROBLEMS, { openai: true }),
+  }
+
   const paths: RouteConfig[] = [
     {
       method: 'post',
@@ -642,14 +652,7 @@ export function buildOpenApiDocument(options: DocumentOptions): OpenApiDocument 
       summary: 'OpenAI Images API (`openai.images.generate` with baseURL `<origin>/v1`)',
       ...needsKey('generate'),
       request: jsonBody(openaiRequest),
-      responses: {
-        200: {
-          description: 'OpenAI-shaped images: permanent URLs or base64 PNGs.',
-          headers: headers(...generationHeaders),
-          content: { 'application/json': { schema: OpenAIImagesResponseSchema } },
-        },
-        ...problemResponses(GENERATION_PROBLEMS, { openai: true }),
-      },
+      responses: openaiResponses,
     },
     {
       method: 'post',
@@ -665,14 +668,7 @@ export function buildOpenApiDocument(options: DocumentOptions): OpenApiDocument 
           content: { 'multipart/form-data': { schema: openaiEdit } },
         },
       },
-      responses: {
-        200: {
-          description: 'OpenAI-shaped images: permanent URLs or base64 PNGs.',
-          headers: headers(...generationHeaders),
-          content: { 'application/json': { schema: OpenAIImagesResponseSchema } },
-        },
-        ...problemResponses(GENERATION_PROBLEMS, { openai: true }),
-      },
+      responses: openaiResponses,
     },
     {
       method: 'post',

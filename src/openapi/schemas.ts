@@ -218,20 +218,26 @@ export const OpenAIErrorSchema = z.object({
   }),
 })
 
+/** The Hugging Face `parameters` the translators map, each with its native field's schema. */
+function hfParameters(targetSize: string) {
+  return {
+    ...(Object.fromEntries(
+      Object.entries(HF_PARAMETERS).map(([hf, field]) => [hf, native[field]]),
+    ) as { [K in keyof typeof HF_PARAMETERS]: (typeof native)[(typeof HF_PARAMETERS)[K]] }),
+    target_size: z
+      .object({ width: native.width, height: native.height })
+      .optional()
+      .meta({ description: targetSize }),
+  }
+}
+
 /** The Hugging Face text-to-image task body. */
 export const HuggingFaceRequestSchema = z
   .strictObject({
     inputs: native.prompt,
     parameters: z
       .strictObject({
-        // Exactly the parameters the translator maps, each with its native field's schema.
-        ...(Object.fromEntries(
-          Object.entries(HF_PARAMETERS).map(([hf, field]) => [hf, native[field]]),
-        ) as { [K in keyof typeof HF_PARAMETERS]: (typeof native)[(typeof HF_PARAMETERS)[K]] }),
-        target_size: z
-          .object({ width: native.width, height: native.height })
-          .optional()
-          .meta({ description: 'Alternative to width/height.' }),
+        ...hfParameters('Alternative to width/height.'),
       })
       .optional(),
     options: z
@@ -252,13 +258,7 @@ export const HuggingFaceImageRequestSchema = z
       .strictObject({
         prompt: native.prompt.optional(),
         strength: native.strength,
-        ...(Object.fromEntries(
-          Object.entries(HF_PARAMETERS).map(([hf, field]) => [hf, native[field]]),
-        ) as { [K in keyof typeof HF_PARAMETERS]: (typeof native)[(typeof HF_PARAMETERS)[K]] }),
-        target_size: z
-          .object({ width: native.width, height: native.height })
-          .optional()
-          .meta({ description: 'Alternative to width/height (must equal the picture size).' }),
+        ...hfParameters('Alternative to width/height (must equal the picture size).'),
       })
       .optional(),
     options: z.record(z.string(), z.unknown()).optional(),
