@@ -129,7 +129,15 @@ export async function withCallerFieldNames<T>(
   } catch (e) {
     if (!(e instanceof ProblemError) || e.slug !== 'validation-error') throw e
     const errors = (e.extensions.errors ?? []) as FieldError[]
-    throwFieldErrors(errors.map((f) => ({ ...f, field: fieldNames[f.field] ?? f.field })))
+    // Two native fields may share one caller field (width and height are both `size`): once.
+    const seen = new Set<string>()
+    const renamed = errors
+      .map((f) => ({ ...f, field: fieldNames[f.field] ?? f.field }))
+      .filter((f) => {
+        const k = `${f.field}\0${f.detail}`
+        return !seen.has(k) && seen.add(k)
+      })
+    throwFieldErrors(renamed)
   }
 }
 

@@ -28,7 +28,7 @@ export function negotiateImageType(accept: string | undefined): ImageMediaType {
   }
   if (!best) {
     throw new ProblemError('not-acceptable', {
-      detail: `supported: ${IMAGE_MEDIA_TYPES.join(', ')}`,
+      detail: `supported: ${[...IMAGE_MEDIA_TYPES, 'text/event-stream'].join(', ')}`,
     })
   }
   return best.type

@@ -20,7 +20,11 @@ export function apiKeyAuth(options: { scope: Scope }) {
   if (!SCOPES.includes(options.scope)) throw new Error(`apiKeyAuth: unknown scope ${options.scope}`)
   const { scope } = options
   return createMiddleware<AppEnv>(async function apiKeyAuth(c, next) {
-    const record = await authenticate(keyDeps(c.env), bearer(c.req.header('Authorization')))
+    const header = c.req.header('Authorization')
+    // A key sent without the scheme is a common slip: say so rather than "missing API key".
+    if (header && !bearer(header) && /^\s*tti_/.test(header))
+      throw unauthorized('send the key as Authorization: Bearer tti_… (the "Bearer " is missing)')
+    const record = await authenticate(keyDeps(c.env), bearer(header))
     if (!record.scopes.includes(scope)) {
       throw new ProblemError('insufficient-scope', {
         detail: `this endpoint needs the "${scope}" scope; the key has ${record.scopes.join(', ')}`,

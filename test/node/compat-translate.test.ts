@@ -121,3 +121,17 @@ describe('withCallerFieldNames', () => {
     ).rejects.toBe(other)
   })
 })
+
+describe('withCallerFieldNames', () => {
+  it('reports a problem of two native fields that share a caller field once', async () => {
+    const err = await withCallerFieldNames({ width: 'size', height: 'size' }, async () =>
+      throwFieldErrors([
+        { field: 'width', detail: 'must be between 16 and 64' },
+        { field: 'height', detail: 'must be between 16 and 64' },
+      ]),
+    ).catch((e: unknown) => e)
+    expect((err as ProblemError).extensions.errors).toEqual([
+      { field: 'size', detail: 'must be between 16 and 64' },
+    ])
+  })
+})

@@ -50,6 +50,16 @@ describe('API keys', () => {
     expect(spy).toHaveBeenCalledTimes(1)
   })
 
+  it('401 naming the missing "Bearer " when a key is sent without it', async () => {
+    const { key } = await createKey({ scopes: ['read'] })
+    const p = await expectProblem(
+      await call('/v1/models', { headers: { Authorization: key } }),
+      401,
+      'unauthorized',
+    )
+    expect(p.detail).toContain('"Bearer " is missing')
+  })
+
   it('403 for a key without the needed scope', async () => {
     const { key } = await createKey({ scopes: ['read'] })
     expect((await models(key)).status).toBe(200)
