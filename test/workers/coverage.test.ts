@@ -1,12 +1,14 @@
 /**
  * Paths the reliability review found untested: each scope on the routes that need it, a key
- * whose id matches but whose full hash does not, `admin-disabled`, and `internal-error`.
+ * whose id matches but whose full hash does not, backend failures (type, Retry-After, refund),
+ * `admin-disabled`, and `internal-error`.
  */
 import { createExecutionContext, env, waitOnExecutionContext } from 'cloudflare:test'
 import { afterEach, describe, expect, it } from 'vitest'
 import worker from '../../src/index'
 import { sha256Hex } from '../../src/util'
-import { call, createKey, expectProblem, postImages, unwrapGenerate } from './helpers'
+import { BackendError } from '../../src/engine/errors'
+import { call, createKey, expectProblem, postImages, unwrapGenerate, wrapGenerate } from './helpers'
 import {
   installEngineProvider,
   installedEngine,
@@ -70,6 +72,35 @@ describe('API key checks', () => {
       200,
     )
   })
+})
+
+describe('backend failures as clients see them', () => {
+  it.each([
+    [502, 'backend-error'],
+    [503, 'backend-unavailable'],
+    [504, 'backend-timeout'],
+  ] as const)(
+    '%i %s: its type, Retry-After, nothing cached, the charge refunded',
+    async (status, slug) => {
+      const { key } = await createKey({
+        scopes: ['generate'],
+        rate_limit: { burst: 1, period_seconds: 3600 },
+      })
+      wrapGenerate(() => async () => {
+        throw new BackendError(status, `injected ${slug}`)
+      })
+      const body = { prompt: `a ${slug}`, seed: 93_000 + status, steps: 2 }
+      const res = await postImages(key, body)
+      await expectProblem(res, status, slug)
+      expect(res.headers.get('Retry-After')).toBe('5')
+      unwrapGenerate()
+      // One image of quota: refunded, so the retry generates (a miss: nothing was cached).
+      const retry = await postImages(key, body)
+      expect(retry.status).toBe(200)
+      expect(retry.headers.get('X-Cache')).toBe('MISS')
+      await retry.arrayBuffer()
+    },
+  )
 })
 
 describe('deployment faults', () => {
