@@ -153,6 +153,8 @@ export const PIPELINE_LIMITS = Object.freeze({ maxSteps: 1000, maxImages: 16, ma
 export class StableDiffusionPipeline {
   readonly #model: LoadedModel
   readonly #embeddings = new Map<string, Float32Array>()
+  /** Zero ControlNet residuals per batch shape (`rows×h×w`): the same for every generation. */
+  readonly #zeros = new Map<string, Record<string, Tensor>>()
   /** Bound of the prompt-embedding cache (entries). */
   static readonly EMBEDDING_CACHE_SIZE = 64
 
@@ -408,7 +410,6 @@ export class StableDiffusionPipeline {
     const unetSample = inpaintUnet
       ? new Float32Array(rows * spec.unetInChannels * h * w)
       : modelInput
-    let zeroResiduals: Record<string, Tensor> | undefined
     for (let step = 0; step < timesteps.length; step++) {
       signal?.throwIfAborted()
       const t = timesteps[step]
@@ -444,14 +445,7 @@ export class StableDiffusionPipeline {
             await this.#controlResiduals(sampleTensor, t, ehsTensor, control!.cond, scale),
           )
         } else {
-          zeroResiduals ??= await this.#controlResiduals(
-            sampleTensor,
-            t,
-            ehsTensor,
-            control?.cond ?? this.#controlCond(undefined, rows, p),
-            0,
-          )
-          Object.assign(feeds, zeroResiduals)
+          Object.assign(feeds, await this.#zeroResiduals(sampleTensor, t, ehsTensor, p))
         }
       }
       const out = await this.#model.unet.run(feeds, [spec.io.noisePred])
@@ -544,6 +538,28 @@ export class StableDiffusionPipeline {
     const all = new Float32Array(rows * one.length)
     for (let r = 0; r < rows; r++) all.set(one, r * one.length)
     return floats(spec.types.controlCond ?? 'float32', all, [rows, 3, height, width])
+  }
+
+  /**
+   * Zeros for the UNet's residual inputs (no control picture, or outside the window): the
+   * ControlNet run once at scale 0 for their shapes, then kept per batch shape.
+   */
+  async #zeroResiduals(
+    sample: Tensor,
+    t: number,
+    ehs: Tensor,
+    p: GenerateResult['params'],
+  ): Promise<Record<string, Tensor>> {
+    const key = sample.dims.join('x')
+    let zeros = this.#zeros.get(key)
+    if (!zeros) {
+      const cond = this.#controlCond(undefined, sample.dims[0], p)
+      zeros = await this.#controlResiduals(sample, t, ehs, cond, 0)
+      // A few shapes at most (a full-size ControlNet's residuals are large): drop the oldest.
+      if (this.#zeros.size >= 4) this.#zeros.delete(this.#zeros.keys().next().value as string)
+      this.#zeros.set(key, zeros)
+    }
+    return zeros
   }
 
   /** The ControlNet's residuals at `scale`, keyed by the UNet inputs they feed. */
