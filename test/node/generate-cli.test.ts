@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { decodePicture } from '../../src/images/pictures'
 import { GOLDEN, goldenJson } from './golden'
+import { imageDiff } from '../browser/golden-compare'
 
 const dir = mkdtempSync(join(tmpdir(), 'tti-generate-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
@@ -50,13 +51,9 @@ function flags(ref: any, out: string): string[] {
 async function expectReference(file: string, ref: any) {
   const { rgb } = await decodePicture('image', new Uint8Array(readFileSync(file)))
   const want: number[] = ref.image.uint8
-  let differ = 0
-  for (let k = 0; k < want.length; k++) {
-    const d = Math.abs(rgb[k] - want[k])
-    expect(d).toBeLessThanOrEqual(1)
-    if (d) differ++
-  }
-  expect(differ / want.length).toBeLessThanOrEqual(0.01)
+  const { worst, share } = imageDiff(rgb, want)
+  expect(worst).toBeLessThanOrEqual(1)
+  expect(share).toBeLessThanOrEqual(0.01)
 }
 
 describe('npm run generate with pictures', () => {

@@ -9,6 +9,7 @@ import { encode } from 'fast-png'
 import OpenAI, { toFile } from 'openai'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { decodePicture } from '../../src/images/pictures'
+import { imageDiff } from '../browser/golden-compare'
 import { goldenBytes, goldenJson, installGoldenModels } from './golden-models'
 import { createKey } from './helpers'
 
@@ -26,13 +27,9 @@ afterAll(() => restore?.())
 async function expectPixels(png: Uint8Array, ref: any) {
   const { rgb } = await decodePicture('image', png)
   const want: number[] = ref.image.uint8
-  let differ = 0
-  for (let k = 0; k < want.length; k++) {
-    const d = Math.abs(rgb[k] - want[k])
-    expect(d).toBeLessThanOrEqual(1)
-    if (d) differ++
-  }
-  expect(differ / want.length).toBeLessThanOrEqual(0.01)
+  const { worst, share } = imageDiff(rgb, want)
+  expect(worst).toBeLessThanOrEqual(1)
+  expect(share).toBeLessThanOrEqual(0.01)
 }
 
 describe('OpenAI images.edit (openai npm client)', () => {

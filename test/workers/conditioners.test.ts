@@ -7,6 +7,7 @@
 import { env } from 'cloudflare:test'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { decodePicture } from '../../src/images/pictures'
+import { imageDiff } from '../browser/golden-compare'
 import { base64, goldenBytes, goldenJson, installGoldenModels } from './golden-models'
 import { call, createKey, expectProblem, postImages } from './helpers'
 
@@ -44,13 +45,9 @@ async function expectReference(res: Response, ref: any) {
   const png = new Uint8Array(await res.arrayBuffer())
   const got = (await decodePicture('image', png)).rgb
   const want: number[] = ref.image.uint8
-  let differ = 0
-  for (let k = 0; k < want.length; k++) {
-    const d = Math.abs(got[k] - want[k])
-    expect(d).toBeLessThanOrEqual(1)
-    if (d) differ++
-  }
-  expect(differ / want.length).toBeLessThanOrEqual(0.01)
+  const { worst, share } = imageDiff(got, want)
+  expect(worst).toBeLessThanOrEqual(1)
+  expect(share).toBeLessThanOrEqual(0.01)
 }
 
 async function inputCount(): Promise<number> {

@@ -9,6 +9,7 @@ import { createWasmBackend } from '../../src/gpu/ort-wasm'
 import { loadModel, type LoadedModel } from '../../src/pipeline/model'
 import { fetchSource } from '../../src/pipeline/model-source'
 import { StableDiffusionPipeline } from '../../src/pipeline/stable-diffusion'
+import { imageDiff, maxAbs, maxAbsDiff } from '../browser/golden-compare'
 import { goldenParams } from '../browser/golden-params'
 import { goldenJson } from './golden-models'
 
@@ -40,30 +41,16 @@ function model(name: string): Promise<LoadedModel> {
   return m
 }
 
-const maxAbs = (a: ArrayLike<number>) => {
-  let m = 0
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]))
-  return m
-}
-
 describe('reference generations in workerd (onnxruntime-web, WebAssembly)', () => {
   it.each(cases)('$folder $name', async ({ path }) => {
     const ref = await json(path)
     const pipe = new StableDiffusionPipeline(await model(ref.model ?? 'tiny-sd-optimum'))
     const res = await pipe.generate(goldenParams(ref))
     const want: number[] = ref.final_latents
-    let worst = 0
-    for (let k = 0; k < want.length; k++)
-      worst = Math.max(worst, Math.abs(res.latents[k] - want[k]))
     expect(res.latents.length).toBe(want.length)
-    expect(worst).toBeLessThanOrEqual(1e-3 * Math.max(1, maxAbs(want)))
-    const image: number[] = ref.image.uint8
-    let differ = 0
-    for (let k = 0; k < image.length; k++) {
-      const d = Math.abs(res.images[0].data[k] - image[k])
-      expect(d).toBeLessThanOrEqual(1)
-      if (d) differ++
-    }
-    expect(differ / image.length).toBeLessThanOrEqual(0.01)
+    expect(maxAbsDiff(res.latents, want)).toBeLessThanOrEqual(1e-3 * Math.max(1, maxAbs(want)))
+    const { worst, share } = imageDiff(res.images[0].data, ref.image.uint8)
+    expect(worst).toBeLessThanOrEqual(1)
+    expect(share).toBeLessThanOrEqual(0.01)
   })
 })
