@@ -6,6 +6,7 @@
  * WebAssembly build in this process (the edge's kernels, for byte-identical results).
  */
 import * as ort from 'onnxruntime-node'
+import type { InferenceSession } from 'onnxruntime-common'
 import { createOrtBackend, type OrtModule } from './ort-backend'
 import { threadOrtModule } from './ort-thread'
 import { createWebBackend } from './ort-web'
@@ -19,6 +20,11 @@ export interface NodeBackendOptions {
    * requests: what a server wants. The CLI and tests run them in place.
    */
   thread?: boolean
+  /**
+   * Extra ONNX Runtime session options, merged over the defaults: e.g. `enableProfiling` and
+   * `profileFilePrefix`, whose per-node trace names the provider each node ran on.
+   */
+  sessionOptions?: InferenceSession.SessionOptions
 }
 
 /** Creates an onnxruntime-node backend, e.g. `createNodeBackend('webgpu,cpu')`. */
@@ -41,7 +47,7 @@ export function createNodeBackend(
     executionProviders,
     // Native sessions are thread-safe; the webgpu provider is not re-entrant across runs.
     serialize: executionProviders[0] === 'webgpu',
-    sessionOptions: { logSeverityLevel: 3 },
+    sessionOptions: { logSeverityLevel: 3, ...options.sessionOptions },
     readsFiles: true,
   })
 }
