@@ -116,11 +116,11 @@ afterAll(async () => {
 
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex')
 
-function generate(body: Record<string, unknown>, accept = 'image/png') {
+function generate(body: Record<string, unknown>, accept = 'image/png', apiKey = key) {
   return fetch(`${worker.url}/v1/images`, {
     method: 'POST',
     headers: {
-      Authorization: `Bearer ${key}`,
+      Authorization: `Bearer ${apiKey}`,
       'Content-Type': 'application/json',
       Accept: accept,
     },
@@ -245,8 +245,15 @@ describe('hosted provider (Hugging Face Inference) through the real worker', () 
     expect(provider.calls.at(-1)!.body.inputs).toBe('a' + 'é'.repeat(499))
   })
 
-  it('maps provider failures to 502/503/504 problems and caches nothing', async () => {
+  it('maps provider failures to 502/503/504 problems, caches nothing and refunds each', async () => {
     const body = { prompt: 'a failing provider', seed: 99 }
+    // Room for one image per hour: every failure below must be refunded for the last call to run.
+    const tight = (
+      await worker.createKey({
+        name: 'hosted-refunds',
+        rate_limit: { burst: 1, period_seconds: 3600 },
+      })
+    ).key
     const cases: [Mode, number, string][] = [
       ['error', 502, 'backend-error'],
       // The client would retry a 503 forever by default; the engine turns that off.
@@ -260,7 +267,7 @@ describe('hosted provider (Hugging Face Inference) through the real worker', () 
       for (let attempt = 0; attempt < 2; attempt++) {
         const before = provider.calls.length
         const started = Date.now()
-        const res = await generate(body)
+        const res = await generate(body, 'image/png', tight)
         expect(res.status, `${mode}: ${await res.clone().text()}`).toBe(status)
         expect(res.headers.get('content-type')).toBe('application/problem+json')
         const problem = (await res.json()) as { type: string; status: number }
@@ -272,7 +279,7 @@ describe('hosted provider (Hugging Face Inference) through the real worker', () 
     }
     provider.mode = 'png'
     const before = provider.calls.length
-    const ok = await generate(body)
+    const ok = await generate(body, 'image/png', tight)
     expect(ok.status).toBe(200)
     expect(ok.headers.get('x-cache')).toBe('MISS')
     expect(provider.calls.length).toBe(before + 1)
