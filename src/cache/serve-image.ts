@@ -1,27 +1,44 @@
 /**
  * @module
- * Serving `GET /v1/images/{sha256}.png`: the Cache API in front (optional accelerator), R2
- * behind it. Content-addressed, so every response is immutable.
+ * Serving `GET /v1/images/{sha256}.png` and its variants (`.webp`, `.jpg`, `?w=`, `?q=`; see
+ * `src/images/variants.ts`): the Cache API in front (optional accelerator), R2 behind it. The
+ * original is served as stored; a variant is encoded from it on a miss and cached under its
+ * canonical URL, so it is encoded once per cache (and once per isolate for concurrent misses).
+ * Content-addressed, so every response is immutable.
  */
+import { ORIGINAL, OUTPUT_FORMATS, isOriginal, variantQuery, type Variant } from '../images/formats'
+import { encodeVariant, variantTag } from '../images/variants'
 import { getImage, IMMUTABLE, type ImageStoreDeps } from './image-store'
 
-/** The permanent URL path of an image. */
-export function imagePath(sha256: string): string {
-  return `/v1/images/${sha256}.png`
+/** The permanent URL path of an image, or of one of its variants (canonical spelling). */
+export function imagePath(sha256: string, variant: Variant = ORIGINAL): string {
+  return `/v1/images/${sha256}.${OUTPUT_FORMATS[variant.format].extension}${variantQuery(variant)}`
 }
 
-/** Headers every image response carries. */
-export function imageHeaders(sha256: string): Record<string, string> {
-  return { 'Content-Type': 'image/png', ETag: `"${sha256}"`, 'Cache-Control': IMMUTABLE }
+/** Headers every image response carries: the original's, or a variant's (its own ETag). */
+export function imageHeaders(sha256: string, variant: Variant = ORIGINAL): Record<string, string> {
+  return {
+    'Content-Type': OUTPUT_FORMATS[variant.format].contentType,
+    ETag: `"${variantTag(sha256, variant)}"`,
+    'Cache-Control': IMMUTABLE,
+  }
 }
 
-/** Whether an `If-None-Match` header matches the image's strong ETag (`*`, weak forms too). */
-export function matchesEtag(ifNoneMatch: string | undefined, sha256: string): boolean {
+/**
+ * Whether an `If-None-Match` header matches a strong ETag whose value is `tag` (`*`, weak forms
+ * too): the original's sha256, or a variant's `variantTag`.
+ */
+export function matchesEtag(ifNoneMatch: string | undefined, tag: string): boolean {
   if (!ifNoneMatch) return false
   return ifNoneMatch
     .split(',')
     .map((t) => t.trim().replace(/^W\//, ''))
-    .some((t) => t === '*' || t === `"${sha256}"`)
+    .some((t) => t === '*' || t === `"${tag}"`)
+}
+
+/** What serving needs: the bucket, and the Cache API when the runtime has one. */
+export type ServeImageDeps = Pick<ImageStoreDeps, 'images'> & {
+  cache?: Pick<Cache, 'match' | 'put'>
 }
 
 /**
@@ -29,7 +46,7 @@ export function matchesEtag(ifNoneMatch: string | undefined, sha256: string): bo
  * and fills the cache through `defer` (the caller's `waitUntil`).
  */
 export async function serveImage(
-  deps: Pick<ImageStoreDeps, 'images'> & { cache?: Pick<Cache, 'match' | 'put'> },
+  deps: ServeImageDeps,
   sha256: string,
   cacheUrl: string,
   defer: (p: Promise<unknown>) => void,
@@ -39,6 +56,50 @@ export async function serveImage(
   const obj = await getImage(deps, sha256)
   if (!obj) return null
   const res = new Response(obj.body, { headers: imageHeaders(sha256) })
+  if (deps.cache) defer(deps.cache.put(cacheUrl, res.clone()))
+  return res
+}
+
+/** Encodes in flight in this isolate, by cache URL: concurrent misses share one encode. */
+const encoding = new Map<string, Promise<Uint8Array | null>>()
+
+/**
+ * Returns a variant's response (the original's for `ORIGINAL`), or null when no such image
+ * exists. The Cache API is keyed by the variant's canonical URL on `origin`; on a miss the
+ * variant is encoded from `original` when the caller holds the PNG bytes (a fresh generation),
+ * else from R2, and cached through `defer`. Throws a 422 naming `w` for a width above the
+ * image's.
+ */
+export async function serveVariant(
+  deps: ServeImageDeps,
+  sha256: string,
+  variant: Variant,
+  origin: string,
+  defer: (p: Promise<unknown>) => void,
+  original?: Uint8Array,
+): Promise<Response | null> {
+  const cacheUrl = new URL(imagePath(sha256, variant), origin).href
+  if (isOriginal(variant)) {
+    if (!original) return serveImage(deps, sha256, cacheUrl, defer)
+    return new Response(original as Uint8Array<ArrayBuffer>, { headers: imageHeaders(sha256) })
+  }
+  const cached = await deps.cache?.match(cacheUrl)
+  if (cached) return cached
+  let pending = encoding.get(cacheUrl)
+  if (!pending) {
+    pending = (async () => {
+      const stored = original ? undefined : await getImage(deps, sha256)
+      const png = original ?? (stored ? new Uint8Array(await stored.arrayBuffer()) : null)
+      return png ? (await encodeVariant(png, variant)).bytes : null
+    })()
+    encoding.set(cacheUrl, pending)
+    void pending.finally(() => encoding.delete(cacheUrl)).catch(() => {})
+  }
+  const bytes = await pending
+  if (!bytes) return null
+  const res = new Response(bytes as Uint8Array<ArrayBuffer>, {
+    headers: imageHeaders(sha256, variant),
+  })
   if (deps.cache) defer(deps.cache.put(cacheUrl, res.clone()))
   return res
 }

@@ -20,9 +20,10 @@ import type { ContentfulStatusCode } from 'hono/utils/http-status'
 import type { AppEnv } from '../app-env'
 import { imageDeps, storeDeps } from '../bindings'
 import { getImage } from '../cache/image-store'
-import { imageHeaders, imagePath } from '../cache/serve-image'
+import { imageHeaders, imagePath, serveVariant } from '../cache/serve-image'
 import type { EngineProvider } from '../engine/provider'
 import { createImages, type CreateImagesResult } from '../images/create-images'
+import { isOriginal } from '../images/formats'
 import type { RateLimitPolicy } from '../keys/api-keys'
 import { apiKeyAuth } from '../middleware/auth'
 import { imageBody } from '../middleware/image-body'
@@ -75,12 +76,16 @@ export function openAIRoutes(options: CompatOptions) {
     const data = await Promise.all(
       result.entry.images.map(async (img, i) =>
         extra.responseFormat === 'url'
-          ? { url: new URL(imagePath(img.sha256), publicBase(c)).href }
-          : { b64_json: base64(await imageBytes(c, result, i)) },
+          ? { url: new URL(imagePath(img.sha256, result.output), publicBase(c)).href }
+          : { b64_json: base64(await outputBytes(c, result, i)) },
       ),
     )
     c.header('Cache-Control', 'no-store')
-    return c.json({ created: Math.floor(Date.now() / 1000), data })
+    return c.json({
+      created: Math.floor(Date.now() / 1000),
+      data,
+      output_format: result.output.format,
+    })
   }
   app.post('/images/generations', ...generation(options), (c) =>
     answer(c, fromOpenAI(c.get('json'))),
@@ -161,6 +166,29 @@ async function imageBytes(
   const stored = await getImage(storeDeps(c.env), sha256)
   if (!stored) throw new Error(`indexed image ${sha256} is missing from R2`)
   return new Uint8Array(await stored.arrayBuffer())
+}
+
+/**
+ * The bytes of image `i` in the request's output format: the PNG itself, or its variant, encoded
+ * once and cached under the variant's permanent URL.
+ */
+async function outputBytes(
+  c: Context<AppEnv>,
+  result: CreateImagesResult,
+  i: number,
+): Promise<Uint8Array<ArrayBuffer>> {
+  if (isOriginal(result.output)) return imageBytes(c, result, i)
+  const { sha256 } = result.entry.images[i]
+  const res = await serveVariant(
+    { ...storeDeps(c.env), cache: typeof caches === 'undefined' ? undefined : caches.default },
+    sha256,
+    result.output,
+    c.req.url,
+    (p) => c.executionCtx.waitUntil(p),
+    result.bytes?.[i],
+  )
+  if (!res) throw new Error(`indexed image ${sha256} is missing from R2`)
+  return new Uint8Array(await res.arrayBuffer())
 }
 
 /** Renders any error as OpenAI's error object, keeping the status and headers of the problem. */

@@ -150,7 +150,6 @@ export const OPENAI_EDIT_IGNORED_FIELDS = Object.freeze([
   ...OPENAI_IGNORED_FIELDS,
   'background',
   'input_fidelity',
-  'output_compression',
   'partial_images',
   'stream',
 ])

@@ -13,12 +13,16 @@
  */
 import { imagePath } from '../cache/serve-image'
 import { createImages, type CreateImagesDeps } from './create-images'
+import { isOriginal } from './formats'
 import { PROBLEM_TYPE_BASE, PROBLEM_TYPES, ProblemError } from '../problem'
 import { batchId, type BatchRequestBody } from '../embeds/schema'
 
 /** One image of a batch answer. */
 export interface BatchImage {
+  /** The permanent URL in the item's `output_format` (the PNG's by default). */
   url: string
+  /** The original PNG's permanent URL, when `url` is another format's. */
+  png_url?: string
   sha256: string
   seed: number
   width: number
@@ -47,7 +51,10 @@ export async function createBatch(
       const result = await createImages(deps, body, { singleImage: true })
       const [img] = result.entry.images
       out.images[id] = {
-        url: new URL(imagePath(img.sha256), origin).href,
+        url: new URL(imagePath(img.sha256, result.output), origin).href,
+        ...(isOriginal(result.output)
+          ? {}
+          : { png_url: new URL(imagePath(img.sha256), origin).href }),
         sha256: img.sha256,
         seed: img.seed,
         width: img.width,

@@ -9,6 +9,7 @@ import type { GenerationResult } from '../durable/generation-coordinator'
 import { failureOf, type EngineFailure } from '../engine/errors'
 import type { GenerateRequest, TextToImageEngine } from '../engine/types'
 import { ProblemError } from '../problem'
+import type { Variant } from './formats'
 import { readRequestPictures } from './request-pictures'
 import { resolveRequest } from './validate'
 
@@ -52,6 +53,8 @@ export interface CreateImagesResult {
   /** Whether the images were stored before this request needed them. */
   cached: boolean
   requestKey: string
+  /** The form the answer takes (`output_format`, `output_compression`). */
+  output: Variant
 }
 
 /**
@@ -73,10 +76,10 @@ export async function createImages(
     { images: deps.store.images },
     { maxPixels },
   )
-  const { model, req, tokens } = resolveRequest(fields, deps.engine, pictures)
+  const { model, req, tokens, output } = resolveRequest(fields, deps.engine, pictures)
   if (options.singleImage && req.n > 1) {
     throw new ProblemError('not-acceptable', {
-      detail: 'image/png holds one image; send Accept: application/json for n > 1',
+      detail: 'an image answer holds one image; send Accept: application/json for n > 1',
     })
   }
   const key = await requestKey(canonicalRequest(model, req, tokens, deps.cacheScope))
@@ -84,7 +87,7 @@ export async function createImages(
   const stored = await lookup(deps.store, key)
   if (stored) {
     await deps.charge(0)
-    return { entry: stored, cached: true, requestKey: key }
+    return { entry: stored, cached: true, requestKey: key, output }
   }
 
   const refund = await deps.charge(req.n)
@@ -105,5 +108,6 @@ export async function createImages(
     bytes: outcome.bytes,
     cached: outcome.source === 'stored',
     requestKey: key,
+    output,
   }
 }

@@ -49,6 +49,7 @@ import { initEmscriptenModule } from '@jsquash/jpeg/utils.js'
 import { imageObjectKey } from '../cache/image-store'
 import { ProblemError, type ProblemSlug } from '../problem'
 import { readCapped, sha256Hex } from '../util'
+import { codecWasm } from './wasm-module'
 
 /** The request fields that carry a picture. */
 export type PictureField = 'image' | 'mask' | 'control_image'
@@ -650,29 +651,12 @@ async function decodeJpegPicture(
   return { width: image.width, height: image.height, rgb }
 }
 
-let compiled: Promise<WebAssembly.Module> | undefined
-
-/**
- * The decoder's compiled module: in workerd a module import (it may not compile bytes; wrangler's
- * CompiledWasm rule), elsewhere (Node) compiled once from the package's file.
- */
+/** The decoder's compiled module (`./wasm-module`: a module import in workerd). */
 function mozjpegWasm(): Promise<WebAssembly.Module> {
-  compiled ??= (async () => {
-    const { navigator } = globalThis as { navigator?: { userAgent?: string } }
-    if (navigator?.userAgent === 'Cloudflare-Workers') {
-      return (await import('@jsquash/jpeg/codec/dec/mozjpeg_dec.wasm')).default
-    }
-    const { createRequire } = await import('node:module')
-    const { readFile } = await import('node:fs/promises')
-    const path = createRequire(import.meta.url).resolve('@jsquash/jpeg/codec/dec/mozjpeg_dec.wasm')
-    // workers-types leave out what workerd forbids: compiling bytes.
-    const { compile } = WebAssembly as unknown as {
-      compile(bytes: Uint8Array): Promise<WebAssembly.Module>
-    }
-    return compile(await readFile(path))
-  })()
-  compiled.catch(() => (compiled = undefined))
-  return compiled
+  return codecWasm(
+    () => import('@jsquash/jpeg/codec/dec/mozjpeg_dec.wasm'),
+    '@jsquash/jpeg/codec/dec/mozjpeg_dec.wasm',
+  )
 }
 
 interface JpegFrame {

@@ -19,6 +19,7 @@ import type { GenerationResult, ProgressListener } from '../durable/generation-c
 import type { GenerateRequest } from '../engine/types'
 import { ProblemError, problemResponse } from '../problem'
 import { createImages, type CreateImagesDeps, type CreateImagesResult } from './create-images'
+import { isOriginal, ORIGINAL, type Variant } from './formats'
 import { publicBase } from '../public-url'
 
 /** One step of a running generation, as clients see it (SSE `progress`, job `progress`). */
@@ -89,11 +90,20 @@ export async function startImages(
   ])
 }
 
-/** The JSON description of a request's images (the body of `POST /v1/images` as JSON). */
-export function describeImages(entry: IndexEntry, cached: boolean, requestUrl: string) {
+/**
+ * The JSON description of a request's images (the body of `POST /v1/images` as JSON). With an
+ * `output` other than the original, `url` is that variant's and `png_url` the original's.
+ */
+export function describeImages(
+  entry: IndexEntry,
+  cached: boolean,
+  requestUrl: string,
+  output: Variant = ORIGINAL,
+) {
   return {
     images: entry.images.map((img) => ({
-      url: new URL(imagePath(img.sha256), requestUrl).href,
+      url: new URL(imagePath(img.sha256, output), requestUrl).href,
+      ...(isOriginal(output) ? {} : { png_url: new URL(imagePath(img.sha256), requestUrl).href }),
       seed: img.seed,
       sha256: img.sha256,
       width: img.width,
@@ -161,7 +171,7 @@ export function streamImages(
     }
     try {
       const r = await result
-      const body = describeImages(r.entry, r.cached, publicBase(c))
+      const body = describeImages(r.entry, r.cached, publicBase(c), r.output)
       await stream.writeSSE({ event: 'done', data: JSON.stringify(body) })
     } catch (e) {
       const problem =

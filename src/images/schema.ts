@@ -12,6 +12,7 @@
 // A namespace import lets esbuild drop the zod exports (locales…) nobody uses.
 import * as z from 'zod'
 import { GenerationOptions } from '../engine/options'
+import { OUTPUT_FORMAT_NAMES, OUTPUT_FORMATS, QUALITY_RANGE } from './formats'
 
 /** Largest seed: seeds are unsigned 32-bit (image i of a request uses seed + i). */
 export const MAX_SEED = 2 ** 32 - 1
@@ -132,9 +133,26 @@ export const ImageRequest = z
         default: 1,
       }),
       output_format: z
-        .literal('png', { error: 'must be "png"' })
+        .enum(OUTPUT_FORMAT_NAMES, { error: `must be one of ${OUTPUT_FORMAT_NAMES.join(', ')}` })
         .optional()
-        .meta({ description: 'The only format is PNG.', default: 'png' }),
+        .meta({
+          description:
+            'Format of the answer: the image bytes, and the URLs of a JSON answer (`/v1/images/{sha256}.webp`, …). The stored original is always the PNG (its sha256 names the image); other formats are encoded from it and cached. Does not change the cache key.',
+          default: 'png',
+        }),
+      output_compression: z
+        .number({ error: 'must be an integer' })
+        .int({ error: 'must be an integer' })
+        .min(QUALITY_RANGE.min, {
+          error: `must be between ${QUALITY_RANGE.min} and ${QUALITY_RANGE.max}`,
+        })
+        .max(QUALITY_RANGE.max, {
+          error: `must be between ${QUALITY_RANGE.min} and ${QUALITY_RANGE.max}`,
+        })
+        .optional()
+        .meta({
+          description: `Encoder quality of \`webp\` or \`jpeg\`, ${QUALITY_RANGE.min}–${QUALITY_RANGE.max} (100 best, as OpenAI's \`output_compression\`); ${OUTPUT_FORMATS.webp.defaultQuality} for webp and ${OUTPUT_FORMATS.jpeg.defaultQuality} for jpeg when absent. Not for png (422).`,
+        }),
       truncate: z.boolean({ error: 'must be a boolean' }).optional().meta({
         description: "Cut an over-long prompt to the model's token window instead of a 422.",
         default: false,

@@ -30,6 +30,8 @@ import {
   MODEL_BOUNDED_FIELDS,
   type ImageRequestBody,
 } from './schema'
+import type { Variant } from './formats'
+import { outputVariant } from './variants'
 
 /** Largest seed (defined with the schema; re-exported for this module's importers). */
 export { MAX_SEED }
@@ -46,6 +48,8 @@ export interface ResolvedRequest {
   tokens: { prompt: TokenizedPrompt; negative: TokenizedPrompt }
   /** Whether the seed was drawn here (the response reports it). */
   seedDrawn: boolean
+  /** The form the answer takes (`output_format`, `output_compression`); not part of the key. */
+  output: Variant
 }
 
 /** The pictures of a request, decoded (`./request-pictures`), by field. */
@@ -153,6 +157,9 @@ export function resolveRequest(
     if (problem) errors.push({ field: 'steps', detail: problem })
   }
   const truncate = ok('truncate') ?? false
+  const output = outputVariant(ok('output_format'), ok('output_compression'))
+  if (!invalid.has('output_format') && !invalid.has('output_compression'))
+    errors.push(...output.errors)
   const options: GenerationOptionValues = {}
   for (const name of OPTION_NAMES) {
     const v = ok(name)
@@ -206,7 +213,7 @@ export function resolveRequest(
     options,
     ...(Object.keys(pictures).length ? { pictures } : {}),
   }
-  return { model, req, tokens, seedDrawn }
+  return { model, req, tokens, seedDrawn, output: output.variant }
 }
 
 /**

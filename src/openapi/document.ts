@@ -23,6 +23,14 @@ import { PIPELINE_VERSION } from '../cache/cache-key'
 import { IMMUTABLE } from '../cache/image-store'
 import { BatchRequest, EmbedRequest } from '../embeds/schema'
 import { BATCH_MAX_BODY_BYTES } from '../embeds/limits'
+import {
+  OUTPUT_FORMAT_NAMES,
+  OUTPUT_FORMATS,
+  QUALITY_RANGE,
+  VARIANT_EXTENSIONS,
+  VARIANT_WIDTHS,
+  type OutputFormat,
+} from '../images/formats'
 import { PICTURE_LIMITS } from '../images/pictures'
 import { ImageRequest } from '../images/schema'
 import { IMAGE_MEDIA_TYPES } from '../images/negotiate'
@@ -139,10 +147,15 @@ const HEADERS: Readonly<Record<string, HeaderObjects[string]>> = Object.freeze({
     description: 'The cache key of the request, for debugging.',
     schema: { type: 'string' },
   },
-  ETag: { description: '`"<sha256>"` of the PNG.', schema: { type: 'string' } },
+  ETag: {
+    description:
+      'Strong: `"<sha256>"` of the PNG, or for another format or width `"<sha256>-<ext>[-w<width>][-q<quality>]-c<codec version>"`.',
+    schema: { type: 'string' },
+  },
   'Cache-Control': { schema: { type: 'string', example: IMMUTABLE } },
   'Content-Location': {
-    description: 'The permanent URL path `/v1/images/<sha256>.png`.',
+    description:
+      'The permanent URL path `/v1/images/<sha256>.png`, or of the `output_format` (`.webp`, `.jpg?q=60`).',
     schema: { type: 'string' },
   },
   Vary: {
@@ -261,6 +274,41 @@ const png = (description: string): ZodContentObject => ({
   },
 })
 
+/** Image bytes in each of `formats` (`OUTPUT_FORMATS` keys). */
+const images = (
+  description: string,
+  formats: readonly OutputFormat[] = OUTPUT_FORMAT_NAMES,
+): ZodContentObject =>
+  Object.fromEntries(
+    formats.map((f) => {
+      const type = OUTPUT_FORMATS[f].contentType
+      return [type, { schema: { type: 'string', contentMediaType: type, description } }]
+    }),
+  )
+
+/** The `w` and `q` query parameters of a permanent URL (`src/images/variants.ts`). */
+const variantQuery = (withQuality: boolean) =>
+  z.object({
+    w: z
+      .string()
+      .optional()
+      .meta({
+        description: `Width in pixels, one of ${VARIANT_WIDTHS.join(', ')} and at most the image's (else 422 naming \`w\`); the height keeps the aspect ratio. The original's width when absent.`,
+        example: '32',
+      }),
+    ...(withQuality
+      ? {
+          q: z
+            .string()
+            .optional()
+            .meta({
+              description: `Encoder quality, an integer ${QUALITY_RANGE.min}–${QUALITY_RANGE.max} (100 best; else 422 naming \`q\`): ${OUTPUT_FORMATS.webp.defaultQuality} for webp, ${OUTPUT_FORMATS.jpeg.defaultQuality} for jpeg when absent.`,
+              example: '60',
+            }),
+        }
+      : {}),
+  })
+
 const html: ZodContentObject = { 'text/html': { schema: { type: 'string' } } }
 
 /** What the document states about a deployment's configuration. */
@@ -268,6 +316,12 @@ export interface DocumentOptions {
   /** The app's JSON body limit (`AppOptions.maxBodyBytes`). */
   maxBodyBytes: number
 }
+
+/** The `{sha256}` of a permanent URL. */
+const sha256Param = z
+  .string()
+  .regex(/^[0-9a-f]{64}$/)
+  .meta({ description: 'SHA-256 of the PNG bytes, lowercase hex.', example: '0'.repeat(64) })
 
 /** Builds the document (see `openApiJson` for the memoized text). */
 export function buildOpenApiDocument(options: DocumentOptions): OpenApiDocument {
@@ -355,7 +409,7 @@ export function buildOpenApiDocument(options: DocumentOptions): OpenApiDocument 
             .string()
             .optional()
             .meta({
-              description: `\`${IMAGE_MEDIA_TYPES.join('` (default) or `')}\`, or \`text/event-stream\` for step progress then the result; anything else is 406.`,
+              description: `\`${IMAGE_MEDIA_TYPES.join("` (default; the `output_format`'s type when the body has one) or `")}\`, or \`text/event-stream\` for step progress then the result; anything else is 406.`,
               example: 'application/json',
             }),
           Prefer: z.string().optional().meta({
@@ -368,7 +422,7 @@ export function buildOpenApiDocument(options: DocumentOptions): OpenApiDocument 
       responses: {
         200: {
           description:
-            'The image as PNG bytes (default), or every image as JSON with `Accept: application/json`. Repeating a request is a cache hit with the same URLs.',
+            'The image as PNG bytes (default; the `output_format` when given), or every image as JSON with `Accept: application/json`. Repeating a request is a cache hit with the same URLs.',
           headers: headers(
             ...generationHeaders,
             'ETag',
@@ -377,7 +431,7 @@ export function buildOpenApiDocument(options: DocumentOptions): OpenApiDocument 
             'Vary',
           ),
           content: {
-            ...png('The first image (n must be 1).'),
+            ...images('The first image (n must be 1), in `output_format`.'),
             'application/json': { schema: imagesResponse },
             'text/event-stream': {
               schema: {
@@ -410,16 +464,11 @@ export function buildOpenApiDocument(options: DocumentOptions): OpenApiDocument 
       operationId: 'getImage',
       tags: ['Images'],
       summary: 'The permanent, content-addressed URL of an image (no key needed)',
+      description:
+        'Without `w`, the stored original, byte for byte. With `w`, a narrower PNG for `srcset`, encoded once from the original and cached.',
       request: {
-        params: z.object({
-          sha256: z
-            .string()
-            .regex(/^[0-9a-f]{64}$/)
-            .meta({
-              description: 'SHA-256 of the PNG bytes, lowercase hex.',
-              example: '0'.repeat(64),
-            }),
-        }),
+        params: z.object({ sha256: sha256Param }),
+        query: variantQuery(false),
         headers: z.object({
           'If-None-Match': z
             .string()
@@ -434,7 +483,40 @@ export function buildOpenApiDocument(options: DocumentOptions): OpenApiDocument 
           content: png('The image.'),
         },
         304: { description: 'Not modified: the ETag matches.', headers: headers('ETag') },
-        ...problemResponses(['not-found']),
+        ...problemResponses(['not-found', 'validation-error']),
+      },
+    },
+    {
+      method: 'get',
+      path: '/v1/images/{sha256}.{format}',
+      operationId: 'getImageVariant',
+      tags: ['Images'],
+      summary: 'An image in another format (and width), derived from the stored PNG (no key)',
+      description:
+        "Encoded from the original PNG on the first request and cached under its canonical URL (`w`, then `q` when not the format's default), so each variant is encoded once. The original's sha256 still names the image; variants never change it.",
+      request: {
+        params: z.object({
+          sha256: sha256Param,
+          format: z
+            .enum(Object.keys(VARIANT_EXTENSIONS).filter((e) => e !== 'png') as [string])
+            .meta({ description: '`webp`, or `jpg` (`jpeg` is its alias).', example: 'webp' }),
+        }),
+        query: variantQuery(true),
+        headers: z.object({
+          'If-None-Match': z
+            .string()
+            .optional()
+            .meta({ description: "The variant's ETag you hold: it answers 304." }),
+        }),
+      },
+      responses: {
+        200: {
+          description: 'The variant; immutable.',
+          headers: headers('ETag', 'Cache-Control'),
+          content: images('The image.', ['webp', 'jpeg']),
+        },
+        304: { description: 'Not modified: the ETag matches.', headers: headers('ETag') },
+        ...problemResponses(['not-found', 'validation-error']),
       },
     },
     {

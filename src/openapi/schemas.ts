@@ -64,12 +64,18 @@ export const ProblemSchema = z
 
 /** One image of a POST /v1/images JSON response. */
 export const ImageResultSchema = z.object({
-  url: z.url().meta({ description: 'Permanent, content-addressed URL of the PNG.' }),
+  url: z.url().meta({
+    description:
+      "Permanent, content-addressed URL of the image in the request's `output_format` (the PNG by default).",
+  }),
+  png_url: z.url().optional().meta({
+    description: "The original PNG's permanent URL, when `url` is another format's.",
+  }),
   seed: z.number().int().meta({ description: 'The seed this image was made with.' }),
   sha256: z
     .string()
     .regex(/^[0-9a-f]{64}$/)
-    .meta({ description: 'SHA-256 of the PNG bytes.' }),
+    .meta({ description: 'SHA-256 of the PNG bytes (the original, whatever `output_format`).' }),
   width: z.number().int(),
   height: z.number().int(),
 })
@@ -168,6 +174,7 @@ export const OpenAIImageRequestSchema = z
     guidance_scale: native.guidance_scale,
     scheduler: native.scheduler,
     output_format: native.output_format,
+    output_compression: native.output_compression,
     truncate: native.truncate,
     quality: z.unknown().optional().meta({ description: 'Accepted and ignored.' }),
     style: z.unknown().optional().meta({ description: 'Accepted and ignored.' }),
@@ -202,10 +209,14 @@ export const OpenAIImagesResponseSchema = z.object({
   created: z.number().int().meta({ description: 'Unix time, seconds.' }),
   data: z.array(
     z.object({
-      url: z.url().optional(),
-      b64_json: z.string().optional().meta({ description: 'Base64 (RFC 4648 §4) PNG.' }),
+      url: z.url().optional().meta({ description: 'The permanent URL, in `output_format`.' }),
+      b64_json: z
+        .string()
+        .optional()
+        .meta({ description: 'Base64 (RFC 4648 §4) image in `output_format` (PNG by default).' }),
     }),
   ),
+  output_format: native.output_format.unwrap().meta({ description: 'The format of the images.' }),
 })
 
 /** The OpenAI error envelope; `code` is the problem slug, the status is the problem's. */

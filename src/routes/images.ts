@@ -2,13 +2,20 @@
  * @module
  * `POST /v1/images` (generate or serve from cache; with `Accept: text/event-stream` it streams
  * progress, with `Prefer: respond-async` it answers 202 and a job to poll) and
- * `GET /v1/images/{sha256}.png` (the permanent, content-addressed URL of every image).
+ * `GET /v1/images/{sha256}.png` (the permanent, content-addressed URL of every image) with its
+ * variants `.webp`, `.jpg` / `.jpeg`, `?w=` and `?q=` (`src/images/variants.ts`).
  */
 import { Hono, type Context } from 'hono'
 import type { AppEnv } from '../app-env'
 import { imageDeps, storeDeps } from '../bindings'
 import { getImage, IMMUTABLE } from '../cache/image-store'
-import { imageHeaders, imagePath, matchesEtag, serveImage } from '../cache/serve-image'
+import {
+  imageHeaders,
+  imagePath,
+  matchesEtag,
+  serveVariant,
+  type ServeImageDeps,
+} from '../cache/serve-image'
 import type { EngineProvider } from '../engine/provider'
 import { createImages } from '../images/create-images'
 import { jobPath } from '../images/jobs'
@@ -20,7 +27,9 @@ import {
   wantsEventStream,
   type StartedImages,
 } from '../images/progress'
-import { negotiateImageType } from '../images/negotiate'
+import { isOriginal } from '../images/formats'
+import { negotiateImageType, requestedMediaType } from '../images/negotiate'
+import { variantFromUrl, variantTag } from '../images/variants'
 import type { RateLimitPolicy } from '../keys/api-keys'
 import { apiKeyAuth } from '../middleware/auth'
 import { imageBody } from '../middleware/image-body'
@@ -64,7 +73,8 @@ export function imageRoutes(options: {
         startedHeaders(c, started)
         // RFC 7240 lets a server ignore the preference: a hit is answered at once.
         if (started.state === 'ready') {
-          return c.json(describeImages(started.result.entry, true, publicBase(c)))
+          const { entry, output } = started.result
+          return c.json(describeImages(entry, true, publicBase(c), output))
         }
         c.header('Location', jobPath(started.requestKey))
         c.header('Preference-Applied', 'respond-async')
@@ -72,9 +82,9 @@ export function imageRoutes(options: {
         return c.json({ id: started.requestKey, status: 'running', progress: null }, 202)
       }
 
-      const type = negotiateImageType(c.req.header('Accept'))
+      const type = negotiateImageType(c.req.header('Accept'), requestedMediaType(c.get('json')))
       const result = await createImages(deps, c.get('json'), {
-        singleImage: type === 'image/png',
+        singleImage: type !== 'application/json',
       })
       const [first] = result.entry.images
       c.set('cacheStatus', result.cached ? 'HIT' : 'MISS')
@@ -85,36 +95,58 @@ export function imageRoutes(options: {
       if (type === 'application/json') {
         c.header('ETag', `W/"${first.sha256}"`)
         c.header('Cache-Control', 'no-store')
-        return c.json(describeImages(result.entry, result.cached, publicBase(c)))
+        return c.json(describeImages(result.entry, result.cached, publicBase(c), result.output))
       }
-      const bytes = result.bytes?.[0] ?? (await getImage(storeDeps(c.env), first.sha256))?.body
-      if (!bytes) throw new Error(`indexed image ${first.sha256} is missing from R2`)
-      c.header('Content-Location', imagePath(first.sha256))
-      return c.body(
-        bytes as Uint8Array<ArrayBuffer> | ReadableStream,
-        200,
-        imageHeaders(first.sha256),
+      if (isOriginal(result.output)) {
+        const bytes = result.bytes?.[0] ?? (await getImage(storeDeps(c.env), first.sha256))?.body
+        if (!bytes) throw new Error(`indexed image ${first.sha256} is missing from R2`)
+        c.header('Content-Location', imagePath(first.sha256))
+        return c.body(
+          bytes as Uint8Array<ArrayBuffer> | ReadableStream,
+          200,
+          imageHeaders(first.sha256),
+        )
+      }
+      // Another format: encoded from the PNG in memory (or in R2), cached under its URL.
+      const res = await serveVariant(
+        serveDeps(c.env),
+        first.sha256,
+        result.output,
+        c.req.url,
+        (p) => c.executionCtx.waitUntil(p),
+        result.bytes?.[0],
       )
+      if (!res) throw new Error(`indexed image ${first.sha256} is missing from R2`)
+      c.header('Content-Location', imagePath(first.sha256, result.output))
+      return c.body(res.body!, 200, Object.fromEntries(res.headers))
     },
   )
 
-  app.get('/:file{[0-9a-f]{64}\\.png}', async (c) => {
-    const sha256 = c.req.param('file').slice(0, 64)
+  // The original, and the variants derived from it (one handler; the paths are documented apart).
+  const permanent = async (c: Context<AppEnv>) => {
+    const file = c.req.param('file')!
+    const sha256 = file.slice(0, 64)
+    const variant = variantFromUrl(file.slice(65), { w: c.req.query('w'), q: c.req.query('q') })
+    const tag = variantTag(sha256, variant)
     // The URL names the bytes: a client holding this ETag already has them.
-    if (matchesEtag(c.req.header('If-None-Match'), sha256)) {
-      return c.body(null, 304, { ETag: `"${sha256}"`, 'Cache-Control': IMMUTABLE })
+    if (matchesEtag(c.req.header('If-None-Match'), tag)) {
+      return c.body(null, 304, { ETag: `"${tag}"`, 'Cache-Control': IMMUTABLE })
     }
-    const res = await serveImage(
-      { ...storeDeps(c.env), cache: typeof caches === 'undefined' ? undefined : caches.default },
-      sha256,
-      new URL(imagePath(sha256), c.req.url).href,
-      (p) => c.executionCtx.waitUntil(p),
+    const res = await serveVariant(serveDeps(c.env), sha256, variant, c.req.url, (p) =>
+      c.executionCtx.waitUntil(p),
     )
     if (!res) throw new ProblemError('not-found', { detail: `no image ${sha256}` })
     return res
-  })
+  }
+  app.get('/:file{[0-9a-f]{64}\\.png}', permanent)
+  app.get('/:file{[0-9a-f]{64}\\.(?:webp|jpg|jpeg)}', permanent)
 
   return app
+}
+
+/** The bucket and, where the runtime has it, the Cache API. */
+function serveDeps(env: AppEnv['Bindings']): ServeImageDeps {
+  return { ...storeDeps(env), cache: typeof caches === 'undefined' ? undefined : caches.default }
 }
 
 /** Whether a `Prefer` header (RFC 7240) holds `respond-async`. */

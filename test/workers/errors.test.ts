@@ -105,7 +105,7 @@ describe('validation (422 naming the field)', () => {
   it('rejects unknown models, schedulers and output formats', async () => {
     expect(await fieldOf({ prompt: 'a', model: 'nope' })).toEqual(['model'])
     expect(await fieldOf({ prompt: 'a', scheduler: 'nope' })).toEqual(['scheduler'])
-    expect(await fieldOf({ prompt: 'a', output_format: 'jpeg' })).toEqual(['output_format'])
+    expect(await fieldOf({ prompt: 'a', output_format: 'gif' })).toEqual(['output_format'])
     expect(await fieldOf({ prompt: 'a', truncate: 'yes' })).toEqual(['truncate'])
   })
 

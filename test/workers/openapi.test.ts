@@ -290,6 +290,7 @@ describe('documented bounds are enforced', () => {
         'guidance_scale',
         'height',
         'n',
+        'output_compression',
         'seed',
         'steps',
         'width',
