@@ -10,6 +10,11 @@
  * `embedImage` then serves it through `createImages`, the same path (cache, single flight,
  * quota of the embedding key) as POST /v1/images.
  *
+ * Formats and widths are not signed: the URL's extension (`.webp`, `.jpg`) and `?w=` / `?q=` pick
+ * a variant of the one image the payload names, as the permanent URL offers every variant to
+ * anyone (`src/images/variants.ts`). Signing them would only multiply the URLs a page needs for
+ * `srcset`, and each costs one encode, cached, never a generation.
+ *
  * @example
  * const minted = await mintEmbed({ engine }, key, body, 'https://tti.example.com')
  * // <img src="https://tti.example.com/v1/embeds/eyJ2Ijox….Qm9n….png">
@@ -17,11 +22,14 @@
 import * as z from 'zod'
 import type { StoredImage } from '../cache/image-store'
 import { createImages, type CreateImagesDeps } from '../images/create-images'
+import { OUTPUT_FORMATS, variantQuery, type Variant } from '../images/formats'
 import type { PictureDeps } from '../images/pictures'
 import { readRequestPictures } from '../images/request-pictures'
 import { resolveRequest, type RequestPictures } from '../images/validate'
+import { outputVariant } from '../images/variants'
 import { findKey, type ApiKeyRecord, type KeyDeps } from '../keys/api-keys'
 import { ProblemError, throwFieldErrors } from '../problem'
+import { pictureHtml, escapeHtml } from './picture'
 import type { EmbedRequestBody } from './schema'
 import {
   decodeToken,
@@ -47,6 +55,8 @@ export interface MintedEmbed {
   url: string
   /** A ready-to-paste `<img>` element. */
   html: string
+  /** A ready-to-paste `<picture>`: WebP `srcset` widths, the `output_format` as fallback. */
+  picture: string
   /** The key whose quota pays for generating the image on first view. */
   key_id: string
   /** The canonical parameters the URL names (what POST /v1/images would take). */
@@ -92,11 +102,24 @@ export async function mintEmbed(
         detail: `makes an embed token of ${token.length} characters; the limit is ${MAX_TOKEN_LENGTH} (shorten the prompt or the negative prompt)`,
       },
     ])
-  const url = new URL(`${EMBED_PATH}${token}.png`, origin).href
-  const alt = escapeHtml(String(params.prompt))
+  const output = outputVariant(request.output_format, request.output_compression).variant
+  const urlOf = (v: Variant) =>
+    new URL(`${EMBED_PATH}${token}.${OUTPUT_FORMATS[v.format].extension}${variantQuery(v)}`, origin)
+      .href
+  const url = urlOf(output)
+  const [width, height] = [Number(params.width), Number(params.height)]
+  const alt = String(params.prompt)
   return {
     url,
-    html: `<img src="${escapeHtml(url)}" width="${params.width}" height="${params.height}" alt="${alt}">`,
+    html: `<img src="${escapeHtml(url)}" width="${width}" height="${height}" alt="${escapeHtml(alt)}">`,
+    picture: pictureHtml({
+      url: urlOf,
+      width,
+      height,
+      alt,
+      fallback: output.format,
+      quality: request.output_compression,
+    }),
     key_id: key.id,
     params,
     expires_at: exp === undefined ? null : new Date(exp * 1000).toISOString(),
@@ -229,14 +252,17 @@ export function viewerOrigin(viewer: EmbedViewer): string | null {
 
 /** What serving an embed needs: `createImages`' dependencies and a reader of stored bytes. */
 export interface EmbedImageDeps extends CreateImagesDeps {
-  /** The stored image as a response body (Cache API, then R2); null when missing. */
-  read: (sha256: string) => Promise<ReadableStream | Uint8Array | null>
+  /**
+   * The image in the URL's format as a response body (Cache API, then R2), from `original`, the
+   * PNG, when a fresh generation holds it in memory; null when missing.
+   */
+  read: (sha256: string, original?: Uint8Array) => Promise<ReadableStream | Uint8Array | null>
 }
 
 /** The image an embed names, generated on the first view (charged to the embedding key). */
 export interface EmbedImage {
   image: StoredImage
-  /** The PNG bytes; null when `ifNoneMatch` already names them (a 304). */
+  /** The bytes in the URL's format; null when `fresh` said the client has them (a 304). */
   body: ReadableStream | Uint8Array | null
   cached: boolean
   requestKey: string
@@ -252,7 +278,7 @@ export async function embedImage(
   const [image] = result.entry.images
   const common = { image, cached: result.cached, requestKey: result.requestKey }
   if (fresh(image.sha256)) return { ...common, body: null }
-  const body = result.bytes?.[0] ?? (await deps.read(image.sha256))
+  const body = await deps.read(image.sha256, result.bytes?.[0])
   if (!body) throw new Error(`indexed image ${image.sha256} is missing from R2`)
   return { ...common, body }
 }
@@ -275,11 +301,4 @@ function invalidSignature(): ProblemError {
     ...NO_STORE,
     detail: 'the URL was altered or not signed by an API key of this deployment',
   })
-}
-
-function escapeHtml(s: string): string {
-  return s.replace(
-    /[&<>"']/g,
-    (ch) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[ch]!,
-  )
 }

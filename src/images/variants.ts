@@ -116,6 +116,13 @@ export function variantTag(sha256: string, v: Variant): string {
   ].join('-')
 }
 
+/** Throws a 422 naming `w` when a variant is wider than its image (upscaling adds nothing). */
+export function checkVariantWidth(v: Variant, imageWidth: number): void {
+  if (v.width !== undefined && v.width > imageWidth) {
+    throwFieldErrors([{ field: 'w', detail: `must be at most the image's width (${imageWidth})` }])
+  }
+}
+
 /** An encoded variant. */
 export interface EncodedVariant {
   bytes: Uint8Array
@@ -136,12 +143,8 @@ export async function encodeVariant(png: Uint8Array, v: Variant): Promise<Encode
     return { bytes: png, contentType, width, height }
   }
   let image = rgbaOf(png)
+  checkVariantWidth(v, image.width)
   if (v.width !== undefined && v.width !== image.width) {
-    if (v.width > image.width) {
-      throwFieldErrors([
-        { field: 'w', detail: `must be at most the image's width (${image.width})` },
-      ])
-    }
     const height = Math.max(1, Math.round((image.height * v.width) / image.width))
     image = await resize(image, v.width, height)
   }

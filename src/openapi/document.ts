@@ -317,6 +317,11 @@ export interface DocumentOptions {
   maxBodyBytes: number
 }
 
+/** The `{format}` of a variant URL: an extension other than the original's. */
+const variantFormat = z
+  .enum(Object.keys(VARIANT_EXTENSIONS).filter((e) => e !== 'png') as [string])
+  .meta({ description: '`webp`, or `jpg` (`jpeg` is its alias).', example: 'webp' })
+
 /** The `{sha256}` of a permanent URL. */
 const sha256Param = z
   .string()
@@ -386,6 +391,61 @@ export function buildOpenApiDocument(options: DocumentOptions): OpenApiDocument 
     },
     ...problemResponses(GENERATION_PROBLEMS, { openai: true }),
   }
+
+  const embedView = (variant: boolean): RouteConfig => ({
+    method: 'get',
+    path: variant ? '/v1/embeds/{token}.{format}' : '/v1/embeds/{token}.png',
+    operationId: variant ? 'getEmbedImageVariant' : 'getEmbedImage',
+    tags: ['Embeds'],
+    summary: variant
+      ? 'A signed embed URL in another format (and width), derived from the PNG (no key needed)'
+      : 'A signed embed URL: the image, generated on first view (no key needed)',
+    description:
+      "The token is `<payload>.<mac>`: the canonical parameters and an HMAC with the minting key's embed secret. A cache miss generates on that key's quota. The extension and `w` / `q` are not signed: they pick a variant of the one image the token names, as on `/v1/images/{sha256}.{format}`.",
+    request: {
+      params: z.object({
+        token: z.string().meta({
+          description: 'As minted by POST /v1/embeds.',
+          example: 'eyJ2IjoxfQ.c2lnbmF0dXJl',
+        }),
+        ...(variant ? { format: variantFormat } : {}),
+      }),
+      query: variantQuery(variant),
+      headers: z.object({
+        Origin: z.string().optional().meta({ description: 'Checked against the allowed origins.' }),
+        Referer: z
+          .string()
+          .optional()
+          .meta({ description: 'Its origin is checked when there is no Origin.' }),
+        'If-None-Match': z.string().optional().meta({ description: 'The ETag you hold.' }),
+      }),
+    },
+    responses: {
+      200: {
+        description: variant ? 'The variant.' : 'The PNG, or a narrower one with `w`.',
+        headers: headers(
+          'ETag',
+          'Cache-Control',
+          'Content-Location',
+          'Cross-Origin-Resource-Policy',
+          'Access-Control-Allow-Origin',
+          'Vary',
+          'X-Cache',
+          'X-Request-Key',
+          ...RATE_LIMIT_HEADERS,
+        ),
+        content: variant ? images('The image.', ['webp', 'jpeg']) : png('The image.'),
+      },
+      304: { description: 'Not modified: the ETag matches.', headers: headers('ETag') },
+      ...problemResponses([
+        ...EMBED_PROBLEMS,
+        'validation-error',
+        'prompt-too-long',
+        'rate-limited',
+        ...GENERATION_FAILURES,
+      ]),
+    },
+  })
 
   const paths: RouteConfig[] = [
     {
@@ -497,9 +557,7 @@ export function buildOpenApiDocument(options: DocumentOptions): OpenApiDocument 
       request: {
         params: z.object({
           sha256: sha256Param,
-          format: z
-            .enum(Object.keys(VARIANT_EXTENSIONS).filter((e) => e !== 'png') as [string])
-            .meta({ description: '`webp`, or `jpg` (`jpeg` is its alias).', example: 'webp' }),
+          format: variantFormat,
         }),
         query: variantQuery(true),
         headers: z.object({
@@ -565,59 +623,8 @@ export function buildOpenApiDocument(options: DocumentOptions): OpenApiDocument 
         ]),
       },
     },
-    {
-      method: 'get',
-      path: '/v1/embeds/{token}.png',
-      operationId: 'getEmbedImage',
-      tags: ['Embeds'],
-      summary: 'A signed embed URL: the image, generated on first view (no key needed)',
-      description:
-        "The token is `<payload>.<mac>`: the canonical parameters and an HMAC with the minting key's embed secret. A cache miss generates on that key's quota.",
-      request: {
-        params: z.object({
-          token: z.string().meta({
-            description: 'As minted by POST /v1/embeds.',
-            example: 'eyJ2IjoxfQ.c2lnbmF0dXJl',
-          }),
-        }),
-        headers: z.object({
-          Origin: z
-            .string()
-            .optional()
-            .meta({ description: 'Checked against the allowed origins.' }),
-          Referer: z
-            .string()
-            .optional()
-            .meta({ description: 'Its origin is checked when there is no Origin.' }),
-          'If-None-Match': z.string().optional().meta({ description: 'The ETag you hold.' }),
-        }),
-      },
-      responses: {
-        200: {
-          description: 'The PNG.',
-          headers: headers(
-            'ETag',
-            'Cache-Control',
-            'Content-Location',
-            'Cross-Origin-Resource-Policy',
-            'Access-Control-Allow-Origin',
-            'Vary',
-            'X-Cache',
-            'X-Request-Key',
-            ...RATE_LIMIT_HEADERS,
-          ),
-          content: png('The image.'),
-        },
-        304: { description: 'Not modified: the ETag matches.', headers: headers('ETag') },
-        ...problemResponses([
-          ...EMBED_PROBLEMS,
-          'validation-error',
-          'prompt-too-long',
-          'rate-limited',
-          ...GENERATION_FAILURES,
-        ]),
-      },
-    },
+    embedView(false),
+    embedView(true),
     {
       method: 'post',
       path: '/v1/batch',

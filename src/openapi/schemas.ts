@@ -308,8 +308,12 @@ export const JobSchema = z.union([
 
 /** The answer of POST /v1/embeds. */
 export const MintedEmbedSchema = z.object({
-  url: z.url().meta({ description: 'The URL to put in `<img src>`.' }),
+  url: z.url().meta({ description: 'The URL to put in `<img src>`, in `output_format`.' }),
   html: z.string().meta({ description: 'A ready-to-paste `<img>` element.' }),
+  picture: z.string().meta({
+    description:
+      "A ready-to-paste `<picture>`: a WebP `<source>` and an `<img>` in `output_format` (PNG for webp), each with `srcset` widths up to the image's.",
+  }),
   key_id: z
     .string()
     .meta({ description: "The key whose quota pays for the first view's generation." }),

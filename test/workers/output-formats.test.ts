@@ -18,7 +18,7 @@ import { call, createKey, eventually, expectProblem, postImages } from './helper
 let key: string
 
 beforeAll(async () => {
-  key = (await createKey({ scopes: ['generate'] })).key
+  key = (await createKey({ scopes: ['generate', 'embed'] })).key
 })
 
 /** A generation of the bundled model, as JSON; each test uses its own seed. */
@@ -288,5 +288,75 @@ describe('OpenAI images.generate output_format (openai npm client)', () => {
     const url = byUrl.data![0].url!
     expect(path(url)).toMatch(/^\/v1\/images\/[0-9a-f]{64}\.webp\?q=70$/)
     expect(await bytesOf(await call(path(url)))).toEqual(bytes)
+  })
+})
+
+describe('embeds in other formats and widths', () => {
+  async function mint(body: Record<string, unknown>) {
+    const res = await call('/v1/embeds', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${key}` },
+      body: JSON.stringify({ prompt: 'a red circle', steps: 2, ...body }),
+    })
+    expect(res.status).toBe(200)
+    return res.json() as Promise<{ url: string; html: string; picture: string }>
+  }
+
+  it('mints a WebP URL and a <picture> whose every srcset entry has its stated width', async () => {
+    const minted = await mint({ seed: 9109, output_format: 'webp' })
+    expect(path(minted.url)).toMatch(/^\/v1\/embeds\/[\w-]+\.[\w-]+\.webp$/)
+    const res = await call(path(minted.url))
+    expect(res.status).toBe(200)
+    expect(res.headers.get('Content-Type')).toBe('image/webp')
+    expect(res.headers.get('X-Cache')).toBe('MISS')
+    const sha256 = res.headers.get('Content-Location')!.match(/[0-9a-f]{64}/)![0]
+    expect(res.headers.get('ETag')).toBe(`"${sha256}-webp-q80-c1"`)
+    expect((await pixels(await bytesOf(res))).width).toBe(64)
+
+    // <source> WebP and <img> PNG, each 16w, 32w, 48w and the full 64w.
+    const sets = [...minted.picture.matchAll(/srcset="([^"]+)"/g)].map((m) => m[1])
+    expect(minted.picture).toMatch(
+      /^<picture><source type="image\/webp" srcset=.*<img src=".*\.png" .*width="64" height="64" alt="a red circle".*<\/picture>$/,
+    )
+    expect(sets).toHaveLength(2)
+    for (const [set, ext] of [
+      [sets[0], 'webp'],
+      [sets[1], 'png'],
+    ]) {
+      const entries = set.split(', ').map((e) => e.split(' '))
+      expect(entries.map(([, w]) => w)).toEqual(['16w', '32w', '48w', '64w'])
+      for (const [url, w] of entries) {
+        expect(path(url)).toContain(`.${ext}`)
+        const got = await pixels(await bytesOf(await call(path(url))))
+        expect(got.width, url).toBe(Number.parseInt(w))
+      }
+    }
+    // The PNG embed still names the same image, byte for byte the original.
+    const png = await call(path(minted.url).replace(/\.webp$/, '.png'))
+    expect(png.headers.get('X-Cache')).toBe('HIT')
+    expect(await sha256Hex(await bytesOf(png))).toBe(sha256)
+  })
+
+  it('refuses a width above the image before the first view generates it', async () => {
+    const minted = await mint({ seed: 9110, output_format: 'jpeg', output_compression: 60 })
+    expect(path(minted.url)).toMatch(/\.jpg\?q=60$/)
+    const res = await call(path(minted.url).replace('?q=60', '?w=128'))
+    const body = await expectProblem(res, 422, 'validation-error')
+    expect((body.errors as { field: string }[]).map((e) => e.field)).toEqual(['w'])
+    // Nothing was generated for it: the first real view is still a miss.
+    const first = await call(path(minted.url))
+    expect(first.headers.get('X-Cache')).toBe('MISS')
+    expect(first.headers.get('Content-Type')).toBe('image/jpeg')
+  })
+
+  it('keeps the content address out of restricted views in every format', async () => {
+    const minted = await mint({ seed: 9111, origins: ['https://blog.example'] })
+    const res = await call(path(minted.url).replace(/\.png$/, '.webp?w=32'), {
+      headers: { Origin: 'https://blog.example' },
+    })
+    expect(res.status).toBe(200)
+    expect(res.headers.get('Content-Type')).toBe('image/webp')
+    expect(res.headers.get('ETag')).toBeNull()
+    expect(res.headers.get('Content-Location')).toBeNull()
   })
 })
