@@ -19,9 +19,13 @@ import {
   type CreateKeyParams,
   type BatchResult,
   type GenerateParams,
+  type OutputFormat,
   type PictureInput,
   type Problem,
+  OUTPUT_FORMAT_NAMES,
+  OUTPUT_FORMATS,
 } from '../src/client/index'
+import { pictureHtml } from '../src/embeds/picture'
 
 /** Exit statuses scripts can rely on. */
 const EXIT = Object.freeze({ ok: 0, usage: 2, auth: 3, rateLimited: 4, server: 5 })
@@ -34,15 +38,19 @@ commands:
                                     repaint a picture (a file, a sha256 or an image URL);
                                     with --mask only its white area
   embed-url <prompt> --seed N       print a signed URL for <img src> (viewing it needs no key)
-  prebuild <prompts.json> [-o urls.json]
+  prebuild <prompts.json> [-o urls.json] [--html]
                                     generate every prompt; write {id: permanent URL}
+                                    (--html: {id: <picture> markup with srcset widths})
   models                            list the models the API serves
   keys create [--name N] [--scopes generate,read] [--burst B --period S]
   keys list
   keys revoke <id>
 
 generate options:
-  -o, --output FILE     where to write the PNG; with -n > 1, FILE-1.png, FILE-2.png, …
+  -o, --output FILE     where to write the image; with -n > 1, FILE-1.png, FILE-2.png, …
+  --format F            png (default), webp or jpeg: the file written and the URLs printed
+                        (the stored original stays the PNG; others are encoded from it)
+  --quality Q           webp or jpeg encoder quality 0-100 (output_compression; 100 best)
   --negative TEXT       negative prompt
   --seed N              seed (random when omitted; printed either way)
   --steps N             denoising steps
@@ -64,12 +72,15 @@ embed-url options: those of generate except -n and -o, plus
   --expires-in D        the URL stops working after D: 3600, 90m, 12h or 30d (default: never)
   --origin ORIGIN       a page origin allowed to show it, e.g. https://blog.example (repeatable;
                         default: any page)
-  --html                print an <img> element instead of the URL
+  --html                print an <img> element instead of the URL (with --format webp, a
+                        <picture> with srcset widths)
 
 prebuild: prompts.json is an array of prompts (strings, keyed by themselves, or objects with
 the POST /v1/images fields and an optional "id") or an object {"id": prompt or object}. The
 generate options set defaults for every item. Writes {"id": "url"} to -o (default stdout);
---json writes the API's whole answer. Give seeds: a rebuild is then all cache hits.
+--json writes the API's whole answer; --html writes {"id": "<picture>…"}: a WebP <source> and
+an <img> (PNG, or --format jpeg), each with srcset widths up to the image's. Give seeds: a
+rebuild is then all cache hits.
 
 connection (flags override the environment):
   --url URL             TTI_URL (default http://localhost:8787)
@@ -108,6 +119,8 @@ async function main(argv: string[]): Promise<number> {
       'expires-in': { type: 'string' },
       origin: { type: 'string', multiple: true },
       html: { type: 'boolean' },
+      format: { type: 'string' },
+      quality: { type: 'string' },
       name: { type: 'string' },
       scopes: { type: 'string' },
       burst: { type: 'string' },
@@ -175,8 +188,11 @@ async function main(argv: string[]): Promise<number> {
         result = await client.generate(params, {
           onProgress: showProgress ? (p) => Object.assign(steps, p) : undefined,
         })
-        const pngs = await Promise.all(result.images.map((img) => client.image(img.sha256)))
-        files = await writeImages(v.output, pngs)
+        const variant = { format: params.output_format, quality: params.output_compression }
+        const bytes = await Promise.all(
+          result.images.map((img) => client.image(img.sha256, variant)),
+        )
+        files = await writeImages(v.output, bytes, params.output_format ?? 'png')
       } finally {
         stop()
       }
@@ -211,7 +227,8 @@ async function main(argv: string[]): Promise<number> {
         ...(v['expires-in'] ? { expires_in: duration(v['expires-in']) } : {}),
         ...(v.origin?.length ? { origins: v.origin } : {}),
       })
-      console.log(v.json ? JSON.stringify(embed, null, 2) : v.html ? embed.html : embed.url)
+      const html = params.output_format === 'webp' ? embed.picture : embed.html
+      console.log(v.json ? JSON.stringify(embed, null, 2) : v.html ? html : embed.url)
       return EXIT.ok
     }
     case 'prebuild': {
@@ -240,7 +257,19 @@ async function main(argv: string[]): Promise<number> {
       const urls = Object.fromEntries(
         items
           .filter((it) => result.images[it.id!])
-          .map((it) => [it.id!, result.images[it.id!].url]),
+          .map((it) => {
+            const img = result.images[it.id!]
+            if (!v.html) return [it.id!, img.url]
+            const picture = pictureHtml({
+              url: (variant) => client.imageUrl(img.sha256, variant),
+              width: img.width,
+              height: img.height,
+              alt: it.prompt ?? '',
+              fallback: it.output_format,
+              quality: it.output_compression,
+            })
+            return [it.id!, picture]
+          }),
       )
       const out = JSON.stringify(v.json ? result : urls, null, 2) + '\n'
       // Written even when some items failed: a rerun finds the others in the cache for free.
@@ -343,6 +372,14 @@ function generateParams(
   if (str('scheduler') !== undefined) params.scheduler = str('scheduler')
   if (str('model') !== undefined) params.model = str('model')
   if (v.truncate) params.truncate = true
+  if (str('format') !== undefined) {
+    const f = str('format')!
+    if (!(OUTPUT_FORMAT_NAMES as readonly string[]).includes(f))
+      throw new UsageError(`--format must be one of ${OUTPUT_FORMAT_NAMES.join(', ')}, got "${f}"`)
+    params.output_format = f as OutputFormat
+  }
+  if (str('quality') !== undefined)
+    params.output_compression = integer('--quality', str('quality')!)
   return params
 }
 
@@ -406,17 +443,27 @@ function integer(flag: string, text: string): number {
   return Number(text)
 }
 
-/** Writes the PNGs: `out` itself for one image, `out-1.png`… for several, stdout for `-`. */
-async function writeImages(out: string, pngs: Uint8Array[]): Promise<string[]> {
+/**
+ * Writes the images: `out` itself for one image, `out-1.png`… (the format's extension) for
+ * several, stdout for `-`.
+ */
+async function writeImages(
+  out: string,
+  images: Uint8Array[],
+  format: OutputFormat,
+): Promise<string[]> {
   if (out === '-') {
     await new Promise<void>((resolve, reject) =>
-      process.stdout.write(pngs[0], (e) => (e ? reject(e) : resolve())),
+      process.stdout.write(images[0], (e) => (e ? reject(e) : resolve())),
     )
     return ['(stdout)']
   }
+  const ext = OUTPUT_FORMATS[format].extension
   const files =
-    pngs.length === 1 ? [out] : pngs.map((_, i) => out.replace(/(\.png)?$/i, `-${i + 1}.png`))
-  await Promise.all(files.map((f, i) => writeFile(f, pngs[i])))
+    images.length === 1
+      ? [out]
+      : images.map((_, i) => out.replace(/(\.(png|webp|jpe?g))?$/i, `-${i + 1}.${ext}`))
+  await Promise.all(files.map((f, i) => writeFile(f, images[i])))
   return files
 }
 

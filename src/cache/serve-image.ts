@@ -6,14 +6,12 @@
  * canonical URL, so it is encoded once per cache (and once per isolate for concurrent misses).
  * Content-addressed, so every response is immutable.
  */
-import { ORIGINAL, OUTPUT_FORMATS, isOriginal, variantQuery, type Variant } from '../images/formats'
+import { imagePath, ORIGINAL, OUTPUT_FORMATS, isOriginal, type Variant } from '../images/formats'
 import { encodeVariant, variantTag } from '../images/variants'
 import { getImage, IMMUTABLE, type ImageStoreDeps } from './image-store'
 
-/** The permanent URL path of an image, or of one of its variants (canonical spelling). */
-export function imagePath(sha256: string, variant: Variant = ORIGINAL): string {
-  return `/v1/images/${sha256}.${OUTPUT_FORMATS[variant.format].extension}${variantQuery(variant)}`
-}
+/** The permanent URL path of an image or a variant (defined with the format table). */
+export { imagePath }
 
 /** Headers every image response carries: the original's, or a variant's (its own ETag). */
 export function imageHeaders(sha256: string, variant: Variant = ORIGINAL): Record<string, string> {

@@ -8,11 +8,19 @@
  * const tti = new TtiClient({ baseUrl: 'https://tti.example.com', apiKey: 'tti_…' })
  * const { images } = await tti.generate({ prompt: 'a red circle', seed: 42, steps: 4 })
  * const png = await tti.image(images[0].sha256)
+ * const webp = await tti.image(images[0].sha256, { format: 'webp', width: 32 })
  */
 // Wire types are inferred from the schemas the API validates and documents with (type-only
 // imports: nothing of zod or the server is bundled into the client).
 import type * as z from 'zod'
 import { BATCH_MAX_ITEMS } from '../embeds/limits'
+import {
+  imagePath,
+  OUTPUT_FORMAT_NAMES,
+  OUTPUT_FORMATS,
+  VARIANT_WIDTHS,
+  type OutputFormat,
+} from '../images/formats'
 import type { BatchItem, EmbedRequest } from '../embeds/schema'
 import type { ImageRequest } from '../images/schema'
 import type { CreateKeyBody } from '../keys/api-keys'
@@ -33,6 +41,19 @@ export { PROBLEM_TYPE_BASE }
 
 /** Most items one `batch` call may hold. */
 export { BATCH_MAX_ITEMS }
+
+/** The `output_format`s (`png` first, the default), their table, and a variant's widths. */
+export { OUTPUT_FORMAT_NAMES, OUTPUT_FORMATS, VARIANT_WIDTHS, type OutputFormat }
+
+/** A form of a stored image: its PNG by default, or another format, quality or width. */
+export interface ImageVariant {
+  /** `png` (default), `webp` or `jpeg`. */
+  format?: OutputFormat
+  /** One of `VARIANT_WIDTHS`, at most the image's width; its own width when absent. */
+  width?: number
+  /** Encoder quality 0–100 of webp and jpeg; the format's default when absent. */
+  quality?: number
+}
 
 /** Options of `new TtiClient`. */
 export interface TtiClientOptions {
@@ -206,13 +227,34 @@ export class TtiClient {
     return res.json() as Promise<BatchResult>
   }
 
-  /** The PNG bytes of an image by its SHA-256 (its permanent URL needs no key). */
-  async image(sha256: string): Promise<Uint8Array> {
+  /**
+   * The bytes of an image by its SHA-256: the PNG, or a variant of it (its permanent URL needs
+   * no key; a variant the server refuses, such as a width above the image's, is a 422).
+   */
+  async image(sha256: string, variant: ImageVariant = {}): Promise<Uint8Array> {
+    const res = await this.#request(this.imagePath(sha256, variant), undefined, {})
+    return new Uint8Array(await res.arrayBuffer())
+  }
+
+  /** The permanent URL of an image or of a variant, e.g. for `srcset`. */
+  imageUrl(sha256: string, variant: ImageVariant = {}): string {
+    return this.baseUrl + this.imagePath(sha256, variant)
+  }
+
+  /** The path of `imageUrl`, as the server spells it (one spelling, one cache entry). */
+  imagePath(sha256: string, variant: ImageVariant = {}): string {
     if (!/^[0-9a-f]{64}$/.test(sha256)) {
       throw new TypeError(`not a SHA-256 hex digest: "${sha256}"`)
     }
-    const res = await this.#request(`/v1/images/${sha256}.png`, undefined, {})
-    return new Uint8Array(await res.arrayBuffer())
+    const { format = 'png', width, quality } = variant
+    if (!OUTPUT_FORMAT_NAMES.includes(format)) {
+      throw new TypeError(`format must be one of ${OUTPUT_FORMAT_NAMES.join(', ')}`)
+    }
+    return imagePath(sha256, {
+      format,
+      ...(width === undefined ? {} : { width }),
+      ...(quality === undefined ? {} : { quality }),
+    })
   }
 
   /** The models this deployment serves (needs a key with the `read` scope). */

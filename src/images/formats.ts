@@ -1,7 +1,7 @@
 /**
  * @module
  * The output formats and the variants of a stored image as data: the format table, the widths
- * and qualities a variant may have, and a variant's one canonical URL query. No dependencies,
+ * and qualities a variant may have, and a variant's one canonical URL. No dependencies,
  * so the typed client builds the same URLs the server serves. Validation and encoding are in
  * `./variants` (see there for why these bounds).
  */
@@ -69,4 +69,9 @@ export function variantQuery(v: Variant): string {
   if (v.quality !== undefined && v.quality !== defaultQuality) params.set('q', String(v.quality))
   const query = params.toString()
   return query ? `?${query}` : ''
+}
+
+/** The permanent URL path of an image, or of one of its variants (canonical spelling). */
+export function imagePath(sha256: string, variant: Variant = ORIGINAL): string {
+  return `/v1/images/${sha256}.${OUTPUT_FORMATS[variant.format].extension}${variantQuery(variant)}`
 }

@@ -664,3 +664,96 @@ describe('tti embed-url and prebuild', () => {
     }
   })
 })
+
+describe('output formats: tti --format, prebuild --html and the client', () => {
+  it('generate --format webp --quality writes WebP and prints the variant URL', async () => {
+    const out = path.join(dir, 'circle.webp')
+    const args = ['generate', 'a red circle', '-o', out, '--seed', '63101', '--steps', '1']
+    const run = await tti([...args, '--format', 'webp', '--quality', '70'], user())
+    expect(run.stderr).toContain('seed 63101')
+    expect(run.code).toBe(0)
+    const webp = readFileSync(out)
+    expect([webp.subarray(0, 4).toString(), webp.subarray(8, 12).toString()]).toEqual([
+      'RIFF',
+      'WEBP',
+    ])
+    const url = run.stdout.toString().trim()
+    expect(url).toMatch(new RegExp(`^${worker.url}/v1/images/[0-9a-f]{64}\\.webp\\?q=70$`))
+    expect(Buffer.from(await (await fetch(url)).arrayBuffer()).equals(webp)).toBe(true)
+
+    const bad = await tti([...args, '--format', 'gif'], user())
+    expect(bad.code).toBe(2)
+    expect(bad.stderr).toContain('--format must be one of png, webp, jpeg')
+    const refused = await tti([...args, '--quality', '50'], user()) // a PNG has no quality
+    expect(refused.code).toBe(2)
+    expect(refused.stderr).toContain('output_compression')
+  })
+
+  it('prebuild --html writes <picture> markup whose every srcset URL serves its width', async () => {
+    const prompts = path.join(dir, 'pictures.json')
+    writeFileSync(prompts, JSON.stringify({ hero: 'a red circle' }))
+    const run = await tti(
+      ['prebuild', prompts, '--html', '--seed', '63102', '--steps', '1'],
+      user(),
+    )
+    expect(run.code).toBe(0)
+    const { hero } = JSON.parse(run.stdout.toString()) as { hero: string }
+    expect(hero).toMatch(/^<picture><source type="image\/webp" srcset="[^"]+" sizes="[^"]+">/)
+    expect(hero).toContain('width="64" height="64" alt="a red circle"')
+    const sets = [...hero.matchAll(/srcset="([^"]+)"/g)].map((m) => m[1])
+    expect(sets).toHaveLength(2)
+    for (const [set, type] of [
+      [sets[0], 'image/webp'],
+      [sets[1], 'image/png'],
+    ]) {
+      const entries = set.split(', ').map((e) => e.split(' '))
+      expect(entries.map(([, w]) => w)).toEqual(['16w', '32w', '48w', '64w'])
+      for (const [url] of entries) {
+        const res = await fetch(url)
+        expect(res.status, url).toBe(200)
+        expect(res.headers.get('Content-Type')).toBe(type)
+      }
+    }
+  })
+
+  it('TtiClient.image fetches a variant; imageUrl spells it as the server does', async () => {
+    const client = new TtiClient({ baseUrl: worker.url, apiKey: key })
+    const { images } = await client.generate({ prompt: 'a red circle', seed: 63103, steps: 1 })
+    const [img] = images
+    const jpeg = await client.image(img.sha256, { format: 'jpeg', width: 32, quality: 60 })
+    const decoded = await decodePicture('image', jpeg)
+    expect([decoded.width, decoded.height]).toEqual([32, 32])
+    expect(client.imageUrl(img.sha256, { format: 'jpeg', width: 32, quality: 60 })).toBe(
+      `${worker.url}/v1/images/${img.sha256}.jpg?w=32&q=60`,
+    )
+    // The default quality is left out of the URL: one spelling, one cache entry.
+    expect(client.imageUrl(img.sha256, { format: 'webp', quality: 80 })).toBe(
+      `${worker.url}/v1/images/${img.sha256}.webp`,
+    )
+    const err = await client.image(img.sha256, { format: 'webp', width: 128 }).catch((e) => e)
+    expect(err).toBeInstanceOf(TtiApiError)
+    expect(err).toMatchObject({ status: 422, slug: 'validation-error' })
+  })
+})
+
+describe("docs/api.md's variants example, as written", () => {
+  it('fetches a WebP width and a JPEG quality, then the WebP straight from POST', async () => {
+    const heading = '### `GET /v1/images/{sha256}.{format}`: variants'
+    const [, rest] = readFileSync('docs/api.md', 'utf8').split(`\n${heading}\n`)
+    const script = /```sh\n([\s\S]*?)```/.exec(rest.split(/\n#{2,3} /)[0])![1]
+    const run = await new Promise<{ code: number; stderr: string }>((resolve) =>
+      execFile(
+        'bash',
+        ['-euo', 'pipefail', '-c', script.replaceAll('localhost:8787', worker.url)],
+        { cwd: dir, timeout: 60_000, env: { ...process.env, KEY: key } },
+        (err, _stdout, stderr) => resolve({ code: err ? Number(err.code ?? 1) : 0, stderr }),
+      ),
+    )
+    expect(run.code, run.stderr).toBe(0)
+    const small = readFileSync(path.join(dir, 'hero-32.webp'))
+    expect(small.subarray(8, 12).toString()).toBe('WEBP')
+    const jpeg = await decodePicture('image', readFileSync(path.join(dir, 'hero.jpg')))
+    expect([jpeg.width, jpeg.height]).toEqual([64, 64])
+    expect(readFileSync(path.join(dir, 'hero.webp')).subarray(8, 12).toString()).toBe('WEBP')
+  })
+})
