@@ -7,12 +7,24 @@
  * (inpainting: white is repainted), or `--control-image C.png [--control-scale S]
  * [--control-start A] [--control-end B]` (ControlNet). PNG or JPEG; the output has their size.
  *
+ * `--format webp|jpeg [--quality Q]` writes that format instead, encoded from the PNG by the
+ * API's own codecs (`src/images/variants.ts`); the PNG's generation parameters are not carried.
+ *
  * Exits 2 with a plain message on bad input (missing files, unknown scheduler, size not allowed).
  */
 import { readFile, writeFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import { createNodeBackend } from '../src/gpu/ort-node'
+import {
+  isOriginal,
+  OUTPUT_FORMAT_NAMES,
+  OUTPUT_FORMATS,
+  QUALITY_RANGE,
+  type OutputFormat,
+  type Variant,
+} from '../src/images/formats'
 import { decodePicture, luminance, type PictureField } from '../src/images/pictures'
+import { encodeVariant, outputVariant } from '../src/images/variants'
 import { folderSource } from '../src/node/folder-source'
 import { ProblemError } from '../src/problem'
 import { loadModel } from '../src/pipeline/model'
@@ -25,6 +37,7 @@ import { PromptTooLongError } from '../src/pipeline/tokenizer'
 const USAGE = `usage: npm run generate -- --model DIR --prompt TEXT [--negative-prompt TEXT] [--seed N]
   [--steps N] [--guidance X] [--scheduler NAME] [--scheduler-config JSON] [--width W] [--height H]
   [--n N] [--providers cpu|webgpu,cpu] [--output FILE.png] [--latents-output FILE.json]
+  [--format png|webp|jpeg [--quality 0-100]]
   [--image IN.png --strength S [--mask MASK.png]]
   [--control-image C.png --control-scale S --control-start A --control-end B]`
 
@@ -61,6 +74,8 @@ async function main(): Promise<void> {
       n: { type: 'string' },
       providers: { type: 'string' },
       output: { type: 'string', default: 'out.png' },
+      format: { type: 'string' },
+      quality: { type: 'string' },
       'latents-output': { type: 'string' },
       image: { type: 'string' },
       strength: { type: 'string' },
@@ -78,6 +93,7 @@ async function main(): Promise<void> {
     return
   }
   if (!values.model) throw new UsageError('--model DIR is required')
+  const output = outputOf(values.format, int('quality', values.quality))
   if (values.prompt === undefined) throw new UsageError('--prompt TEXT is required')
   let schedulerConfig: Record<string, unknown> | undefined
   if (values['scheduler-config']) {
@@ -142,8 +158,11 @@ async function main(): Promise<void> {
   )
   const p = res.params
   for (const [i, image] of res.images.entries()) {
+    const ext = OUTPUT_FORMATS[output.format].extension
     const file =
-      res.images.length === 1 ? values.output : values.output.replace(/(\.png)?$/i, `-${i}.png`)
+      res.images.length === 1
+        ? values.output
+        : values.output.replace(/(\.(png|webp|jpe?g))?$/i, `-${i}.${ext}`)
     const png = encodePng(image, {
       parameters: formatParameters({
         ...p,
@@ -152,7 +171,7 @@ async function main(): Promise<void> {
         modelDigest: model.spec.digest,
       }),
     })
-    await writeFile(file, png)
+    await writeFile(file, isOriginal(output) ? png : (await encodeVariant(png, output)).bytes)
     console.log(
       `${file} (seed ${p.seed + i}, ${p.width}x${p.height}, ${p.steps} steps, ${p.scheduler})`,
     )
@@ -160,6 +179,17 @@ async function main(): Promise<void> {
   if (values['latents-output']) {
     await writeFile(values['latents-output'], JSON.stringify(Array.from(res.latents)))
   }
+}
+
+/** The output variant of `--format` and `--quality`; a bad pair is a usage error. */
+function outputOf(format: string | undefined, quality: number | undefined): Variant {
+  if (format !== undefined && !(OUTPUT_FORMAT_NAMES as readonly string[]).includes(format))
+    throw new UsageError(`--format must be one of ${OUTPUT_FORMAT_NAMES.join(', ')}`)
+  if (quality !== undefined && quality > QUALITY_RANGE.max)
+    throw new UsageError(`--quality must be between ${QUALITY_RANGE.min} and ${QUALITY_RANGE.max}`)
+  const { variant, errors } = outputVariant(format as OutputFormat | undefined, quality)
+  if (errors.length) throw new UsageError(`--quality ${errors[0].detail}`)
+  return variant
 }
 
 /** Reads and decodes a picture file; a bad one is a usage error naming the flag. */
