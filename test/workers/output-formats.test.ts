@@ -11,7 +11,9 @@ import webpDecoderWasm from '@jsquash/webp/codec/dec/webp_dec.wasm'
 import { initEmscriptenModule } from '@jsquash/webp/utils.js'
 import { beforeAll, describe, expect, it } from 'vitest'
 import { imageObjectKey } from '../../src/cache/image-store'
+import { imagePath } from '../../src/images/formats'
 import { decodePicture } from '../../src/images/pictures'
+import { encodeVariant } from '../../src/images/variants'
 import { sha256Hex } from '../../src/util'
 import { call, createKey, eventually, expectProblem, postImages } from './helpers'
 
@@ -241,6 +243,22 @@ describe('GET /v1/images/{sha256}.{format} variants', () => {
       headers: { 'If-None-Match': `"${img.sha256}"` },
     })
     expect(other.status).toBe(200)
+  })
+
+  it('encodes deterministically: a variant ETag names exactly one byte string', async () => {
+    const [img] = (await generate(9112)).images
+    const png = await bytesOf(await call(path(img.url)))
+    for (const variant of [
+      { format: 'webp', quality: 80 },
+      { format: 'jpeg', quality: 85, width: 32 },
+      { format: 'png', width: 48 },
+    ] as const) {
+      const a = await encodeVariant(png, variant)
+      const b = await encodeVariant(png, variant)
+      expect(b.bytes).toEqual(a.bytes)
+      const served = await call(imagePath(img.sha256, variant))
+      expect(await bytesOf(served), JSON.stringify(variant)).toEqual(a.bytes)
+    }
   })
 
   it('refuses widths off the ladder or above the image, bad qualities and unknown types', async () => {
