@@ -44,6 +44,10 @@ export const PROBLEM_TYPES = Object.freeze({
   'generation-failed': { status: 503, title: 'Image generation failed; retry later' },
   'backend-error': { status: 502, title: 'The GPU backend failed or sent an invalid response' },
   'backend-unavailable': { status: 503, title: 'No GPU backend is reachable; retry later' },
+  'engine-overloaded': {
+    status: 503,
+    title: 'Too many generations are waiting; retry after the Retry-After seconds',
+  },
   'backend-timeout': { status: 504, title: 'The GPU backend did not finish in time' },
   'admin-disabled': { status: 503, title: 'Admin endpoints are disabled (no ADMIN_TOKEN set)' },
 } as const satisfies Record<string, { status: ContentfulStatusCode; title: string }>)

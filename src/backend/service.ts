@@ -28,6 +28,8 @@ import {
 } from './protocol'
 import { readCapped, sha256Hex } from '../util'
 import type { BackendReadiness } from '../engine/health'
+import { BACKEND_QUEUE, GenerationQueue, type QueueOptions } from '../engine/queue'
+import type { GenerationProgress } from '../engine/types'
 import { asFloat32 } from '../pipeline/tensor'
 
 /** Options of `createBackendApp`. */
@@ -47,6 +49,8 @@ export interface BackendOptions {
    * dropped connection once) before it is cancelled. Default 5 s.
    */
   abandonGraceMs?: number
+  /** Runs at once and runs waiting (`BACKEND_QUEUE` by default); a job beyond them gets 503. */
+  queue?: QueueOptions
 }
 
 interface Image {
@@ -97,6 +101,9 @@ export function createBackendApp(options: BackendOptions): Hono {
       )
     }, graceMs)
   const runs = new Map<string, Run>()
+  // Admission control: runs start in arrival order; a full queue refuses new jobs at once with
+  // 503 + Retry-After, and the edge tries its next backend (a busy backend is not a failing one).
+  const queue = new GenerationQueue(options.queue ?? BACKEND_QUEUE)
   const app = new Hono()
 
   const problem = (status: number, title: string, detail: string) =>
@@ -203,8 +210,12 @@ export function createBackendApp(options: BackendOptions): Hono {
 
     sweep(runs, ttl)
     let run = runs.get(key)
+    if (!run && queue.full)
+      return c.text(`every run slot is taken and ${queue.depth.waiting} jobs wait`, 503, {
+        'Retry-After': String(queue.retryAfterSeconds()),
+      })
     if (!run) {
-      run = startRun(engine, job, deadline, stats)
+      run = startRun(engine, queue, job, deadline, stats)
       stats.started++
       stats.running++
       options.onJobStart?.(key)
@@ -241,6 +252,7 @@ function sweep(runs: Map<string, Run>, ttl: number): void {
 
 function startRun(
   engine: LocalEngine,
+  queue: GenerationQueue,
   job: Job,
   deadline: number,
   stats: { promptsEncoded: number },
@@ -252,12 +264,21 @@ function startRun(
     AbortSignal.timeout(Math.max(0, deadline - Date.now())),
     cancel.signal,
   ])
+  const progress = (p: GenerationProgress) => listeners.forEach((l) => l(p))
   const result = (async () => {
-    const images = await engine.generate(req, {
-      signal,
-      embeddings: await embeddings(engine, job, stats),
-      onProgress: (p) => listeners.forEach((l) => l(p)),
-    })
+    const images = await queue.run(
+      async () =>
+        engine.generate(req, {
+          signal,
+          embeddings: await embeddings(engine, job, stats),
+          onProgress: progress,
+        }),
+      {
+        signal,
+        onQueued: (queuePosition) =>
+          progress({ step: 0, totalSteps: req.steps, image: 0, queuePosition }),
+      },
+    )
     return images.map(({ bytes, seed, width, height }) => ({
       meta: { seed, width, height },
       png: bytes,

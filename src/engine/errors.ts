@@ -17,9 +17,12 @@ export interface EngineFailure {
     | 'backend-timeout'
     | 'generation-failed'
     | 'generation-non-finite'
+    | 'engine-overloaded'
   detail: string
   /** Whether the same request may succeed later (`Retry-After`); false when it would recur. */
   retryable: boolean
+  /** Seconds to wait when known (a full queue's estimate); else the default `Retry-After`. */
+  retryAfterSeconds?: number
 }
 
 /** The failure type of each backend status. */

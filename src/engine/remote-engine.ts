@@ -12,6 +12,7 @@ import { BackendError, EngineError, nonFiniteFailure, rejectedFailure } from './
 import type { ManifestModel } from './backend-models'
 import { describeModel } from './local-engine'
 import type { GeneratedImage, TextToImageEngine } from './types'
+import { overloadedFailure } from './queue'
 import { CircuitBreaker, probeBackend, rankBackends, type HealthRecord } from './health'
 import type { TextEncoderPlacement } from './placement'
 import {
@@ -106,6 +107,7 @@ export function createRemoteEngine(
       const order = rankBackends(options.urls, shared, spec.digest)
       let last: BackendError = new BackendError(503, 'no GPU backend is reachable')
       const retried = new Set<string>()
+      let busy: number | undefined
       for (let i = 0; i < order.length; i++) {
         const base = order[i]
         if (Date.now() >= deadline)
@@ -168,6 +170,14 @@ export function createRemoteEngine(
           )
           continue
         }
+        const busyFor = Number(res.headers.get('retry-after'))
+        if (res.status === 503 && busyFor > 0) {
+          // A full queue (`src/backend/service.ts` admission): healthy, only busy. Try the next
+          // backend without opening this one's circuit; if all are full, say when to come back.
+          await res.body?.cancel()
+          busy = Math.min(busy ?? Infinity, busyFor)
+          continue
+        }
         if (res.status >= 500 && res.status !== 504) {
           // The backend is up but failing (or still loading): try the next; the job is idempotent.
           last = fail(base, new BackendError(502, `GPU backend ${base} answered ${res.status}`))
@@ -195,6 +205,10 @@ export function createRemoteEngine(
           throw e
         }
       }
+      if (busy !== undefined)
+        throw new EngineError(
+          overloadedFailure(busy, `every GPU backend's queue is full; retry in about ${busy} s`),
+        )
       throw last
     },
   }

@@ -29,6 +29,7 @@ import { createHostedEngine, withHostedModels } from './hosted-engine'
 import { hostedConfig, type HostedEnv } from './hosted-models'
 import { createWasmBackend } from '../gpu/ort-wasm'
 import { createRemoteEngine, type RemoteServable } from './remote-engine'
+import { EDGE_QUEUE, withQueue } from './queue'
 
 /** The bindings that select and reach a GPU backend. */
 export interface EngineEnv extends HostedEnv {
@@ -150,7 +151,9 @@ export async function getEngine(env: EngineEnv = {}): Promise<TextToImageEngine>
   const served = await bundledModels(env)
   let engine: TextToImageEngine
   let complete = true
-  if (!urls.length || !env.GPU_BACKEND_SECRET) engine = createPipelineEngine(served)
+  // The isolate runs one generation at a time (ORT WebAssembly is serial), the rest in FIFO order.
+  if (!urls.length || !env.GPU_BACKEND_SECRET)
+    engine = withQueue(createPipelineEngine(served), EDGE_QUEUE)
   else {
     const store = env.GPU_HEALTH
     let read: { at: number; value: Promise<Record<string, HealthRecord>> } | undefined

@@ -107,6 +107,8 @@ export interface GenerationProgress {
   step: number
   totalSteps: number
   image: number
+  /** While waiting for the engine (`./queue`), step 0: how many are ahead, plus one. */
+  queuePosition?: number
 }
 
 /** Per-call options of `generate`. */

@@ -24,7 +24,9 @@ export function failureProblem(failure: EngineFailure): ProblemError {
   return new ProblemError(failure.type, {
     // Deterministic failures say why (the same request fails the same way); others stay terse.
     ...(failure.retryable ? {} : { detail: failure.detail }),
-    headers: failure.retryable ? { 'Retry-After': String(GENERATION_RETRY_AFTER_SECONDS) } : {},
+    headers: failure.retryable
+      ? { 'Retry-After': String(failure.retryAfterSeconds ?? GENERATION_RETRY_AFTER_SECONDS) }
+      : {},
   })
 }
 

@@ -9,7 +9,7 @@ import { lookup, type ImageStoreDeps, type IndexEntry } from '../cache/image-sto
 import type { FlightStatus } from '../durable/generation-coordinator'
 import { ProblemError } from '../problem'
 import { failureProblem } from './create-images'
-import type { ProgressEvent } from './progress'
+import { progressEvent, type ProgressEvent } from './progress'
 
 /** The path of a job, as sent in `Location`. */
 export function jobPath(requestKey: string): string {
@@ -41,12 +41,7 @@ export async function findJob(deps: JobDeps, requestKey: string): Promise<Job> {
     case 'running':
       return {
         status: 'running',
-        progress: flight.progress && {
-          step: flight.progress.step,
-          total_steps: flight.progress.totalSteps,
-          image: flight.progress.image,
-          n: flight.n,
-        },
+        progress: flight.progress && progressEvent(flight.progress, flight.n),
       }
     case 'succeeded':
       return { status: 'succeeded', entry: flight.entry }

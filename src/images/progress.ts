@@ -16,7 +16,7 @@ import type { AppEnv } from '../app-env'
 import type { IndexEntry } from '../cache/image-store'
 import { imagePath } from '../cache/serve-image'
 import type { GenerationResult, ProgressListener } from '../durable/generation-coordinator'
-import type { GenerateRequest } from '../engine/types'
+import type { GenerateRequest, GenerationProgress } from '../engine/types'
 import { ProblemError, problemResponse } from '../problem'
 import { createImages, type CreateImagesDeps, type CreateImagesResult } from './create-images'
 import { isOriginal, ORIGINAL, type Variant } from './formats'
@@ -30,6 +30,19 @@ export interface ProgressEvent {
   image: number
   /** Images in the request. */
   n: number
+  /** Present while the generation waits its turn (step 0): 1 = next to run. */
+  queue_position?: number
+}
+
+/** The client's form of an engine's progress (one mapping, for SSE and job polling). */
+export function progressEvent(p: GenerationProgress, n: number): ProgressEvent {
+  return {
+    step: p.step,
+    total_steps: p.totalSteps,
+    image: p.image,
+    n,
+    ...(p.queuePosition !== undefined ? { queue_position: p.queuePosition } : {}),
+  }
 }
 
 /** `createImages`' dependencies, with a coordinator that reports progress. */
@@ -74,8 +87,7 @@ export async function startImages(
         run(requestKey, req) {
           started({ requestKey, seed: req.seed })
           const listener = onProgress
-            ? (p: { step: number; totalSteps: number; image: number }) =>
-                onProgress({ step: p.step, total_steps: p.totalSteps, image: p.image, n: req.n })
+            ? (p: GenerationProgress) => onProgress(progressEvent(p, req.n))
             : undefined
           return deps.coordinator(key).run(requestKey, req, listener)
         },

@@ -109,6 +109,7 @@ const GENERATION_FAILURES = [
   'backend-error',
   'backend-unavailable',
   'backend-timeout',
+  'engine-overloaded',
 ] as const
 /** Problems of a generation: validation, quota, and the engine or GPU backend failing. */
 const GENERATION_PROBLEMS = [

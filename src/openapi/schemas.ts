@@ -285,6 +285,10 @@ export const ProgressEventSchema = z.object({
   total_steps: z.number().int(),
   image: z.number().int().meta({ description: 'Index of the image being denoised.' }),
   n: z.number().int().meta({ description: 'Images in the request.' }),
+  queue_position: z.number().int().min(1).optional().meta({
+    description:
+      'Present while the generation waits for the engine (step 0): 1 = it runs next. Under a burst generations run in arrival order.',
+  }),
 })
 
 /** A generation still running (202 to `Prefer: respond-async`, or a job being polled). */

@@ -17,7 +17,8 @@ import type { AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createBackendApp } from '../../src/backend/service'
-import { BackendError } from '../../src/engine/errors'
+import { BackendError, EngineError } from '../../src/engine/errors'
+import type { QueueOptions } from '../../src/engine/queue'
 import { createRemoteEngine } from '../../src/engine/remote-engine'
 import type { GenerateRequest, GenerationProgress } from '../../src/engine/types'
 import { createNodeBackend } from '../../src/gpu/ort-node'
@@ -33,10 +34,15 @@ const servers: (Server | ServerType)[] = []
 afterAll(() => servers.forEach((s) => s.close()))
 
 /** Serves a backend app on localhost; returns its URL and how many jobs it started. */
-async function startBackend(backend: InferenceBackend) {
+async function startBackend(backend: InferenceBackend, queue?: QueueOptions) {
   const pipe = new StableDiffusionPipeline(await loadModel(folderSource(MODEL_DIR), backend))
   const started = { jobs: 0 }
-  const app = createBackendApp({ models: [pipe], secret: SECRET, onJobStart: () => started.jobs++ })
+  const app = createBackendApp({
+    models: [pipe],
+    secret: SECRET,
+    onJobStart: () => started.jobs++,
+    queue,
+  })
   const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' })
   servers.push(server)
   await new Promise((r) => server.once('listening', r))
@@ -104,12 +110,38 @@ function failingUnetBackend(): InferenceBackend {
   }
 }
 
+/** A CPU backend whose UNet takes `ms` longer per run (a slow device, to hold a run slot). */
+function slowUnetBackend(ms: number): InferenceBackend {
+  const cpu = createNodeBackend('cpu')
+  return {
+    name: cpu.name,
+    readsFiles: cpu.readsFiles,
+    async createSession(model, options) {
+      const session = await cpu.createSession(model, options)
+      if (options?.label !== 'unet') return session
+      return {
+        ...session,
+        inputs: session.inputs,
+        outputs: session.outputs,
+        release: () => session.release(),
+        run: async (feeds, names) => {
+          await new Promise((r) => setTimeout(r, ms))
+          return session.run(feeds, names)
+        },
+      }
+    },
+  }
+}
+
 let good: Awaited<ReturnType<typeof startBackend>>
 let failing: Awaited<ReturnType<typeof startBackend>>
+let full: Awaited<ReturnType<typeof startBackend>>
 
 beforeAll(async () => {
   good = await startBackend(createNodeBackend('cpu'))
   failing = await startBackend(failingUnetBackend())
+  // One run at a time and nobody waiting: a second job while one runs is refused.
+  full = await startBackend(slowUnetBackend(150), { concurrency: 1, maxWaiting: 0 })
 }, 120_000)
 
 /** An engine over `urls` (tried in order) for the bundled model, text encoded at the edge. */
@@ -199,5 +231,32 @@ describe('remote engine faults against the real backend', () => {
     expect(err).toBeInstanceOf(BackendError)
     expect((err as BackendError).status).toBe(502)
     expect((err as BackendError).message).toContain('injected UNet failure')
+  })
+
+  it('sends a job past a full backend to the next one, and says when to retry if all are full', async () => {
+    const occupying = engineFor([full.url]).generate(request(7500))
+    // Wait until the backend runs it (its slot is taken)…
+    for (let t = 0; full.started.jobs < 1 && t < 100; t++)
+      await new Promise((r) => setTimeout(r, 20))
+    expect(full.started.jobs).toBe(1)
+    const engine = engineFor([full.url, good.url])
+    const before = good.started.jobs
+    // …then the next job goes to the healthy backend, and the full one stays in rotation.
+    expect(await engine.generate(request(7501))).toHaveLength(1)
+    expect(good.started.jobs).toBe(before + 1)
+    const err = await engineFor([full.url])
+      .generate(request(7502))
+      .catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(EngineError)
+    expect((err as EngineError).failure).toMatchObject({
+      status: 503,
+      type: 'engine-overloaded',
+      retryable: true,
+    })
+    expect((err as EngineError).failure.retryAfterSeconds).toBeGreaterThanOrEqual(1)
+    expect(await occupying).toHaveLength(1)
+    // Once the slot is free again, the same backend takes jobs (its circuit never opened).
+    expect(await engineFor([full.url]).generate(request(7502))).toHaveLength(1)
+    expect(full.started.jobs).toBe(2)
   })
 })
