@@ -228,6 +228,12 @@ export async function loadModel(
             ),
           }
       sessions[name] = await backend.createSession(model, { label: name })
+      // The session holds its own copy (ORT's memory): drop ours now, not when loading ends, so
+      // an isolate never holds every file in JS and every weight in WebAssembly at once.
+      forgetBytes(source, [
+        path,
+        ...description.components[name]!.metadata.externalData.map((l) => `${name}/${l}`),
+      ])
     } catch (e) {
       if (e instanceof ModelLoadError) throw e
       throw new ModelLoadError(`${source.label}: cannot load ${path}: ${(e as Error).message}`)
@@ -552,8 +558,18 @@ function readOnce(source: ModelSource): ModelSource {
       : {}),
   }
   READ_ONCE.add(once)
+  FORGET.set(once, (p) => seen.delete(p))
   return once
 }
+
+/** Lets `readOnce`'s copies of these files go (a later read fetches them again). */
+function forgetBytes(source: ModelSource, paths: readonly string[]): void {
+  const forget = FORGET.get(source)
+  for (const p of paths) forget?.(p)
+}
+
+/** How to drop a `readOnce` source's cached files. */
+const FORGET = new WeakMap<ModelSource, (path: string) => void>()
 
 /** Sources already wrapped by `readOnce`. */
 const READ_ONCE = new WeakSet<ModelSource>()
