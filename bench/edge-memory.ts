@@ -14,17 +14,11 @@
  * after-GC figure from round to round, while the peak shows what one generation needs. The
  * workerd process's RSS (every isolate plus the runtime, from /proc) is printed beside it.
  */
-import { spawn } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
-import { createServer, type AddressInfo } from 'node:net'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { readFileSync, readdirSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import WebSocket from 'ws'
+import { freePort, startWorker } from '../test/node/worker-server'
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const { values } = parseArgs({
   options: {
     rounds: { type: 'string', default: '3' },
@@ -36,14 +30,6 @@ const ROUNDS = Number(values.rounds)
 const MISSES = Number(values.misses)
 const HITS = Number(values.hits)
 const MB = 1024 * 1024
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as AddressInfo
-      s.close(() => resolve(port))
-    })
-  })
 
 /** A minimal Chrome DevTools Protocol client over one WebSocket. */
 async function inspector(url: string) {
@@ -109,57 +95,10 @@ function workerdRss(): number {
 }
 
 async function main() {
-  const port = await freePort()
   const inspectorPort = await freePort()
-  const admin = randomBytes(16).toString('hex')
-  const state = mkdtempSync(join(tmpdir(), 'tti-bench-memory-'))
-  const child = spawn(
-    'npx',
-    [
-      'wrangler',
-      'dev',
-      '--port',
-      String(port),
-      '--ip',
-      '127.0.0.1',
-      '--inspector-port',
-      String(inspectorPort),
-      '--persist-to',
-      state,
-      '--var',
-      `ADMIN_TOKEN:${admin}`,
-      // Room for every request of the run on one key.
-      '--var',
-      'RATE_LIMIT_BURST:100000',
-      '--show-interactive-dev-session=false',
-    ],
-    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: { ...process.env } },
-  )
-  let log = ''
-  child.stdout!.on('data', (d) => (log += d))
-  child.stderr!.on('data', (d) => (log += d))
-  const stop = () => {
-    try {
-      process.kill(-child.pid!, 'SIGTERM')
-    } catch {
-      /* gone */
-    }
-    rmSync(state, { recursive: true, force: true })
-  }
-  process.on('exit', stop)
-  const base = `http://127.0.0.1:${port}`
-  for (const deadline = Date.now() + 120_000; ; ) {
-    if (child.exitCode !== null) throw new Error(`wrangler dev exited:\n${log}`)
-    if (
-      await fetch(`${base}/healthz`).then(
-        (r) => r.ok,
-        () => false,
-      )
-    )
-      break
-    if (Date.now() > deadline) throw new Error(`wrangler dev did not start:\n${log}`)
-    await new Promise((r) => setTimeout(r, 500))
-  }
+  // Room for every request of the run on one key.
+  const worker = await startWorker({ RATE_LIMIT_BURST: '100000' }, { inspectorPort })
+  const base = worker.url
   const targets = (await fetch(`http://127.0.0.1:${inspectorPort}/json`).then((r) => r.json())) as {
     webSocketDebuggerUrl: string
     title?: string
@@ -209,11 +148,7 @@ async function main() {
     return heap()
   }
 
-  const { key } = (await fetch(`${base}/v1/keys`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ name: 'bench-memory' }),
-  }).then((r) => r.json())) as { key: string }
+  const { key } = await worker.createKey({ name: 'bench-memory' })
   const generate = async (seed: number) => {
     const res = await fetch(`${base}/v1/images`, {
       method: 'POST',
@@ -280,7 +215,7 @@ async function main() {
   sampling = false
   await sampler
   cdp.close()
-  stop()
+  await worker.stop()
   process.exit(0)
 }
 

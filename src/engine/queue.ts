@@ -30,8 +30,9 @@ export interface QueueOptions {
   pollMs?: number
 }
 
-/** Default admission of the in-edge engine: one at a time (ORT WebAssembly runs serially). */
-export const EDGE_QUEUE: QueueOptions = Object.freeze({ concurrency: 1, maxWaiting: 64 })
+/** Default admission of the in-edge engine: one at a time (ORT WebAssembly runs serially), and
+ * about a minute of bundled-model work waiting (128 at ~0.5 s). */
+export const EDGE_QUEUE: QueueOptions = Object.freeze({ concurrency: 1, maxWaiting: 128 })
 
 /** Default admission of a GPU backend: one run at a time on its device, 32 waiting. */
 export const BACKEND_QUEUE: QueueOptions = Object.freeze({ concurrency: 1, maxWaiting: 32 })

@@ -35,17 +35,19 @@ export function freePort(): Promise<number> {
 
 /**
  * Starts the worker with extra plain-text `vars` (and, with `assets`, another model folder in
- * place of models/); `stop()` disposes of it and deletes its state.
+ * place of models/; with `config`, another worker; with `inspectorPort`, DevTools there, as the
+ * memory benchmark reads it); `stop()` disposes of it and deletes its state. Files are not
+ * watched: an edit during a run never restarts it.
  */
 export async function startWorker(
   vars: Record<string, string> = {},
-  options: { assets?: string } = {},
+  options: { assets?: string; config?: string; inspectorPort?: number } = {},
 ): Promise<RunningWorker> {
   const port = await freePort()
   const adminToken = randomBytes(24).toString('base64url')
   const state = mkdtempSync(path.join(tmpdir(), 'tti-worker-'))
   const worker = await unstable_startWorker({
-    config: 'wrangler.toml',
+    config: options.config ?? 'wrangler.toml',
     ...(options.assets ? { assets: options.assets } : {}),
     bindings: {
       ADMIN_TOKEN: { type: 'plain_text', value: adminToken },
@@ -55,7 +57,9 @@ export async function startWorker(
     },
     dev: {
       server: { hostname: '127.0.0.1', port },
-      inspector: false,
+      inspector: options.inspectorPort
+        ? { hostname: '127.0.0.1', port: options.inspectorPort }
+        : false,
       persist: state,
       watch: false,
       logLevel: 'warn',
