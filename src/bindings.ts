@@ -3,7 +3,9 @@
  * The one place that maps the Worker's `Env` onto the small structural dependencies the domain
  * code takes, so tests can build the same dependencies around fault-injecting wrappers.
  */
+import { hotImages } from './cache/hot-images'
 import type { ImageStoreDeps } from './cache/image-store'
+import type { ServeImageDeps } from './cache/serve-image'
 import type { EngineProvider } from './engine/provider'
 import type { CreateImagesDeps } from './images/create-images'
 import type { KeyDeps } from './keys/api-keys'
@@ -21,6 +23,16 @@ export function keyGuard(env: Env, keyId: string) {
 /** Image bytes (R2) and the request index (KV). */
 export function storeDeps(env: Env): ImageStoreDeps {
   return { images: env.IMAGES, index: env.INDEX }
+}
+
+/** What serving image bytes needs: the store, the Cache API where the runtime has one, and the
+ * isolate's copy of recent bytes. */
+export function serveDeps(env: Env): ServeImageDeps {
+  return {
+    ...storeDeps(env),
+    cache: typeof caches === 'undefined' ? undefined : caches.default,
+    hot: hotImages,
+  }
 }
 
 /** The single-flight coordinator of a request key. */

@@ -1,13 +1,15 @@
 /**
  * @module
  * Serving `GET /v1/images/{sha256}.png` and its variants (`.webp`, `.jpg`, `?w=`, `?q=`; see
- * `src/images/variants.ts`): the Cache API in front (optional accelerator), R2 behind it. The
+ * `src/images/variants.ts`): the isolate's copy of recent bytes (`./hot-images`), then the Cache
+ * API (optional accelerator), R2 behind them. The
  * original is served as stored; a variant is encoded from it on a miss and cached under its
  * canonical URL, so it is encoded once per cache (and once per isolate for concurrent misses).
  * Content-addressed, so every response is immutable.
  */
 import { imagePath, ORIGINAL, OUTPUT_FORMATS, isOriginal, type Variant } from '../images/formats'
 import { encodeVariant, variantTag } from '../images/variants'
+import { HOT_ENTRY_BYTES, type HotImages } from './hot-images'
 import { getImage, IMMUTABLE, type ImageStoreDeps } from './image-store'
 
 /** The permanent URL path of an image or a variant (defined with the format table). */
@@ -34,9 +36,11 @@ export function matchesEtag(ifNoneMatch: string | undefined, tag: string): boole
     .some((t) => t === '*' || t === `"${tag}"`)
 }
 
-/** What serving needs: the bucket, and the Cache API when the runtime has one. */
+/** What serving needs: the bucket, the Cache API when the runtime has one, the isolate's copy. */
 export type ServeImageDeps = Pick<ImageStoreDeps, 'images'> & {
   cache?: Pick<Cache, 'match' | 'put'>
+  /** Recently served bytes by path (`./hot-images`), looked at before the Cache API. */
+  hot?: Pick<HotImages, 'get' | 'set'>
 }
 
 /**
@@ -49,13 +53,31 @@ export async function serveImage(
   cacheUrl: string,
   defer: (p: Promise<unknown>) => void,
 ): Promise<Response | null> {
+  const path = imagePath(sha256)
+  const hot = deps.hot?.get(path)
+  if (hot) return bytesResponse(hot, imageHeaders(sha256))
   const cached = await deps.cache?.match(cacheUrl)
-  if (cached) return cached
+  if (cached) return keepHot(deps, path, cached)
   const obj = await getImage(deps, sha256)
   if (!obj) return null
-  const res = new Response(obj.body, { headers: imageHeaders(sha256) })
+  const res = new Response(obj.body, {
+    headers: { ...imageHeaders(sha256), 'Content-Length': String(obj.size) },
+  })
   if (deps.cache) defer(deps.cache.put(cacheUrl, res.clone()))
-  return res
+  return keepHot(deps, path, res)
+}
+
+function bytesResponse(bytes: Uint8Array, headers: HeadersInit): Response {
+  return new Response(bytes as Uint8Array<ArrayBuffer>, { headers })
+}
+
+/** Answers `res`, keeping a copy of its bytes in the isolate when it is small enough. */
+async function keepHot(deps: ServeImageDeps, path: string, res: Response): Promise<Response> {
+  const length = Number(res.headers.get('content-length') ?? NaN)
+  if (!deps.hot || !(length <= HOT_ENTRY_BYTES)) return res
+  const bytes = new Uint8Array(await res.arrayBuffer())
+  deps.hot.set(path, bytes)
+  return bytesResponse(bytes, res.headers)
 }
 
 /** Encodes in flight in this isolate, by cache URL: concurrent misses share one encode. */
@@ -76,13 +98,16 @@ export async function serveVariant(
   defer: (p: Promise<unknown>) => void,
   original?: Uint8Array,
 ): Promise<Response | null> {
-  const cacheUrl = new URL(imagePath(sha256, variant), origin).href
+  const path = imagePath(sha256, variant)
+  const cacheUrl = new URL(path, origin).href
   if (isOriginal(variant)) {
     if (!original) return serveImage(deps, sha256, cacheUrl, defer)
     return new Response(original as Uint8Array<ArrayBuffer>, { headers: imageHeaders(sha256) })
   }
+  const hot = deps.hot?.get(path)
+  if (hot) return bytesResponse(hot, imageHeaders(sha256, variant))
   const cached = await deps.cache?.match(cacheUrl)
-  if (cached) return cached
+  if (cached) return keepHot(deps, path, cached)
   let pending = encoding.get(cacheUrl)
   if (!pending) {
     pending = (async () => {
@@ -99,5 +124,6 @@ export async function serveVariant(
     headers: imageHeaders(sha256, variant),
   })
   if (deps.cache) defer(deps.cache.put(cacheUrl, res.clone()))
+  deps.hot?.set(path, bytes)
   return res
 }

@@ -18,7 +18,7 @@
 import { Hono, type Context } from 'hono'
 import type { ContentfulStatusCode } from 'hono/utils/http-status'
 import type { AppEnv } from '../app-env'
-import { imageDeps, storeDeps } from '../bindings'
+import { imageDeps, serveDeps, storeDeps } from '../bindings'
 import { getImage } from '../cache/image-store'
 import { imageHeaders, imagePath, serveVariant } from '../cache/serve-image'
 import type { EngineProvider } from '../engine/provider'
@@ -180,7 +180,7 @@ async function outputBytes(
   if (isOriginal(result.output)) return imageBytes(c, result, i)
   const { sha256 } = result.entry.images[i]
   const res = await serveVariant(
-    { ...storeDeps(c.env), cache: typeof caches === 'undefined' ? undefined : caches.default },
+    serveDeps(c.env),
     sha256,
     result.output,
     c.req.url,

@@ -8,7 +8,7 @@
 import { Hono, type Context } from 'hono'
 import { createMiddleware } from 'hono/factory'
 import type { AppEnv } from '../app-env'
-import { imageDeps, keyDeps, storeDeps } from '../bindings'
+import { imageDeps, keyDeps, serveDeps } from '../bindings'
 import { imageHeaders, imagePath, matchesEtag, serveVariant } from '../cache/serve-image'
 import {
   embedCacheControl,
@@ -69,10 +69,7 @@ export function embedRoutes(options: {
         read: async (sha256, original) =>
           (
             await serveVariant(
-              {
-                ...storeDeps(c.env),
-                cache: typeof caches === 'undefined' ? undefined : caches.default,
-              },
+              serveDeps(c.env),
               sha256,
               variant,
               c.req.url,

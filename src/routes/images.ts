@@ -7,7 +7,7 @@
  */
 import { Hono, type Context } from 'hono'
 import type { AppEnv } from '../app-env'
-import { imageDeps, storeDeps } from '../bindings'
+import { imageDeps, serveDeps, storeDeps } from '../bindings'
 import { getImage, IMMUTABLE } from '../cache/image-store'
 import {
   imageHeaders,
@@ -142,11 +142,6 @@ export function imageRoutes(options: {
   app.get('/:file{[0-9a-f]{64}\\.(?:webp|jpg|jpeg)}', permanent)
 
   return app
-}
-
-/** The bucket and, where the runtime has it, the Cache API. */
-function serveDeps(env: AppEnv['Bindings']): ServeImageDeps {
-  return { ...storeDeps(env), cache: typeof caches === 'undefined' ? undefined : caches.default }
 }
 
 /** Whether a `Prefer` header (RFC 7240) holds `respond-async`. */
