@@ -2,7 +2,7 @@
  * @module
  * The Hono environment shared by the app, its middleware and routes.
  */
-import type { ApiKeyRecord } from './keys/api-keys'
+import type { ApiKeyRecord, KeyState } from './keys/api-keys'
 
 /** Bindings and per-request variables of the app. */
 export interface AppEnv {
@@ -10,6 +10,8 @@ export interface AppEnv {
   Variables: {
     /** The authenticated API key (set by `apiKeyAuth`). */
     apiKey: ApiKeyRecord
+    /** Its revocation flag and quota bucket as `apiKeyAuth` read them (one round trip). */
+    keyState: KeyState
     /** The parsed JSON body (set by `jsonBody`). */
     json: unknown
     /**

@@ -5,7 +5,7 @@
  * and its token bucket for the generation quota.
  */
 import { DurableObject } from 'cloudflare:workers'
-import type { RateLimitPolicy } from '../keys/api-keys'
+import type { KeyState, RateLimitPolicy } from '../keys/api-keys'
 
 /** State of a token bucket at `updatedAt` (ms since epoch). */
 export interface BucketState {
@@ -77,6 +77,14 @@ export class KeyGuard extends DurableObject<Env> {
   /** Whether the key has been revoked. */
   async isRevoked(): Promise<boolean> {
     return this.revoked
+  }
+
+  /**
+   * Revocation and quota in one round trip: an authenticated cache hit needs both and nothing
+   * else from this object (its zero charge is computed from `bucket` by the caller).
+   */
+  async check(): Promise<KeyState> {
+    return { revoked: this.revoked, bucket: this.bucket }
   }
 
   /** Revokes the key; every later `isRevoked` sees it. */

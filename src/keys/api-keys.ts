@@ -47,9 +47,17 @@ export interface ApiKeyRecord extends PublicKeyRecord {
   embed_secret?: string
 }
 
+/** A key's revocation flag and token bucket, read together (`KeyGuard.check`). */
+export interface KeyState {
+  revoked: boolean
+  /** The bucket as last stored (`tokens` at `updatedAt`, ms); absent until the first charge. */
+  bucket?: { tokens: number; updatedAt: number }
+}
+
 /** The revocation side of a key's Durable Object. */
 export interface RevocationFlag {
   isRevoked(): Promise<boolean>
+  check(): Promise<KeyState>
   revoke(): Promise<void>
 }
 
@@ -211,16 +219,16 @@ export async function revokeKey(deps: KeyDeps, id: string): Promise<PublicKeyRec
 export async function authenticate(
   deps: KeyDeps,
   presented: string | undefined,
-): Promise<ApiKeyRecord> {
+): Promise<{ record: ApiKeyRecord; state: KeyState }> {
   if (!presented) throw unauthorized('missing API key (send Authorization: Bearer tti_...)')
   if (!KEY_PATTERN.test(presented)) throw unauthorized('malformed API key')
   const hash = await sha256Hex(presented)
   const record = await getRecord(deps.kv, hash.slice(0, 16))
   if (!record || !digestsEqual(hash, record.hash)) throw unauthorized('invalid API key')
-  if (record.revoked_at || (await deps.guard(record.id).isRevoked())) {
-    throw new ProblemError('key-revoked')
-  }
-  return record
+  if (record.revoked_at) throw new ProblemError('key-revoked')
+  const state = await deps.guard(record.id).check()
+  if (state.revoked) throw new ProblemError('key-revoked')
+  return { record, state }
 }
 
 /** The stored record of a key id, or null for an unknown id (no revocation check). */

@@ -24,7 +24,7 @@ export function apiKeyAuth(options: { scope: Scope }) {
     // A key sent without the scheme is a common slip: say so rather than "missing API key".
     if (header && !bearer(header) && /^\s*tti_/.test(header))
       throw unauthorized('send the key as Authorization: Bearer tti_… (the "Bearer " is missing)')
-    const record = await authenticate(keyDeps(c.env), bearer(header))
+    const { record, state } = await authenticate(keyDeps(c.env), bearer(header))
     if (!record.scopes.includes(scope)) {
       throw new ProblemError('insufficient-scope', {
         detail: `this endpoint needs the "${scope}" scope; the key has ${record.scopes.join(', ')}`,
@@ -32,6 +32,7 @@ export function apiKeyAuth(options: { scope: Scope }) {
       })
     }
     c.set('apiKey', record)
+    c.set('keyState', state)
     await next()
   })
 }

@@ -8,7 +8,7 @@
 import { createMiddleware } from 'hono/factory'
 import type { AppEnv } from '../app-env'
 import { keyGuard } from '../bindings'
-import type { QuotaResult } from '../durable/key-guard'
+import { takeTokens, type QuotaResult } from '../durable/key-guard'
 import type { RateLimitPolicy } from '../keys/api-keys'
 import { ProblemError } from '../problem'
 
@@ -27,12 +27,18 @@ export function rateLimit(options: { defaults: RateLimitPolicy }) {
   return createMiddleware<AppEnv>(async function rateLimit(c, next) {
     const key = c.get('apiKey')
     const policy = key.rate_limit ?? defaults
-    const guard = keyGuard(c.env, key.id)
+    const guard = () => keyGuard(c.env, key.id)
     let last: QuotaResult | undefined
     c.set('charge', async (cost) => {
-      last = await guard.take(cost, policy)
+      // A zero charge (a hit) only reads the bucket, which `apiKeyAuth` read with revocation.
+      const known = c.get('keyState')
+      if (cost === 0 && known) {
+        last = takeTokens(known.bucket, 0, policy, Date.now()).result
+        return async () => {}
+      }
+      last = await guard().take(cost, policy)
       const refund = async () => {
-        last = await guard.refund(cost, policy)
+        last = await guard().refund(cost, policy)
       }
       if (!last.allowed) {
         throw new ProblemError('rate-limited', {

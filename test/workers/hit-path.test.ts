@@ -2,7 +2,8 @@
  * What a permanent-URL hit touches, counted (not timed): through the real worker with its real
  * bindings, each wrapped only to count calls. A hit makes no Durable Object call (metrics are
  * buffered per isolate, `src/durable/metrics.ts`) and, once the isolate holds the bytes
- * (`src/cache/hot-images.ts`), no R2 or KV read either. Also the hot copy's bounds.
+ * (`src/cache/hot-images.ts`), no R2 or KV read either. An authenticated hit makes one (the
+ * key's revocation and quota in one `KeyGuard.check`). Also the hot copy's bounds.
  */
 import { createExecutionContext, env, waitOnExecutionContext } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
@@ -36,9 +37,9 @@ function countingEnv() {
   return { env: e, calls }
 }
 
-async function fetchWith(e: Env, path: string): Promise<Response> {
+async function fetchWith(e: Env, path: string, init?: RequestInit): Promise<Response> {
   const ctx = createExecutionContext()
-  const res = await worker.fetch(new Request(`https://tti.test${path}`), e, ctx)
+  const res = await worker.fetch(new Request(`https://tti.test${path}`, init), e, ctx)
   const body = new Uint8Array(await res.arrayBuffer())
   await waitOnExecutionContext(ctx)
   return new Response(body, { status: res.status, headers: res.headers })
@@ -69,6 +70,39 @@ describe('permanent-URL hit path', () => {
     expect(new Uint8Array(await b.arrayBuffer())).toEqual(new Uint8Array(await a.arrayBuffer()))
     expect(b.headers.get('ETag')).toBe(`"${images[0].sha256}"`)
     expect(b.headers.get('Content-Type')).toBe('image/png')
+  })
+})
+
+describe('authenticated hit path', () => {
+  it('makes one Durable Object call: revocation and quota read together', async () => {
+    const { key } = await createKey({
+      name: 'auth-hit',
+      rate_limit: { burst: 5, period_seconds: 60 },
+    })
+    const body = JSON.stringify({ prompt: 'a small blue circle', seed: 8302, steps: 2 })
+    const init = () => ({
+      method: 'POST',
+      body,
+      headers: {
+        Authorization: `Bearer ${key}`,
+        'Content-Type': 'application/json',
+        Accept: 'image/png',
+      },
+    })
+    const miss = await postImages(key, JSON.parse(body))
+    expect(miss.headers.get('X-Cache')).toBe('MISS')
+    await miss.arrayBuffer()
+    await flushMetrics(env.METRICS)
+    const counted = countingEnv()
+    const hit = await fetchWith(counted.env, '/v1/images', init())
+    expect(hit.status).toBe(200)
+    expect(hit.headers.get('X-Cache')).toBe('HIT')
+    expect(counted.calls['KEY_GUARD.get']).toBe(1)
+    expect(counted.calls['COORDINATOR.get']).toBeUndefined()
+    expect(counted.calls['METRICS.get']).toBeUndefined()
+    // The quota headers are the bucket's, as the object would have answered: one image taken.
+    expect(hit.headers.get('RateLimit-Limit')).toBe('5')
+    expect(hit.headers.get('RateLimit-Remaining')).toBe('4')
   })
 })
 
