@@ -5,7 +5,10 @@ Stages: synthetic world -> BPE tokenizer -> KL autoencoder (64x64x3 <-> 8x8x4; L
 towards the shape's pixels; the training renders plus renders in random colours) -> latent diffusion
 UNet + CLIP-style text encoder (trained jointly, v-prediction, SD's scaled_linear schedule rescaled to
 zero terminal SNR, colour/background words sometimes left out of captions) -> Python DDIM evaluation on
-held-out combos -> ONNX export.
+held-out combos -> ONNX export. Two optional stages from the v6 experiments, off by default
+(`--dec-steps`: a decoder against the frozen encoder, trained on blended latents; `--unet-ft-steps`:
+the UNet continued with mismatched captions at low noise); `training/onnx_to_pt.py` turns a
+committed model back into checkpoints for `--vae-from` / `--unet-from` / `--controlnet-from`.
 
 Usage:  /usr/bin/python3 training/train.py --out models/tiny-shapes
         /usr/bin/python3 training/train.py --out /tmp/smoke --smoke
@@ -410,12 +413,32 @@ def timestep_embedding(t, dim):
     return torch.cat([torch.cos(emb), torch.sin(emb)], -1)
 
 
-class ResBlock(nn.Module):
-    def __init__(self, cin, cout, temb=None, groups=32):
+class PixelNorm(nn.Module):
+    """Normalisation over the channels at each position (a LayerNorm of every pixel's feature vector,
+    per-channel affine), for the decoder: a GroupNorm's statistics come from the whole image, so new
+    content in one place changes every pixel's scale and shift; this one never looks across pixels."""
+
+    def __init__(self, c, eps=1e-6):
         super().__init__()
-        self.n1, self.c1 = nn.GroupNorm(groups, cin, eps=1e-6), nn.Conv2d(cin, cout, 3, padding=1)
+        self.weight, self.bias = nn.Parameter(torch.ones(c)), nn.Parameter(torch.zeros(c))
+        self.eps = eps
+
+    def forward(self, x):
+        mu = x.mean(1, keepdim=True)
+        var = ((x - mu) ** 2).mean(1, keepdim=True)
+        return (x - mu) / torch.sqrt(var + self.eps) * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+def make_norm(kind, groups, c):
+    return PixelNorm(c) if kind == "pixel" else nn.GroupNorm(groups, c, eps=1e-6)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, cin, cout, temb=None, groups=32, norm="group"):
+        super().__init__()
+        self.n1, self.c1 = make_norm(norm, groups, cin), nn.Conv2d(cin, cout, 3, padding=1)
         self.t = nn.Linear(temb, cout) if temb else None
-        self.n2, self.c2 = nn.GroupNorm(groups, cout, eps=1e-6), nn.Conv2d(cout, cout, 3, padding=1)
+        self.n2, self.c2 = make_norm(norm, groups, cout), nn.Conv2d(cout, cout, 3, padding=1)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x, emb=None):
@@ -524,17 +547,18 @@ class VAEEncoder(nn.Module):
 
 
 class VAEDecoder(nn.Module):
-    """8x8x4 -> 64x64x3 in three x2 stages (8->16->32->64), channels 96/64/32 (+3 out)."""
+    """8x8x4 -> 64x64x3 in three x2 stages (8->16->32->64), channels 96/64/32 (+3 out); `norm`
+    "group" (GroupNorm, v1-v5) or "pixel" (`PixelNorm`, v6)."""
 
-    def __init__(self):
+    def __init__(self, norm="group"):
         super().__init__()
         self.conv_in = nn.Conv2d(4, 96, 3, padding=1)
-        self.r8a, self.r8b = ResBlock(96, 96, groups=16), ResBlock(96, 96, groups=16)
+        self.r8a, self.r8b = ResBlock(96, 96, groups=16, norm=norm), ResBlock(96, 96, groups=16, norm=norm)
         self.up16 = nn.Sequential(nn.Conv2d(96, 4 * 64, 3, padding=1), nn.PixelShuffle(2))
-        self.r16 = ResBlock(64, 64, groups=16)
+        self.r16 = ResBlock(64, 64, groups=16, norm=norm)
         self.up32 = nn.Sequential(nn.Conv2d(64, 4 * 32, 3, padding=1), nn.PixelShuffle(2))
-        self.r32 = ResBlock(32, 32, groups=8)
-        self.out = nn.Sequential(nn.GroupNorm(8, 32, eps=1e-6), nn.SiLU(), nn.Conv2d(32, 12, 3, padding=1), nn.PixelShuffle(2))
+        self.r32 = ResBlock(32, 32, groups=8, norm=norm)
+        self.out = nn.Sequential(make_norm(norm, 8, 32), nn.SiLU(), nn.Conv2d(32, 12, 3, padding=1), nn.PixelShuffle(2))
 
     def forward(self, z):
         h = self.r8b(self.r8a(self.conv_in(z)))
@@ -640,6 +664,194 @@ def lr_at(step, total, base, warm):
         return base * (step + 1) / warm
     p = (step - warm) / max(1, total - warm)
     return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def latent_boxes(rng, n, h=8, w=8):
+    """n random boxes on the h x w latent grid, 1-6 cells a side: [n, 1, h, w], 1 inside."""
+    m = torch.zeros(n, 1, h, w)
+    for i in range(n):
+        bh, bw = int(rng.integers(1, 7)), int(rng.integers(1, 7))
+        y0, x0 = int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1))
+        m[i, :, y0:y0 + bh, x0:x0 + bw] = 1
+    return m
+
+
+def train_decoder(args, enc, base_dec, X, FGM, attrs, held_set, stats):
+    """The decoder stage, after the VAE stage, with the encoder frozen, so the latents (and the UNet and
+    ControlNet trained on them) stay valid. 4-channel inpainting keeps the latents outside the mask
+    exactly, but v5's decoder moved the pixels there: 81.6% stayed within +-8 of the input (88.6% for
+    the plain round trip), and nearly as few far from the mask (83.6%) as next to it, because its
+    GroupNorms take their statistics over the whole image. This stage (off by default: no run of it
+    beat v5's decoder yet, see training/README.md) trains a decoder from scratch (`--dec-init fresh`)
+    or from the VAE stage's weights (`base`), with `--dec-norm pixel` (`PixelNorm`: no statistics
+    across pixels) or `group`. Besides plain reconstructions, a share of each batch (`--dec-blend`) is blended latents as
+    inpainting leaves them: image A's latents with a random box of latent cells taken from image B
+    (another training image on the same background, or another random render); the target is A's
+    pixels outside the box's pixel region, weighted 1 + `--dec-keep-weight` more, and B's inside,
+    weighted only `--dec-inside-weight` (a hard seam between two unrelated images is not what
+    inpainting decodes: the UNet draws the inside to fit). Every pixel farther than 4/255 from its
+    target also pays `--dec-hinge` x the excess, capped at 32/255 (the target is a bound, +-8; near
+    misses on flat colour can be fixed, the aliased edges of a shape cannot). Training images and a
+    fixed pool of random renders are encoded once (encoder frozen)."""
+    torch.manual_seed(args.seed + 40)
+    dec = VAEDecoder(args.dec_norm)
+    if args.dec_init == "base":  # the VAE stage's weights (both norms have one weight and bias per channel)
+        dec.load_state_dict(base_dec.state_dict())
+    g = torch.Generator().manual_seed(args.seed + 41)
+    vrng = np.random.default_rng(args.seed + 42)
+    enc.eval()
+    n_pool = 512 if args.smoke else 8192
+    rimgs, rmasks = random_renders(vrng, n_pool, held_set)
+    RX = to_tensor(rimgs)
+    RFG = F.max_pool2d(torch.from_numpy(rmasks).float()[:, None], 3, 1, 1)
+    with torch.no_grad():
+        XM, XLV = [torch.cat(z) for z in zip(*[enc(X[i:i + 256]) for i in range(0, len(X), 256)])]
+        RM, RLV = [torch.cat(z) for z in zip(*[enc(RX[i:i + 256]) for i in range(0, len(RX), 256)])]
+    bgs = np.array([list(BACKGROUNDS).index(a[2]) for a in attrs])
+    by_bg = [torch.from_numpy(np.nonzero(bgs == k)[0]) for k in range(len(BACKGROUNDS))]
+    B = args.vae_batch
+    n_rand = round(B * args.vae_random_frac)
+    n_blend = round(B * args.dec_blend)
+    thr = 4 / 127.5
+    # a fixed check set: 64 blends (32 training images with partners on the same background, 32 random
+    # renders with other random renders) and the same 64 images plain; share of pixels within +-8 of A
+    crng = np.random.default_rng(args.seed + 43)
+    cidx = torch.from_numpy(crng.integers(0, len(X), 32))
+    cpidx = torch.stack([by_bg[bgs[i]][int(crng.integers(len(by_bg[bgs[i]])))] for i in cidx.tolist()])
+    cimgs, _ = random_renders(crng, 64, held_set)
+    cx = torch.cat([X[cidx], to_tensor(cimgs[:32])])
+    with torch.no_grad():
+        cza = torch.cat([XM[cidx], enc(cx[32:])[0]])
+        czb = torch.cat([XM[cpidx], enc(to_tensor(cimgs[32:]))[0]])
+    cm = latent_boxes(crng, 64)
+    cM = F.interpolate(cm, scale_factor=IMG // cza.shape[-1], mode="nearest")
+
+    def check(d):
+        with torch.no_grad():
+            eb = (d((1 - cm) * cza + cm * czb) - cx).abs().amax(1, keepdim=True) <= 8 / 127.5
+            ep = (d(cza) - cx).abs().amax(1) <= 8 / 127.5
+        return {"blend_outside_within_8": ((eb.float() * (1 - cM)).sum() / (1 - cM).sum()).item(),
+                "plain_within_8": ep.float().mean().item()}
+
+    base_dec.eval()
+    stats["decoder_check_base"] = check(base_dec)
+    log(f"decoder check, VAE stage's decoder: {stats['decoder_check_base']}")
+    opt = torch.optim.AdamW(dec.parameters(), lr=args.dec_lr, weight_decay=0.0)
+    t0 = time.time()
+    dec.train()
+    for step in range(args.dec_steps):
+        for pg in opt.param_groups:
+            pg["lr"] = lr_at(step, args.dec_steps, args.dec_lr, 50)
+        idx = torch.randint(0, len(X), (B - n_rand,), generator=g)
+        # partner of each training image: another training image on the same background
+        pidx = torch.stack([by_bg[bgs[i]][torch.randint(0, len(by_bg[bgs[i]]), (1,), generator=g)][0] for i in idx.tolist()])
+        ridx = torch.randint(0, len(RX), (2 * n_rand,), generator=g)
+        ra, rb = ridx[:n_rand], ridx[n_rand:]
+        x, fgm = torch.cat([X[idx], RX[ra]]), torch.cat([FGM[idx], RFG[ra]])
+        xb, fgb = torch.cat([X[pidx], RX[rb]]), torch.cat([FGM[pidx], RFG[rb]])
+        mean, logvar = torch.cat([XM[idx], RM[ra], XM[pidx], RM[rb]]), torch.cat([XLV[idx], RLV[ra], XLV[pidx], RLV[rb]])
+        za, zb = (mean + torch.randn(mean.shape, generator=g) * (0.5 * logvar).exp()).chunk(2)
+        # blended samples spread over both parts of the batch (training images and random renders)
+        sel = torch.zeros(B, 1, 1, 1)
+        sel[torch.randperm(B, generator=g)[:n_blend]] = 1
+        m = latent_boxes(vrng, B) * sel
+        M = F.interpolate(m, scale_factor=IMG // za.shape[-1], mode="nearest")
+        target = (1 - M) * x + M * xb
+        fg = (1 - M) * fgm + M * fgb
+        w = (1 + args.vae_fg_weight * fg) * ((1 - M) * (1 + args.dec_keep_weight * sel) + M * args.dec_inside_weight)
+        w = w / w.mean()
+        err = (dec((1 - m) * za + m * zb) - target).abs()
+        loss = (err * w).mean() + ((err ** 2) * w).mean() + args.dec_hinge * ((err - thr).clamp(0, 0.25) * w).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 100 == 0 or step == args.dec_steps - 1:
+            el = time.time() - t0
+            dec.eval()
+            c = check(dec)
+            dec.train()
+            log(f"decoder step {step} loss {loss.item():.4f} check: blended outside within 8 {c['blend_outside_within_8']:.4f}, "
+                f"plain {c['plain_within_8']:.4f} ({el / (step + 1):.2f}s/step, "
+                f"eta {el / (step + 1) * (args.dec_steps - step - 1) / 60:.1f} min)")
+    stats["decoder_train_s"] = time.time() - t0
+    dec.eval()
+    stats["decoder_check"] = check(dec)
+    return dec
+
+
+def mismatched_attrs(rng, attrs, a):
+    """A training image's attrs with another colour and another shape than `a` (any background,
+    size and position): the caption of the wrong picture."""
+    while True:
+        b = attrs[rng.randrange(len(attrs))]
+        if b[0] != a[0] and b[1] != a[1]:
+            return b
+
+
+def finetune_unet(args, unet, te, tok, L, LFG, attrs, stats):
+    """Continue the UNet + text encoder from the EMA weights of the UNet stage (`--unet-ft-steps`,
+    `--unet-ft-lr`). Image-to-image at strength 0.3 starts at t = 299 from the input's noised latents,
+    but in training the caption always matched the image, so with guidance the model redrew the
+    prompt's shape over the input's (v5: the input's shape and position kept in 10% of cases when the
+    prompt named another shape). Here, at t < `--unet-mismatch-t`, a share `--unet-mismatch-frac` of
+    captions describe another training image (another colour and another shape; the target is still
+    this image's v), so at low noise the model follows what the latents show and not the words."""
+    torch.manual_seed(args.seed + 50)
+    params = list(unet.parameters()) + list(te.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    unet.train()
+    te.train()
+    ema_unet, ema_te = UNet(), TextEncoder(len(tok.vocab), args.window, 128, 3, 4, 512)
+    ema_unet.load_state_dict(unet.state_dict())
+    ema_te.load_state_dict(te.state_dict())
+    ema_p = list(ema_unet.parameters()) + list(ema_te.parameters())
+    for p in ema_p:
+        p.requires_grad_(False)
+    opt = torch.optim.AdamW(params, lr=args.unet_ft_lr, weight_decay=0.01)
+    ac = sd_alphas_cumprod()
+    g = torch.Generator().manual_seed(args.seed + 51)
+    crng = random.Random(args.seed + 52)
+    t0 = time.time()
+    run_loss, n_mis = None, 0
+    for step in range(args.unet_ft_steps):
+        for pg in opt.param_groups:
+            pg["lr"] = lr_at(step, args.unet_ft_steps, args.unet_ft_lr, 50)
+        idx = torch.randint(0, len(L), (args.unet_batch,), generator=g)
+        t = torch.randint(0, 1000, (args.unet_batch,), generator=g)
+        caps = []
+        for i, ti in zip(idx.tolist(), t.tolist()):
+            a = attrs[i]
+            if ti < args.unet_mismatch_t and crng.random() < args.unet_mismatch_frac:
+                a = mismatched_attrs(crng, attrs, a)
+                n_mis += 1
+            caps.append(train_caption(crng, a, args.caption_drop_attr, args.caption_short))
+        ids = torch.tensor([tok(c) for c in caps])
+        x0 = L[idx]
+        noise = torch.randn(x0.shape, generator=g)
+        abar = ac[t][:, None, None, None]
+        xt = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+        ctx, _ = te(ids)
+        pred = unet(xt, t.float(), ctx)
+        target = abar.sqrt() * noise - (1 - abar).sqrt() * x0
+        w = 1 + args.unet_fg_weight * LFG[idx]
+        loss = (((pred - target) ** 2) * w).mean() / w.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        d = min(0.999, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, p in zip(ema_p, params):
+                pe.mul_(d).add_(p.detach(), alpha=1 - d)
+        run_loss = loss.item() if run_loss is None else 0.98 * run_loss + 0.02 * loss.item()
+        if step % 100 == 0 or step == args.unet_ft_steps - 1:
+            el = time.time() - t0
+            log(f"unet ft step {step} loss {run_loss:.4f} lr {opt.param_groups[0]['lr']:.2e} mismatched {n_mis} "
+                f"({el / (step + 1):.2f}s/step, eta {el / (step + 1) * (args.unet_ft_steps - step - 1) / 60:.1f} min)")
+    stats["unet_ft_s"] = time.time() - t0
+    stats["unet_ft_final_loss"] = run_loss
+    return ema_unet.eval(), ema_te.eval()
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -935,6 +1147,23 @@ def main():
     ap.add_argument("--vae-fg-weight", type=float, default=10.0, help="extra pixel-loss weight on the shape (0: v2's loss)")
     ap.add_argument("--vae-random-frac", type=float, default=0.5,
                     help="share of each VAE batch drawn in random RGB colours, sizes and places (0: v3's data)")
+    ap.add_argument("--dec-steps", type=int, default=0,
+                    help="decoder stage after the VAE stage, encoder frozen (0, the default: keep the VAE stage's "
+                         "decoder; the v6 experiments in training/README.md did not beat it)")
+    ap.add_argument("--dec-norm", choices=["group", "pixel"], default="pixel",
+                    help="the decoder's normalisation: GroupNorm (v5) or per-pixel over channels")
+    ap.add_argument("--dec-init", choices=["fresh", "base"], default="fresh",
+                    help="start the decoder stage from scratch or from the VAE stage's decoder's weights")
+    ap.add_argument("--dec-lr", type=float, default=2e-3)
+    ap.add_argument("--dec-blend", type=float, default=0.5,
+                    help="share of each decoder batch with a box of latents from another image")
+    ap.add_argument("--dec-keep-weight", type=float, default=2.0,
+                    help="extra loss weight of the pixels outside the blended box")
+    ap.add_argument("--dec-inside-weight", type=float, default=0.1,
+                    help="loss weight of the pixels inside the blended box (B's pixels)")
+    ap.add_argument("--dec-hinge", type=float, default=2.0,
+                    help="weight of each pixel's error beyond 4/255 (capped at 32/255)")
+    ap.add_argument("--dec-from", help="load the decoder saved by the decoder stage (decoder.pt) instead of training it")
     ap.add_argument("--vae-from", help="load the VAE saved by SAVE_VAE instead of training it (experiments only)")
     ap.add_argument("--caption-drop-attr", type=float, default=0.15,
                     help="probability of leaving out the colour, and separately the background, of a training caption")
@@ -950,6 +1179,14 @@ def main():
     ap.add_argument("--controlnet-lr", type=float, default=5e-4)
     ap.add_argument("--controlnet-from", help="load the ControlNet saved by --save-dir instead of training it")
     ap.add_argument("--unet-steps", type=int, default=4000)
+    ap.add_argument("--unet-ft-steps", type=int, default=0,
+                    help="continue the UNet + text encoder with mismatched low-noise captions (0, the default: the "
+                         "UNet stage's weights; 1000 was the v6 experiment in training/README.md)")
+    ap.add_argument("--unet-ft-lr", type=float, default=2e-4)
+    ap.add_argument("--unet-mismatch-t", type=int, default=400,
+                    help="fine-tune timesteps below this may get the caption of another image")
+    ap.add_argument("--unet-mismatch-frac", type=float, default=0.5,
+                    help="share of the fine-tune's samples at t < --unet-mismatch-t with a mismatched caption")
     ap.add_argument("--unet-batch", type=int, default=64)
     ap.add_argument("--unet-lr", type=float, default=8e-4)
     ap.add_argument("--eval-n", type=int, default=100)
@@ -958,6 +1195,7 @@ def main():
     args = ap.parse_args()
     if args.smoke:
         args.vae_steps, args.unet_steps, args.controlnet_steps, args.eval_n = 30, 30, 30, 12
+        args.dec_steps, args.unet_ft_steps = min(args.dec_steps, 30), min(args.unet_ft_steps, 30)
     torch.set_num_threads(args.threads)
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -1073,6 +1311,14 @@ def main():
         if path and not args.vae_from:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             torch.save({"enc": enc.state_dict(), "dec": dec.state_dict()}, path)
+    if args.dec_from:
+        dec = VAEDecoder(args.dec_norm)
+        dec.load_state_dict(torch.load(args.dec_from))
+    elif args.dec_steps:
+        dec = train_decoder(args, enc, dec, X, FGM, attrs, held_set, stats)
+        if args.save_dir:
+            os.makedirs(args.save_dir, exist_ok=True)
+            torch.save(dec.state_dict(), os.path.join(args.save_dir, "decoder.pt"))
     enc.eval()
     dec.eval()
     with torch.no_grad():
@@ -1168,6 +1414,16 @@ def main():
 
     # --- ControlNet on silhouettes, against the frozen UNet and text encoder
     cn = train_controlnet(args, unet, te, tok, enc, sf, train_c, held_set, stats)
+
+    # --- UNet fine-tune (low-noise captions of other images), after the ControlNet stage, which keeps the
+    # ControlNet trained against the UNet stage's weights (as the v6 experiment ran it with v5's)
+    if args.unet_ft_steps:
+        unet, te = finetune_unet(args, unet, te, tok, L, LFG, attrs, stats)
+        if args.save_dir:
+            os.makedirs(args.save_dir, exist_ok=True)
+            torch.save({"unet": unet.state_dict(), "te": te.state_dict()}, os.path.join(args.save_dir, "unet_ft.pt"))
+        for p in list(unet.parameters()) + list(te.parameters()):
+            p.requires_grad_(False)
 
     # --- evaluation on held-out combos (Python DDIM sampler)
     erng = random.Random(args.seed + 5)
@@ -1321,7 +1577,9 @@ def export(out, tok, te, unet, dec, sf, args, stats, enc=None, cn=None):
                "latent_channels": 4, "sample_size": 64, "scaling_factor": round(sf, 6),
                "block_out_channels": [32, 32, 64, 96], "norm_num_groups": 8, "act_fn": "silu",
                "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
-               "layers_per_block": 1, "latent_channel_mean": stats["latent_channel_mean"]},
+               "layers_per_block": 1, "latent_channel_mean": stats["latent_channel_mean"],
+               **({"_note": "tiny-shapes decoder: every norm is over the channels at each position (no statistics "
+                            "across pixels); norm_num_groups does not apply"} if isinstance(dec.out[0], PixelNorm) else {})},
               open(os.path.join(out, "vae_decoder", "config.json"), "w"), indent=2)
     json.dump({"_class_name": "AutoencoderKL", "_diffusers_version": "0.21.0", "in_channels": 3, "out_channels": 3,
                "latent_channels": 4, "sample_size": 64, "scaling_factor": round(sf, 6),
