@@ -87,8 +87,11 @@ async function faultProxy(target: string) {
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, state }
 }
 
-/** A CPU backend whose UNet session fails on its second run (a fault inside ONNX Runtime). */
-function failingUnetBackend(): InferenceBackend {
+/**
+ * A CPU backend whose UNet session awaits `before(call)` ahead of each run (call 1, 2, …): a
+ * rejection is a fault inside ONNX Runtime, a delay a slow device. Other sessions are as they are.
+ */
+function unetFault(before: (call: number) => Promise<void>): InferenceBackend {
   const cpu = createNodeBackend('cpu')
   return {
     name: cpu.name,
@@ -96,36 +99,13 @@ function failingUnetBackend(): InferenceBackend {
     async createSession(model, options) {
       const session = await cpu.createSession(model, options)
       if (options?.label !== 'unet') return session
-      let runs = 0
+      let calls = 0
       return {
-        inputs: session.inputs,
-        outputs: session.outputs,
-        release: () => session.release(),
-        run(feeds, names) {
-          if (++runs === 2) return Promise.reject(new Error('injected UNet failure'))
-          return session.run(feeds, names)
-        },
-      }
-    },
-  }
-}
-
-/** A CPU backend whose UNet takes `ms` longer per run (a slow device, to hold a run slot). */
-function slowUnetBackend(ms: number): InferenceBackend {
-  const cpu = createNodeBackend('cpu')
-  return {
-    name: cpu.name,
-    readsFiles: cpu.readsFiles,
-    async createSession(model, options) {
-      const session = await cpu.createSession(model, options)
-      if (options?.label !== 'unet') return session
-      return {
-        ...session,
         inputs: session.inputs,
         outputs: session.outputs,
         release: () => session.release(),
         run: async (feeds, names) => {
-          await new Promise((r) => setTimeout(r, ms))
+          await before(++calls)
           return session.run(feeds, names)
         },
       }
@@ -139,9 +119,17 @@ let full: Awaited<ReturnType<typeof startBackend>>
 
 beforeAll(async () => {
   good = await startBackend(createNodeBackend('cpu'))
-  failing = await startBackend(failingUnetBackend())
+  // The UNet fails on its second run, after the first step's progress went out.
+  failing = await startBackend(
+    unetFault((call) =>
+      call === 2 ? Promise.reject(new Error('injected UNet failure')) : Promise.resolve(),
+    ),
+  )
   // One run at a time and nobody waiting: a second job while one runs is refused.
-  full = await startBackend(slowUnetBackend(150), { concurrency: 1, maxWaiting: 0 })
+  full = await startBackend(
+    unetFault(() => new Promise((r) => setTimeout(r, 150))),
+    { concurrency: 1, maxWaiting: 0 },
+  )
 }, 120_000)
 
 /** An engine over `urls` (tried in order) for the bundled model, text encoded at the edge. */

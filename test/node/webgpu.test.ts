@@ -14,6 +14,7 @@ import { folderSource } from '../../src/node/folder-source'
 import { loadModel } from '../../src/pipeline/model'
 import { StableDiffusionPipeline } from '../../src/pipeline/stable-diffusion'
 import type { InferenceBackend, ModelSession } from '../../src/pipeline/tensor'
+import { imageDiff } from '../browser/golden-compare'
 import { GOLDEN, maxAbs, maxAbsDiff } from './golden'
 import { RUNTIME_PATHS, skipWithout } from './runtimes'
 
@@ -99,14 +100,9 @@ describe.skipIf(SKIP)('webgpu provider', () => {
       expect(maxAbsDiff(gpu.latents, cpu.latents)).toBeLessThanOrEqual(
         1e-4 * Math.max(1, maxAbs(cpu.latents)),
       )
-      const a = gpu.images[0].data
-      const b = cpu.images[0].data
-      let differ = 0
-      for (let i = 0; i < a.length; i++) {
-        expect(Math.abs(a[i] - b[i])).toBeLessThanOrEqual(1)
-        if (a[i] !== b[i]) differ++
-      }
-      expect(differ / a.length).toBeLessThan(0.01)
+      const { worst, share } = imageDiff(gpu.images[0].data, cpu.images[0].data)
+      expect(worst).toBeLessThanOrEqual(1)
+      expect(share).toBeLessThan(0.01)
     } finally {
       rmSync(profiles, { recursive: true, force: true })
     }
