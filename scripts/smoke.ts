@@ -47,7 +47,11 @@ async function main(): Promise<void> {
       `ADMIN_TOKEN:${token}`,
       '--show-interactive-dev-session=false',
     ],
-    { stdio: ['ignore', 'pipe', 'pipe'], detached: true, env: { ...process.env, CI: '1' } },
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+      env: { ...process.env, CI: '1', CLOUDFLARE_CF_FETCH_ENABLED: 'false' },
+    },
   )
   let log = ''
   server.stdout.on('data', (d) => (log += d))

@@ -72,7 +72,7 @@ async function startWorker(vars: Record<string, string>, opts: { env?: string } 
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
-    env: { ...process.env, CI: '1' },
+    env: { ...process.env, CI: '1', CLOUDFLARE_CF_FETCH_ENABLED: 'false' },
   })
   let log = ''
   child.stdout!.on('data', (d) => (log += d))
