@@ -74,11 +74,6 @@ export class KeyGuard extends DurableObject<Env> {
     })
   }
 
-  /** Whether the key has been revoked. */
-  async isRevoked(): Promise<boolean> {
-    return this.revoked
-  }
-
   /**
    * Revocation and quota in one round trip: an authenticated cache hit needs both and nothing
    * else from this object (its zero charge is computed from `bucket` by the caller).
@@ -87,7 +82,7 @@ export class KeyGuard extends DurableObject<Env> {
     return { revoked: this.revoked, bucket: this.bucket }
   }
 
-  /** Revokes the key; every later `isRevoked` sees it. */
+  /** Revokes the key; every later `check` sees it. */
   async revoke(): Promise<void> {
     this.revoked = true
     await this.ctx.storage.put('revoked', true)

@@ -27,7 +27,7 @@ import type { PictureDeps } from '../images/pictures'
 import { readRequestPictures } from '../images/request-pictures'
 import { resolveRequest, type RequestPictures } from '../images/validate'
 import { outputVariant } from '../images/variants'
-import { findKey, type ApiKeyRecord, type KeyDeps } from '../keys/api-keys'
+import { findKey, type ApiKeyRecord, type KeyDeps, type KeyState } from '../keys/api-keys'
 import { ProblemError, throwFieldErrors } from '../problem'
 import { pictureHtml, escapeHtml } from './picture'
 import type { EmbedRequestBody } from './schema'
@@ -171,6 +171,8 @@ export interface OpenedEmbed {
   allowOrigin: string | null
   /** Seconds until the URL expires, when it has an expiry. */
   expiresIn?: number
+  /** The key's revocation flag and quota bucket, read in one round trip (`KeyGuard.check`). */
+  state: KeyState
 }
 
 /** The signed payload's shape (checked after the MAC, so a mismatch is our own bug or a v2). */
@@ -204,8 +206,10 @@ export async function openEmbed(
   const parsed = SignedPayload.safeParse(decoded.payload)
   if (!parsed.success || parsed.data.k !== record.id) throw invalidSignature()
   const payload = parsed.data as EmbedPayload
-  // The KV record may lag a revocation; the key's Durable Object never does.
-  if (await deps.guard(record.id).isRevoked()) throw new ProblemError('key-revoked', NO_STORE)
+  // The KV record may lag a revocation; the key's Durable Object never does. Its quota comes
+  // with the answer, so a view that hits the cache needs no second call.
+  const state = await deps.guard(record.id).check()
+  if (state.revoked) throw new ProblemError('key-revoked', NO_STORE)
   if (!record.scopes.includes('embed')) {
     throw new ProblemError('insufficient-scope', {
       ...NO_STORE,
@@ -222,7 +226,7 @@ export async function openEmbed(
     })
   }
   const expiresIn = payload.exp === undefined ? undefined : payload.exp - now
-  if (!payload.o) return { key: record, payload, allowOrigin: '*', expiresIn }
+  if (!payload.o) return { key: record, payload, allowOrigin: '*', expiresIn, state }
 
   const page = viewerOrigin(viewer)
   if (!page || !payload.o.includes(page)) {
@@ -235,7 +239,7 @@ export async function openEmbed(
   }
   // CORS answers the Origin header only; a Referer match allows the <img>, which needs no CORS.
   const origin = viewer.origin && payload.o.includes(viewer.origin) ? viewer.origin : null
-  return { key: record, payload, allowOrigin: origin, expiresIn }
+  return { key: record, payload, allowOrigin: origin, expiresIn, state }
 }
 
 /** The requesting page's origin: `Origin` when sent (not `null`), else the `Referer`'s. */

@@ -56,7 +56,6 @@ export interface KeyState {
 
 /** The revocation side of a key's Durable Object. */
 export interface RevocationFlag {
-  isRevoked(): Promise<boolean>
   check(): Promise<KeyState>
   revoke(): Promise<void>
 }

@@ -127,6 +127,7 @@ function embedAccess() {
     })
     c.set('embed', opened)
     c.set('apiKey', opened.key)
+    c.set('keyState', opened.state)
     await next()
     if (opened.allowOrigin) c.res.headers.set('Access-Control-Allow-Origin', opened.allowOrigin)
     // A restricted answer depended on both headers: no cache may hand it to another page.

@@ -3,14 +3,15 @@
  * bindings, each wrapped only to count calls. A hit makes no Durable Object call (metrics are
  * buffered per isolate, `src/durable/metrics.ts`) and, once the isolate holds the bytes
  * (`src/cache/hot-images.ts`), no R2 or KV read either. An authenticated hit makes one (the
- * key's revocation and quota in one `KeyGuard.check`). Also the hot copy's bounds.
+ * key's revocation and quota in one `KeyGuard.check`), and so does an embed view that hits. Also
+ * the hot copy's bounds.
  */
 import { createExecutionContext, env, waitOnExecutionContext } from 'cloudflare:test'
 import { describe, expect, it } from 'vitest'
 import { HotImages } from '../../src/cache/hot-images'
 import { flushMetrics } from '../../src/durable/metrics'
 import worker from '../../src/index'
-import { createKey, postImages } from './helpers'
+import { call, createKey, postImages } from './helpers'
 
 /** `env` with every Durable Object namespace, the bucket and the KV index counting calls. */
 function countingEnv() {
@@ -103,6 +104,30 @@ describe('authenticated hit path', () => {
     // The quota headers are the bucket's, as the object would have answered: one image taken.
     expect(hit.headers.get('RateLimit-Limit')).toBe('5')
     expect(hit.headers.get('RateLimit-Remaining')).toBe('4')
+  })
+})
+
+describe('embed view hit path', () => {
+  it('makes one Durable Object call: the key check, whose quota answers the zero charge', async () => {
+    const { key } = await createKey({ name: 'embed-hit' })
+    const minted = await call('/v1/embeds', {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ prompt: 'a small green square', seed: 8303, steps: 2 }),
+    })
+    expect(minted.status).toBe(200)
+    const path = new URL(((await minted.json()) as { url: string }).url).pathname
+    const first = await call(path)
+    expect(first.status).toBe(200)
+    await first.arrayBuffer()
+    await flushMetrics(env.METRICS)
+    const counted = countingEnv()
+    const view = await fetchWith(counted.env, path)
+    expect(view.status).toBe(200)
+    expect(view.headers.get('Content-Type')).toBe('image/png')
+    expect(counted.calls['KEY_GUARD.get']).toBe(1)
+    expect(counted.calls['COORDINATOR.get']).toBeUndefined()
+    expect(counted.calls['METRICS.get']).toBeUndefined()
   })
 })
 
