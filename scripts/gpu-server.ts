@@ -5,10 +5,12 @@
  *
  *   TTI_BACKEND_SECRET=... TTI_PROVIDERS=webgpu,cpu npm run gpu -- --port 8788 --model models/tiny-shapes
  *   TTI_PROVIDERS=wasm  # the edge's WebAssembly kernels: the same bytes as the in-edge path
+ *   --concurrency 1 --queue 32  # runs at once, and jobs waiting beyond them (more: 503)
  */
 import { serve } from '@hono/node-server'
 import { parseArgs } from 'node:util'
 import { createBackendApp } from '../src/backend/service'
+import { BACKEND_QUEUE, GenerationQueue } from '../src/engine/queue'
 import { createNodeBackend } from '../src/gpu/ort-node'
 import { folderSource } from '../src/node/folder-source'
 import { loadModel } from '../src/pipeline/model'
@@ -24,8 +26,13 @@ async function main() {
       host: { type: 'string', default: '127.0.0.1' },
       model: { type: 'string', multiple: true },
       providers: { type: 'string', default: process.env.TTI_PROVIDERS },
+      concurrency: { type: 'string', default: String(BACKEND_QUEUE.concurrency) },
+      queue: { type: 'string', default: String(BACKEND_QUEUE.maxWaiting) },
     },
   })
+  const queue = { concurrency: Number(values.concurrency), maxWaiting: Number(values.queue) }
+  // Checked before anything loads: a bad number is a plain message and a non-zero exit.
+  new GenerationQueue(queue)
   const secret = process.env.TTI_BACKEND_SECRET
   if (!secret)
     throw new Error(
@@ -41,7 +48,7 @@ async function main() {
     }
     return loaded
   })()
-  const app = createBackendApp({ models, secret, provider: backend.name })
+  const app = createBackendApp({ models, secret, provider: backend.name, queue })
   const port = Number(values.port)
   const server = serve({ fetch: app.fetch, port, hostname: values.host }, () => {
     console.log(`gpu backend on http://${values.host}:${port} (${backend.name}; loading)`)
