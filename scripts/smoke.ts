@@ -50,7 +50,13 @@ async function main(): Promise<void> {
     {
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true,
-      env: { ...process.env, CI: '1', CLOUDFLARE_CF_FETCH_ENABLED: 'false' },
+      // Its own dev registry: another `wrangler dev` of this worker elsewhere cannot reload it.
+      env: {
+        ...process.env,
+        CI: '1',
+        CLOUDFLARE_CF_FETCH_ENABLED: 'false',
+        WRANGLER_REGISTRY_PATH: path.join(state, 'registry'),
+      },
     },
   )
   let log = ''

@@ -72,7 +72,14 @@ async function startWorker(vars: Record<string, string>, opts: { env?: string } 
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
-    env: { ...process.env, CI: '1', CLOUDFLARE_CF_FETCH_ENABLED: 'false' },
+    // A dev registry of its own: another `wrangler dev` of this worker starting or stopping
+    // elsewhere (a parallel test) otherwise reloads this runtime mid-request (a text/plain 503).
+    env: {
+      ...process.env,
+      CI: '1',
+      CLOUDFLARE_CF_FETCH_ENABLED: 'false',
+      WRANGLER_REGISTRY_PATH: join(state, 'registry'),
+    },
   })
   let log = ''
   child.stdout!.on('data', (d) => (log += d))

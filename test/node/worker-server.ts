@@ -24,6 +24,9 @@ export interface RunningWorker {
 // The app never reads `request.cf`: skip miniflare's download of its real values (a stack trace
 // of ENOTFOUND on every start where the machine is offline), as `npm start` does.
 process.env.CLOUDFLARE_CF_FETCH_ENABLED ??= 'false'
+// This process's workers keep a dev registry of their own: another `wrangler dev` of this worker
+// starting or stopping elsewhere (a parallel test) otherwise reloads them mid-request.
+process.env.WRANGLER_REGISTRY_PATH ??= mkdtempSync(path.join(tmpdir(), 'tti-registry-'))
 
 /** A free TCP port on 127.0.0.1. */
 export function freePort(): Promise<number> {
