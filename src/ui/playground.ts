@@ -14,6 +14,46 @@
  */
 import { Hono } from 'hono'
 import type { AppEnv } from '../app-env'
+import { canonicalScheduler } from '../cache/cache-key'
+import { SCHEDULER_NAMES } from '../pipeline/schedulers'
+
+/**
+ * Readable names of the schedulers, by the API value the page sends. Names that build the same
+ * scheduler (`euler_a` and `EulerAncestralDiscreteScheduler`, `pndm` and `plms`: the cache key's
+ * `canonicalScheduler` decides) are one entry; a class name whose alias sets overrides
+ * (`PNDMScheduler` vs `pndm`) is a scheduler of its own.
+ */
+const SCHEDULER_LABELS: Readonly<Record<string, string>> = Object.freeze({
+  ddim: 'DDIM',
+  ddpm: 'DDPM',
+  pndm: 'PNDM / PLMS',
+  lcm: 'LCM',
+  euler: 'Euler',
+  euler_a: 'Euler ancestral',
+  heun: 'Heun',
+  lms: 'LMS',
+  dpmpp_2m: 'DPM++ 2M',
+  dpmpp_2m_karras: 'DPM++ 2M Karras',
+  unipc: 'UniPC',
+  PNDMScheduler: "PNDM with PRK steps (the model's config)",
+  DPMSolverMultistepScheduler: "DPM-Solver multistep (the model's config)",
+})
+
+/** One select entry per distinct scheduler: the value sent, its label, every name that means it. */
+export const SCHEDULER_CHOICES: readonly { value: string; label: string; names: string[] }[] =
+  Object.freeze(
+    Object.values(
+      SCHEDULER_NAMES.reduce<Record<string, { value: string; label: string; names: string[] }>>(
+        (groups, name) => {
+          const key = JSON.stringify(canonicalScheduler(name))
+          groups[key] ??= { value: name, label: SCHEDULER_LABELS[name] ?? name, names: [] }
+          groups[key].names.push(name)
+          return groups
+        },
+        {},
+      ),
+    ),
+  )
 
 const STYLE = `
 :root { font-family: system-ui, sans-serif; color-scheme: light dark; }
@@ -45,10 +85,14 @@ fieldset > div { display: flex; flex-direction: column; gap: .4rem; }
 #result.stale img { opacity: .35; }
 #stale[hidden] { display: none; }
 #stale { color: #c62828; }
+.hint { font-size: .75rem; opacity: .75; }
+.hint code { font-size: .8rem; }
+.check { flex-direction: column; }
 `
 
 const SCRIPT = `
 const $ = (id) => document.getElementById(id)
+const SCHEDULERS = ${JSON.stringify(SCHEDULER_CHOICES)}
 const KEY_STORE = 'tti.apiKey'
 const PICTURE_FIELDS = ['image', 'mask', 'control_image']
 let models = []
@@ -71,26 +115,51 @@ function say(text, isError = false) {
 
 async function problemText(res) {
   try {
-    const p = await res.json()
-    return p.detail ? p.title + ': ' + p.detail : p.title || res.statusText
+    return problemMessage(await res.json())
   } catch {
     return res.status + ' ' + res.statusText
   }
 }
 
-function option(select, value, selected) {
+// A problem in this page's words: a prompt over the window points at the page's own checkbox
+// (the API's detail advises the JSON field), from the problem's data, not its text.
+function problemMessage(p) {
+  if (String(p.type).endsWith('/prompt-too-long') && p.tokens !== undefined) {
+    const what = p.field === 'negative_prompt' ? 'the negative prompt' : 'the prompt'
+    return p.title + ': ' + what + ' has ' + p.tokens + ' tokens; this model reads ' + p.limit +
+      '. Tick "Cut a long prompt to fit" to drop the rest, or shorten it.'
+  }
+  return p.detail ? p.title + ': ' + p.detail : p.title
+}
+
+function option(select, value, selected, label = value) {
   const o = document.createElement('option')
-  o.value = o.textContent = value
+  o.value = value
+  o.textContent = label
   o.selected = selected
   select.append(o)
+}
+
+// One entry per distinct scheduler the model accepts, labelled with its name and the API value
+// it sends; a name this page does not know (a hosted model's "default") as it is.
+function fillSchedulers(m) {
+  const known = new Set()
+  $('scheduler').replaceChildren()
+  for (const s of SCHEDULERS) {
+    const names = s.names.filter((n) => m.schedulers.includes(n))
+    if (!names.length) continue
+    for (const n of s.names) known.add(n)
+    const value = names.includes(s.value) ? s.value : names[0]
+    option($('scheduler'), value, s.names.includes(m.defaults.scheduler), s.label + ' (' + value + ')')
+  }
+  for (const n of m.schedulers) if (!known.has(n)) option($('scheduler'), n, n === m.defaults.scheduler)
 }
 
 function fillModel() {
   const m = models.find((x) => x.id === $('model').value) || models[0]
   if (!m) return
   const d = m.defaults, l = m.limits
-  $('scheduler').replaceChildren()
-  for (const s of m.schedulers) option($('scheduler'), s, s === d.scheduler)
+  fillSchedulers(m)
   $('size').replaceChildren()
   for (let w = l.size_multiple; w <= l.max_width; w += l.size_multiple) {
     for (let h = l.size_multiple; h <= l.max_height; h += l.size_multiple) {
@@ -238,6 +307,7 @@ function fields() {
     Object.assign(b, { width, height })
   }
   if ($('negative').value) b.negative_prompt = $('negative').value
+  if ($('truncate').checked) b.truncate = true
   for (const [id, field] of [['seed', 'seed'], ['steps', 'steps'], ['guidance', 'guidance_scale']]) {
     if ($(id).value !== '') b[field] = Number($(id).value)
   }
@@ -308,11 +378,22 @@ function showResult(out, started) {
   say('Done in ' + ((performance.now() - started) / 1000).toFixed(1) + ' s.')
 }
 
-// The image on screen is the previous request's until this one succeeds: marked stale meanwhile,
-// and left marked when it fails, so a failed request never passes for a result.
+// While a request runs, the previous image stays, dimmed and marked as the previous one.
 function stale(isStale) {
   $('result').classList.toggle('stale', isStale)
   $('stale').hidden = !isStale
+}
+
+// A failed request leaves no image on screen: nothing the page shows passes for its result.
+// ("Use the last result" still offers the last image that was made.)
+function clearResult() {
+  stale(false)
+  $('result').hidden = true
+  $('image').removeAttribute('src')
+  $('image').alt = ''
+  for (const id of ['permalink', 'embed']) $(id).value = ''
+  $('open').removeAttribute('href')
+  $('meta').textContent = ''
 }
 
 async function generate(event) {
@@ -335,7 +416,7 @@ async function generate(event) {
         showProgress(data)
         step = 'step ' + data.step + '/' + data.total_steps + ' · '
       } else if (event === 'error') {
-        throw new Error(data.detail ? data.title + ': ' + data.detail : data.title)
+        throw new Error(problemMessage(data))
       } else if (event === 'done') {
         out = data
       }
@@ -346,6 +427,7 @@ async function generate(event) {
     showResult(out, started)
   } catch (e) {
     clearInterval(tick)
+    clearResult()
     say(e.message, true)
   } finally {
     $('progress').hidden = true
@@ -414,9 +496,11 @@ export const PLAYGROUND_HTML = `<!doctype html>
 <h1>edge-tti playground</h1>
 <p>Text to image on the edge. Every image gets a permanent URL you can embed anywhere.</p>
 <form id="form">
-  <label class="wide">API key <input id="api-key" type="password" autocomplete="off" placeholder="tti_…" required></label>
+  <label class="wide">API key <input id="api-key" type="password" autocomplete="off" placeholder="tti_…" required aria-describedby="key-hint"></label>
+  <small id="key-hint" class="wide hint">No key yet? Keys are made by whoever runs this server, with its admin token: on that machine, <code>npm run keys -- create --key-only</code> prints one (a local <code>npm start</code> writes the token to <code>.dev.vars</code>). The key stays in this browser.</small>
   <label class="wide">Prompt <textarea id="prompt" rows="2" required placeholder="a red circle on a white background"></textarea></label>
   <label class="wide">Negative prompt <input id="negative" placeholder="optional"></label>
+  <label class="wide check"><span><input id="truncate" type="checkbox"> Cut a long prompt to fit</span><small class="hint">Sends <code>truncate: true</code>: words past the model's token window are dropped instead of refused.</small></label>
   <label>Model <select id="model"></select></label>
   <label>Size <select id="size"></select></label>
   <label>Scheduler <select id="scheduler"></select></label>
@@ -452,7 +536,7 @@ export const PLAYGROUND_HTML = `<!doctype html>
 </form>
 <div id="status" role="status" aria-live="polite"><progress id="progress" hidden aria-label="Generation progress"></progress> <span id="status-text"></span></div>
 <section id="result" hidden>
-  <p id="stale" hidden>This is the previous image: the last request did not produce one.</p>
+  <p id="stale" hidden>The previous image, until the new one is ready.</p>
   <p><img id="image" alt=""></p>
   <p id="meta"></p>
   <label>Permanent URL

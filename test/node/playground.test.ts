@@ -383,7 +383,12 @@ describe.skipIf(SKIP)('playground in headless Chromium', () => {
     expect(req.headers()['content-type']).toBe('application/json')
     expect(req.postDataJSON()).toMatchObject({ width: 64, height: 64, steps: STEPS })
 
-    await page.waitForSelector('#result', { state: 'visible' })
+    await page.waitForSelector('#result', { state: 'visible' }).catch(async (e) => {
+      // Say what the page said (a failure, or still generating) rather than only "timeout".
+      throw new Error(`no result; the page says: ${await page.textContent('#status-text')}`, {
+        cause: e,
+      })
+    })
     // The image loads from its permanent URL.
     await expect.poll(() => loadedSize(page, '#image'), { timeout: 30_000 }).toEqual([64, 64])
     expect(await page.isHidden('#progress')).toBe(true)
@@ -431,7 +436,7 @@ describe.skipIf(SKIP)('playground in headless Chromium', () => {
     expect(consoleErrors).toEqual([])
   })
 
-  it('keeps the key in localStorage, shows API errors as text and marks the previous image stale', async () => {
+  it('keeps the key in localStorage, shows API errors as text and clears the previous image', async () => {
     await page.reload()
     expect(await page.inputValue('#api-key')).toBe(key)
     // /v1/models again: allow for two cores shared with other work (the default poll is 1 s).
@@ -445,12 +450,87 @@ describe.skipIf(SKIP)('playground in headless Chromium', () => {
     await page.click('#generate')
     await page.waitForSelector('#status.error')
     expect(await page.textContent('#status-text')).toMatch(/steps: must be between 1 and \d+/)
-    // The previous image stays, marked as not this request's result.
-    expect(await page.isVisible('#stale')).toBe(true)
-    expect(await page.getAttribute('#result', 'class')).toContain('stale')
-    expect(await page.inputValue('#permalink')).toBe(before.url)
+    // No image is left on screen to pass for this request's result.
+    expect(await page.isHidden('#result')).toBe(true)
+    expect(await page.getAttribute('#image', 'src')).toBeNull()
+    expect(await page.inputValue('#permalink')).toBe('')
+    expect(await page.inputValue('#embed')).toBe('')
+    expect(before.url).toMatch(/\.png$/)
     await screenshot(page, 'failed-request')
     // Chromium logs the refused request itself; nothing else went wrong.
+    expect(consoleErrors).toEqual([expect.stringMatching(/status of 422/)])
+    consoleErrors.length = 0
+  })
+
+  it('lists each scheduler once, by a readable name and the value it sends', async () => {
+    const fresh = await newPage()
+    await enterKey(fresh, worker.url, key)
+    const options = await fresh.$$eval('#scheduler option', (els) =>
+      els.map((el) => ({
+        value: el.getAttribute('value')!,
+        text: el.textContent!,
+        selected: (el as unknown as { selected: boolean }).selected,
+      })),
+    )
+    // 23 accepted names (aliases and class names) are 13 distinct schedulers.
+    const res = await fetch(`${worker.url}/v1/models`, {
+      headers: { Authorization: `Bearer ${key}` },
+    })
+    const [model] = ((await res.json()) as { models: { schedulers: string[] }[] }).models
+    expect(model.schedulers).toHaveLength(23)
+    expect(options).toHaveLength(13)
+    expect(new Set(options.map((o) => o.value)).size).toBe(13)
+    for (const o of options) {
+      expect(model.schedulers).toContain(o.value)
+      expect(o.text.endsWith(` (${o.value})`), o.text).toBe(true)
+    }
+    expect(options.map((o) => o.text)).toEqual(
+      expect.arrayContaining(['Euler ancestral (euler_a)', 'PNDM / PLMS (pndm)', 'DDIM (ddim)']),
+    )
+    for (const dup of [
+      'plms',
+      'euler_ancestral',
+      'EulerAncestralDiscreteScheduler',
+      'DDIMScheduler',
+    ])
+      expect(options.map((o) => o.value)).not.toContain(dup)
+    // The model's default (DDIMScheduler in its scheduler config) is preselected by its alias.
+    expect(options.filter((o) => o.selected).map((o) => o.value)).toEqual(['ddim'])
+    // The key field says where keys come from.
+    expect(await fresh.textContent('#key-hint')).toContain('npm run keys -- create')
+    expect(await fresh.isVisible('#key-hint')).toBe(true)
+    await screenshot(fresh, 'schedulers-and-key-hint')
+    await fresh.close()
+    expect(consoleErrors).toEqual([])
+  })
+
+  it('advises its own truncate checkbox for a long prompt, and sends truncate: true when ticked', async () => {
+    const fresh = await newPage()
+    await enterKey(fresh, worker.url, key)
+    const long = Array(10).fill('a red circle').join(' and ') // 39 tokens, over the 18-token window
+    await fresh.fill('#prompt', long)
+    await fresh.fill('#seed', '2')
+    await fresh.fill('#steps', '4')
+    await fresh.click('#generate')
+    await fresh.waitForSelector('#status.error')
+    const text = await fresh.textContent('#status-text')
+    expect(text).toMatch(/the prompt has \d+ tokens; this model reads 18\./)
+    expect(text).toContain('Tick "Cut a long prompt to fit"')
+    expect(text).not.toContain('"truncate": true')
+    expect(await fresh.textContent('label.check')).toContain('Cut a long prompt to fit')
+    await screenshot(fresh, 'prompt-too-long')
+
+    await fresh.check('#truncate')
+    const sent = fresh.waitForRequest(
+      (r) => r.method() === 'POST' && r.url().endsWith('/v1/images'),
+    )
+    await fresh.click('#generate')
+    expect((await sent).postDataJSON()).toMatchObject({ prompt: long, truncate: true })
+    await fresh.waitForSelector('#result', { state: 'visible' })
+    await expect.poll(() => loadedSize(fresh, '#image'), { timeout: 30_000 }).toEqual([64, 64])
+    expect(await fresh.textContent('#status-text')).toMatch(/^Done/)
+    await screenshot(fresh, 'prompt-truncated')
+    await fresh.close()
     expect(consoleErrors).toEqual([expect.stringMatching(/status of 422/)])
     consoleErrors.length = 0
   })
