@@ -6,15 +6,17 @@
  * diffusers pipelines in the same loop: an init image (`StableDiffusionImg2ImgPipeline`: VAE
  * encode, `strength` → timesteps, `add_noise`), a mask (`StableDiffusionInpaintPipeline`, with a
  * 9-channel inpainting UNet or by blending for an ordinary one) and a control picture
- * (`StableDiffusionControlNetPipeline`). Runs unchanged in workerd, Node, Deno and browsers;
- * models are reached only through `ModelSession`.
+ * (`StableDiffusionControlNetPipeline`). Concurrent generations that share the size, scheduler
+ * and timesteps can run as one batch (`generateBatch`, `./batch`): the same loop each, one UNet
+ * call per step for all. Runs unchanged in workerd, Node, Deno and browsers; models are reached
+ * only through `ModelSession`.
  *
  * @example
  * const model = await loadModel(folderSource('models/tiny-shapes'), createNodeBackend())
  * const pipe = new StableDiffusionPipeline(model)
  * const { images } = await pipe.generate({ prompt: 'a red circle', seed: 1 })
  */
-import { asFloat32, floats, integers, scalars, type Tensor } from './tensor'
+import { asFloat32, floats, integers, scalars, type ModelSession, type Tensor } from './tensor'
 import {
   binarizeMask,
   controlKeep,
@@ -26,6 +28,7 @@ import {
   timestepsForStrength,
 } from './conditioning'
 import { decodedToRgb, type GrayImage, type RgbImage } from './image'
+import { UnetBatch, type BatchSeat } from './batch'
 import type { LoadedModel, ModelSpec, TimestepInput } from './model'
 import { TorchGenerator } from './randn'
 import { createScheduler, type Scheduler, type SchedulerConfig } from './schedulers'
@@ -152,15 +155,19 @@ export const PIPELINE_LIMITS = Object.freeze({ maxSteps: 1000, maxImages: 16, ma
 /** Text-to-image over a loaded model. */
 export class StableDiffusionPipeline {
   readonly #model: LoadedModel
-  readonly #embeddings = new Map<string, Float32Array>()
+  #embeddings = new Map<string, Float32Array>()
   /** Zero ControlNet residuals per batch shape (`rows×h×w`): the same for every generation. */
-  readonly #zeros = new Map<string, Record<string, Tensor>>()
+  #zeros = new Map<string, Record<string, Tensor>>()
+  /** Where UNet calls go: the session, or a seat of a `UnetBatch` (see `inBatch`). */
+  #unet: Pick<ModelSession, 'run'>
+  #seat?: BatchSeat
   /** Bound of the prompt-embedding cache (entries). */
   static readonly EMBEDDING_CACHE_SIZE = 64
 
   /** Wraps a loaded model. */
   constructor(model: LoadedModel) {
     this.#model = model
+    this.#unet = model.unet
   }
 
   /** What the pipeline derived from the model files. */
@@ -320,8 +327,90 @@ export class StableDiffusionPipeline {
     }
   }
 
+  /**
+   * What generations must share to run in one batch (see `inBatch`): the model, output size,
+   * scheduler class and config, and the timesteps run (steps, and strength with an init image).
+   * Throws `PipelineInputError` where `checkInputs` does.
+   */
+  batchKey(params: GenerateParams): string {
+    const p = this.checkInputs(params)
+    const spec = this.#model.spec
+    const s = createScheduler(p.scheduler, spec.schedulerConfig, params.schedulerConfig ?? {})
+    s.setTimesteps(p.steps)
+    const timesteps = params.image ? timestepsForStrength(s, p.steps, p.strength) : s.timesteps
+    return JSON.stringify([
+      spec.id,
+      spec.digest,
+      p.width,
+      p.height,
+      s.className,
+      s.config,
+      timesteps,
+    ])
+  }
+
+  /**
+   * `count` views of this pipeline whose generations form one batch: each view runs one
+   * generation (`generate`, once) with everything of its own, but its UNet calls are merged with
+   * the others' into one call per step (`./batch`). The generations must have the same
+   * `batchKey`; a view that will not generate must `leaveBatch`, or the others wait for it.
+   */
+  inBatch(count: number): StableDiffusionPipeline[] {
+    const spec = this.#model.spec
+    const batch = new UnetBatch(this.#model.unet, {
+      sample: spec.io.sample,
+      timestep: spec.io.timestep,
+      timestepLayout: spec.timestep.layout,
+    })
+    return Array.from({ length: count }, () => {
+      const view = new StableDiffusionPipeline(this.#model)
+      view.#embeddings = this.#embeddings
+      view.#zeros = this.#zeros
+      view.#seat = batch.seat()
+      view.#unet = view.#seat
+      return view
+    })
+  }
+
+  /** Leaves the batch this view belongs to (see `inBatch`); nothing for other pipelines. */
+  leaveBatch(): void {
+    this.#seat?.leave()
+  }
+
+  /**
+   * Runs `jobs` as one batch (`inBatch`): one promise per job, each settling on its own, each
+   * result what the job gives alone up to floating-point batching effects.
+   */
+  generateBatch(
+    jobs: readonly { params: GenerateParams; options?: GenerateOptions }[],
+  ): Promise<GenerateResult>[] {
+    const keys = new Set<string>()
+    for (const job of jobs) {
+      try {
+        keys.add(this.batchKey(job.params))
+      } catch {
+        // Refused by checkInputs: its own generate rejects with the reason and leaves the batch.
+      }
+    }
+    if (keys.size > 1)
+      throw new PipelineInputError(
+        'generations in one batch must share size, scheduler and timesteps (see batchKey)',
+      )
+    const views = this.inBatch(jobs.length)
+    return jobs.map((job, i) => views[i].generate(job.params, job.options))
+  }
+
   /** Runs the whole pipeline. */
   async generate(params: GenerateParams, options: GenerateOptions = {}): Promise<GenerateResult> {
+    if (!this.#seat) return this.#generate(params, options)
+    try {
+      return await this.#generate(params, options)
+    } finally {
+      this.#seat.leave() // a batch member makes no more UNet calls: the others stop waiting
+    }
+  }
+
+  async #generate(params: GenerateParams, options: GenerateOptions): Promise<GenerateResult> {
     const { signal, onStep } = options
     // 1. Check inputs and build the schedulers (one per image: each has its own noise stream).
     const p = this.checkInputs(params)
@@ -448,7 +537,7 @@ export class StableDiffusionPipeline {
           Object.assign(feeds, await this.#zeroResiduals(sampleTensor, t, ehsTensor, p))
         }
       }
-      const out = await this.#model.unet.run(feeds, [spec.io.noisePred])
+      const out = await this.#unet.run(feeds, [spec.io.noisePred])
       const noisePred = asFloat32(out[spec.io.noisePred])
       if (!allFinite(noisePred)) throw new NonFiniteOutputError('unet', step + 1)
       const next = new Float32Array(n * numel)
