@@ -6,9 +6,12 @@
  *   TTI_BACKEND_SECRET=... TTI_PROVIDERS=webgpu,cpu npm run gpu -- --port 8788 --model models/tiny-shapes
  *   TTI_PROVIDERS=wasm  # the edge's WebAssembly kernels: the same bytes as the in-edge path
  *   --concurrency 1 --queue 32  # runs at once, and jobs waiting beyond them (more: 503)
+ *   --batch 8 [--batch-window 5]  # up to 8 compatible jobs share each UNet call (off by default:
+ *                                 # results may differ from unbatched ones in the last bits)
  */
 import { serve } from '@hono/node-server'
 import { parseArgs } from 'node:util'
+import { checkBatchOptions } from '../src/backend/batcher'
 import { createBackendApp } from '../src/backend/service'
 import { BACKEND_QUEUE, GenerationQueue } from '../src/engine/queue'
 import { createNodeBackend } from '../src/gpu/ort-node'
@@ -28,11 +31,17 @@ async function main() {
       providers: { type: 'string', default: process.env.TTI_PROVIDERS },
       concurrency: { type: 'string', default: String(BACKEND_QUEUE.concurrency) },
       queue: { type: 'string', default: String(BACKEND_QUEUE.maxWaiting) },
+      batch: { type: 'string' },
+      'batch-window': { type: 'string', default: '0' },
     },
   })
   const queue = { concurrency: Number(values.concurrency), maxWaiting: Number(values.queue) }
+  const batch = values.batch
+    ? { maxJobs: Number(values.batch), windowMs: Number(values['batch-window']) }
+    : undefined
   // Checked before anything loads: a bad number is a plain message and a non-zero exit.
   new GenerationQueue(queue)
+  if (batch) checkBatchOptions(batch)
   const secret = process.env.TTI_BACKEND_SECRET
   if (!secret)
     throw new Error(
@@ -48,10 +57,13 @@ async function main() {
     }
     return loaded
   })()
-  const app = createBackendApp({ models, secret, provider: backend.name, queue })
+  const app = createBackendApp({ models, secret, provider: backend.name, queue, batch })
   const port = Number(values.port)
   const server = serve({ fetch: app.fetch, port, hostname: values.host }, () => {
-    console.log(`gpu backend on http://${values.host}:${port} (${backend.name}; loading)`)
+    const batching = batch ? `batches of up to ${batch.maxJobs}` : 'no batching'
+    console.log(
+      `gpu backend on http://${values.host}:${port} (${backend.name}, ${batching}; loading)`,
+    )
   })
   // Node closes idle keep-alive connections after 5 s; a client that reuses one just then (the
   // edge, after a health probe) sees "connection lost". Outlive the clients' idle pools instead.

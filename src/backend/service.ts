@@ -1,13 +1,16 @@
 /**
  * @module
  * The GPU backend service: a Hono app that holds loaded pipelines and runs denoise jobs sent by
- * the edge (text embeddings in, PNGs out), streaming step progress as it goes. Runtime-neutral;
- * `scripts/gpu-server.ts` serves it on Node with onnxruntime-node (webgpu / cuda / cpu).
+ * the edge (text embeddings in, PNGs out), streaming step progress as it goes. With `batch`,
+ * compatible jobs waiting for a run slot run together, one UNet call per step (`./batcher`).
+ * Runtime-neutral; `scripts/gpu-server.ts` serves it on Node with onnxruntime-node (webgpu /
+ * cuda / cpu).
  */
 import { Hono } from 'hono'
 import type { StableDiffusionPipeline } from '../pipeline/stable-diffusion'
 import {
   createPipelineEngine,
+  toPipelineParams,
   type LocalEngine,
   type PromptEmbeddings,
 } from '../engine/local-engine'
@@ -27,9 +30,11 @@ import {
   type Job,
 } from './protocol'
 import { readCapped, sha256Hex } from '../util'
+import { checkBatchOptions, JobBatcher, type BatchOptions } from './batcher'
+import { EngineError } from '../engine/errors'
 import type { BackendReadiness } from '../engine/health'
 import { BACKEND_QUEUE, GenerationQueue, type QueueOptions } from '../engine/queue'
-import type { GenerationProgress } from '../engine/types'
+import type { GeneratedImage, GenerateRequest, GenerationProgress } from '../engine/types'
 import { asFloat32 } from '../pipeline/tensor'
 
 /** Options of `createBackendApp`. */
@@ -51,6 +56,13 @@ export interface BackendOptions {
   abandonGraceMs?: number
   /** Runs at once and runs waiting (`BACKEND_QUEUE` by default); a job beyond them gets 503. */
   queue?: QueueOptions
+  /**
+   * Batching of compatible jobs into one UNet call per step (`./batcher`); off when absent. A
+   * batch takes one run slot; jobs joining a waiting batch take no queue place.
+   */
+  batch?: BatchOptions
+  /** Called when a batch starts with the run keys of its jobs (only with `batch`); for tests. */
+  onBatch?: (keys: readonly string[]) => void
 }
 
 interface Image {
@@ -104,6 +116,13 @@ export function createBackendApp(options: BackendOptions): Hono {
   // Admission control: runs start in arrival order; a full queue refuses new jobs at once with
   // 503 + Retry-After, and the edge tries its next backend (a busy backend is not a failing one).
   const queue = new GenerationQueue(options.queue ?? BACKEND_QUEUE)
+  const batching = options.batch && checkBatchOptions(options.batch)
+  const batcher =
+    batching &&
+    new JobBatcher<Member, GeneratedImage[]>(queue, batching, (members) => {
+      options.onBatch?.(members.map((m) => m.key))
+      return runBatch(engine!, members, stats)
+    })
   const app = new Hono()
 
   const problem = (status: number, title: string, detail: string) =>
@@ -210,12 +229,14 @@ export function createBackendApp(options: BackendOptions): Hono {
 
     sweep(runs, ttl)
     let run = runs.get(key)
-    if (!run && queue.full)
+    const batchKey = batcher && !run ? batchKeyOf(engine, job) : undefined
+    if (!run && queue.full && !(batchKey && batcher!.canJoin(batchKey)))
       return c.text(`every run slot is taken and ${queue.depth.waiting} jobs wait`, 503, {
         'Retry-After': String(queue.retryAfterSeconds()),
       })
     if (!run) {
-      run = startRun(engine, queue, job, deadline, stats)
+      const batched = batchKey ? { batcher: batcher!, batchKey } : undefined
+      run = startRun(engine, queue, { key, job, deadline }, stats, batched)
       stats.started++
       stats.running++
       options.onJobStart?.(key)
@@ -250,12 +271,59 @@ function sweep(runs: Map<string, Run>, ttl: number): void {
     if (r.finishedAt !== undefined && now - r.finishedAt > ttl) runs.delete(k)
 }
 
+/** A job as a batch sees it: its request, its own signal and progress. */
+interface Member {
+  key: string
+  job: Job
+  req: GenerateRequest
+  signal: AbortSignal
+  progress(p: GenerationProgress): void
+}
+
+/**
+ * The batch of a job, or undefined where it runs alone: jobs the pipeline refuses, whose error
+ * its own run reports.
+ */
+function batchKeyOf(engine: LocalEngine, job: Job): string | undefined {
+  try {
+    return engine.pipeline(job.header.model).batchKey(toPipelineParams(requestOf(job)))
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Runs members of one batch key together: each through the same engine code as alone (PNG
+ * parameters included), on views of the pipeline whose UNet calls merge (`inBatch`).
+ */
+function runBatch(
+  engine: LocalEngine,
+  members: Member[],
+  stats: { promptsEncoded: number },
+): Promise<GeneratedImage[]>[] {
+  const generate = async (m: Member, local: LocalEngine) =>
+    local.generate(m.req, {
+      signal: m.signal,
+      embeddings: await embeddings(engine, m.job, stats),
+      onProgress: m.progress,
+    })
+  if (members.length === 1) return [generate(members[0], engine)]
+  const views = engine.pipeline(members[0].req.model).inBatch(members.length)
+  return members.map(async (m, i) => {
+    try {
+      return await generate(m, createPipelineEngine([views[i]]))
+    } finally {
+      views[i].leaveBatch() // e.g. its embeddings failed: the others must not wait for it
+    }
+  })
+}
+
 function startRun(
   engine: LocalEngine,
   queue: GenerationQueue,
-  job: Job,
-  deadline: number,
+  { key, job, deadline }: { key: string; job: Job; deadline: number },
   stats: { promptsEncoded: number },
+  batched?: { batcher: JobBatcher<Member, GeneratedImage[]>; batchKey: string },
 ): Run {
   const listeners = new Set<(p: object) => void>()
   const req = requestOf(job)
@@ -265,20 +333,24 @@ function startRun(
     cancel.signal,
   ])
   const progress = (p: GenerationProgress) => listeners.forEach((l) => l(p))
+  const onQueued = (queuePosition: number) =>
+    progress({ step: 0, totalSteps: req.steps, image: 0, queuePosition })
   const result = (async () => {
-    const images = await queue.run(
-      async () =>
-        engine.generate(req, {
-          signal,
-          embeddings: await embeddings(engine, job, stats),
-          onProgress: progress,
-        }),
-      {
-        signal,
-        onQueued: (queuePosition) =>
-          progress({ step: 0, totalSteps: req.steps, image: 0, queuePosition }),
-      },
-    )
+    const images = batched
+      ? await batched.batcher.submit(
+          batched.batchKey,
+          { key, job, req, signal, progress },
+          { signal, onQueued },
+        )
+      : await queue.run(
+          async () =>
+            engine.generate(req, {
+              signal,
+              embeddings: await embeddings(engine, job, stats),
+              onProgress: progress,
+            }),
+          { signal, onQueued },
+        )
     return images.map(({ bytes, seed, width, height }) => ({
       meta: { seed, width, height },
       png: bytes,
@@ -344,11 +416,13 @@ function streamRun(
         const timedOut = err.name === 'TimeoutError' || err.name === 'AbortError'
         const status = timedOut
           ? 504
-          : err instanceof ProtocolError
-            ? 400
-            : ['PipelineInputError', 'SchedulerError', 'PromptTooLongError'].includes(err.name)
-              ? 422
-              : 500
+          : err instanceof EngineError
+            ? err.failure.status
+            : err instanceof ProtocolError
+              ? 400
+              : ['PipelineInputError', 'SchedulerError', 'PromptTooLongError'].includes(err.name)
+                ? 422
+                : 500
         const nonFinite = err.name === 'NonFiniteOutputError'
         push(
           frame(

@@ -33,6 +33,7 @@ import { createPipelineEngine } from '../../src/engine/local-engine'
 import { describeModelFolder, loadModel } from '../../src/pipeline/model'
 import { StableDiffusionPipeline } from '../../src/pipeline/stable-diffusion'
 import { GOLDEN } from './golden'
+import { decodePngRgb } from './png-decode'
 
 const SECRET = 'test-secret-0123456789'
 const DIR = join(GOLDEN, 'pipeline', 'tiny-sd-optimum')
@@ -557,6 +558,128 @@ describe('backend cancellation', () => {
     } finally {
       s.close()
     }
+  })
+})
+
+describe('backend batching (--batch)', () => {
+  let url: string
+  let batched: ServerType
+  const batches: string[][] = []
+  const health = async () =>
+    ((await (await fetch(`${url}/healthz`)).json()) as BackendReadiness).jobs
+  beforeAll(async () => {
+    const app = createBackendApp({
+      models,
+      secret: SECRET,
+      abandonGraceMs: 50,
+      // A window long enough for every job of a test to arrive: they then run as one batch.
+      batch: { maxJobs: 4, windowMs: 300 },
+      onBatch: (keys) => batches.push([...keys]),
+    })
+    batched = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' })
+    await new Promise((r) => batched.once('listening', r))
+    url = `http://127.0.0.1:${(batched.address() as AddressInfo).port}`
+  })
+  afterAll(() => batched?.close())
+
+  /** Runs `reqs` at once through the batching backend, recording each one's progress. */
+  async function concurrently(reqs: GenerateRequest[]) {
+    const remote = createRemoteEngine(models, { urls: [url], secret: SECRET })
+    const steps = reqs.map(() => [] as number[])
+    const before = batches.length
+    const results = await Promise.all(
+      reqs.map((r, i) =>
+        remote.generate(r, { onProgress: (p) => p.step > 0 && steps[i].push(p.step) }),
+      ),
+    )
+    return { results, steps, batches: batches.slice(before) }
+  }
+
+  it('runs concurrent compatible jobs as one batch, each with its own PNG and progress', async () => {
+    const reqs = [
+      request({ seed: 101 }),
+      request({ seed: 102, prompt: 'a blue square', negativePrompt: 'red' }),
+      request({ seed: 103, guidanceScale: 3, n: 2 }),
+      request({ seed: 104, guidanceScale: 1 }),
+    ]
+    const { results, steps, batches } = await concurrently(reqs)
+    expect(batches.map((b) => b.length)).toEqual([4])
+    const local = createPipelineEngine(models)
+    for (const [i, req] of reqs.entries()) {
+      expect(steps[i]).toEqual([1, 2, 3, 4])
+      const want = await local.generate(req)
+      expect(results[i]).toHaveLength(want.length)
+      for (const [k, img] of results[i].entries()) {
+        if (req.guidanceScale > 1) {
+          // Jobs with guidance batch two rows of their own already: the same bytes on ORT CPU.
+          expect(Buffer.from(img.bytes).equals(Buffer.from(want[k].bytes))).toBe(true)
+        } else {
+          // One row alone runs other kernels: the golden tolerance (±1, at most 1 % of values).
+          const got = decodePngRgb(img.bytes)
+          const ref = decodePngRgb(want[k].bytes)
+          let differ = 0
+          for (let j = 0; j < ref.length; j++) {
+            expect(Math.abs(got[j] - ref[j])).toBeLessThanOrEqual(1)
+            if (got[j] !== ref[j]) differ++
+          }
+          expect(differ / ref.length).toBeLessThanOrEqual(0.01)
+        }
+      }
+    }
+  })
+
+  it('runs jobs alone that differ in size, steps or scheduler', async () => {
+    const reqs = [
+      request({ seed: 111 }),
+      request({ seed: 112, steps: 5 }),
+      request({ seed: 113, height: 32 }),
+      request({ seed: 114, scheduler: 'ddim' }),
+      request({ seed: 115 }),
+    ]
+    const { results, batches } = await concurrently(reqs)
+    expect(results.every((r) => r.length === 1)).toBe(true)
+    expect(batches.map((b) => b.length).sort()).toEqual([1, 1, 1, 2])
+    // The two compatible ones went together.
+    expect(batches.find((b) => b.length === 2)).toBeDefined()
+    const [want] = await createPipelineEngine(models).generate(reqs[4])
+    expect(Buffer.from(results[4][0].bytes).equals(Buffer.from(want.bytes))).toBe(true)
+  })
+
+  it('cancels an abandoned job and lets the rest of its batch finish', async () => {
+    const before = await health()
+    const remote = createRemoteEngine(models, { urls: [url], secret: SECRET })
+    const client = new AbortController()
+    const long = { steps: 60, scheduler: 'ddim' }
+    const steps: number[][] = [[], []]
+    const leaving = remote
+      .generate(request({ seed: 121, ...long }), {
+        signal: client.signal,
+        onProgress: (p) => {
+          if (p.step > 0) steps[0].push(p.step)
+          if (p.step === 2) client.abort(new Error('the client went away'))
+        },
+      })
+      .then(
+        () => new Error('finished'),
+        (e: Error) => e,
+      )
+    const staying = remote.generate(request({ seed: 122, ...long }), {
+      onProgress: (p) => p.step > 0 && steps[1].push(p.step),
+    })
+    expect((await leaving).message).toBe('the client went away')
+    const [got] = await staying
+    expect(batches.at(-1)).toHaveLength(2)
+    expect(steps[1]).toEqual(Array.from({ length: 60 }, (_, i) => i + 1))
+    const [want] = await createPipelineEngine(models).generate(request({ seed: 122, ...long }))
+    expect(Buffer.from(got.bytes).equals(Buffer.from(want.bytes))).toBe(true)
+    const deadline = Date.now() + 20_000
+    let jobs = await health()
+    while (jobs.running > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50))
+      jobs = await health()
+    }
+    expect(jobs.cancelled - before.cancelled).toBe(1)
+    expect(jobs.started - before.started).toBe(2)
   })
 })
 
