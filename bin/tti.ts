@@ -26,6 +26,7 @@ import {
   OUTPUT_FORMATS,
 } from '../src/client/index'
 import { pictureHtml } from '../src/embeds/picture'
+import { adminToken as localAdminToken } from '../scripts/dev-vars'
 
 /** Exit statuses scripts can rely on. */
 const EXIT = Object.freeze({ ok: 0, usage: 2, auth: 3, rateLimited: 4, server: 5 })
@@ -84,8 +85,9 @@ rebuild is then all cache hits.
 
 connection (flags override the environment):
   --url URL             TTI_URL (default http://localhost:8787)
-  --key KEY             TTI_API_KEY (generate, models)
-  --admin-token TOKEN   TTI_ADMIN_TOKEN (keys)
+  --key KEY             TTI_API_KEY (generate, edit, embed-url, prebuild, models)
+  --admin-token TOKEN   TTI_ADMIN_TOKEN (keys); without either, ADMIN_TOKEN from the
+                        environment or ./.dev.vars, as npm run keys reads it
 
 exit codes: 0 ok, 2 usage/validation, 3 authentication, 4 rate limited, 5 server failure`
 
@@ -139,14 +141,20 @@ async function main(argv: string[]): Promise<number> {
   if (!/^https?:\/\//.test(baseUrl))
     throw new UsageError(`--url must be http(s)://…, got ${baseUrl}`)
   const apiKey = v.key ?? process.env.TTI_API_KEY
-  const adminToken = v['admin-token'] ?? process.env.TTI_ADMIN_TOKEN
+  // The local server's own token (./.dev.vars) last, looked up as npm run keys does, for keys only.
+  const adminToken =
+    v['admin-token'] ??
+    process.env.TTI_ADMIN_TOKEN ??
+    (command === 'keys' ? localToken() : undefined)
   const client = new TtiClient({ baseUrl, apiKey, adminToken })
   const needKey = () => {
     if (!apiKey) throw new AuthError('no API key: set TTI_API_KEY or pass --key')
   }
   const needAdmin = () => {
     if (!adminToken)
-      throw new AuthError('no admin token: set TTI_ADMIN_TOKEN or pass --admin-token')
+      throw new AuthError(
+        'no admin token: set TTI_ADMIN_TOKEN, pass --admin-token, or run where .dev.vars has ADMIN_TOKEN',
+      )
   }
 
   switch (command) {
@@ -345,6 +353,15 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+/** `ADMIN_TOKEN` from the environment or `./.dev.vars`, if either has one. */
+function localToken(): string | undefined {
+  try {
+    return localAdminToken()
+  } catch {
+    return undefined
+  }
+}
+
 /** Builds the request body from the flags; format errors are usage errors, bounds the server's. */
 function generateParams(
   prompt: string,
@@ -519,6 +536,14 @@ function failure(e: unknown): { message: string; code: number } {
       return { message: `rate limited: ${what}${wait}`, code: EXIT.rateLimited }
     }
     if (e.status >= 500) return { message: `server error ${e.status}: ${what}`, code: EXIT.server }
+    // The API's detail advises its JSON field; here the advice is this command's own flag.
+    if (e.slug === 'prompt-too-long' && typeof e.problem.tokens === 'number') {
+      const field = e.problem.field === 'negative_prompt' ? '--negative' : 'the prompt'
+      return {
+        message: `${e.problem.title}: ${field} has ${e.problem.tokens} tokens; the model takes ${e.problem.limit} (pass --truncate to cut it, or shorten it)`,
+        code: EXIT.usage,
+      }
+    }
     const message = e.detail ? `${e.problem.title}: ${e.detail}` : e.problem.title
     return { message, code: EXIT.usage }
   }

@@ -10,6 +10,9 @@
  * `--format webp|jpeg [--quality Q]` writes that format instead, encoded from the PNG by the
  * API's own codecs (`src/images/variants.ts`); the PNG's generation parameters are not carried.
  *
+ * A prompt over the text encoder's window is refused, as the API refuses it; `--truncate` cuts it.
+ * With `--n N` the images are FILE-1.png … FILE-N.png, as `tti generate -n` names them.
+ *
  * Exits 2 with a plain message on bad input (missing files, unknown scheduler, size not allowed).
  */
 import { readFile, writeFile } from 'node:fs/promises'
@@ -36,7 +39,7 @@ import { PromptTooLongError } from '../src/pipeline/tokenizer'
 
 const USAGE = `usage: npm run generate -- --model DIR --prompt TEXT [--negative-prompt TEXT] [--seed N]
   [--steps N] [--guidance X] [--scheduler NAME] [--scheduler-config JSON] [--width W] [--height H]
-  [--n N] [--providers cpu|webgpu,cpu] [--output FILE.png] [--latents-output FILE.json]
+  [--n N] [--truncate] [--providers cpu|webgpu,cpu] [--output FILE.png] [--latents-output FILE.json]
   [--format png|webp|jpeg [--quality 0-100]]
   [--image IN.png --strength S [--mask MASK.png]]
   [--control-image C.png --control-scale S --control-start A --control-end B]`
@@ -72,6 +75,7 @@ async function main(): Promise<void> {
       width: { type: 'string' },
       height: { type: 'string' },
       n: { type: 'string' },
+      truncate: { type: 'boolean' },
       providers: { type: 'string' },
       output: { type: 'string', default: 'out.png' },
       format: { type: 'string' },
@@ -138,6 +142,7 @@ async function main(): Promise<void> {
       width: int('width', values.width),
       height: int('height', values.height),
       numImages: int('n', values.n),
+      truncate: values.truncate ?? false,
       image,
       mask: mask && { width: mask.width, height: mask.height, data: luminance(mask) },
       strength: num('strength', values.strength),
@@ -162,7 +167,7 @@ async function main(): Promise<void> {
     const file =
       res.images.length === 1
         ? values.output
-        : values.output.replace(/(\.(png|webp|jpe?g))?$/i, `-${i}.${ext}`)
+        : values.output.replace(/(\.(png|webp|jpe?g))?$/i, `-${i + 1}.${ext}`)
     const png = encodePng(image, {
       parameters: formatParameters({
         ...p,
@@ -218,7 +223,9 @@ main().catch((e: unknown) => {
     e instanceof PipelineInputError ||
     e instanceof PromptTooLongError ||
     (e instanceof TypeError && (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS'))
-  console.error(`error: ${(e as Error).message}`)
+  // This command's own flag, where the API would advise its JSON field.
+  const advice = e instanceof PromptTooLongError ? ' (pass --truncate to cut it)' : ''
+  console.error(`error: ${(e as Error).message}${advice}`)
   if (e instanceof UsageError || (e as { code?: string }).code?.startsWith?.('ERR_PARSE_ARGS'))
     console.error(USAGE)
   if (!known) console.error((e as Error).stack)

@@ -11,22 +11,8 @@
  *
  * The server URL defaults to http://localhost:8787 (`TTI_URL` overrides it).
  */
-import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
-
-/** Reads `ADMIN_TOKEN` from the environment or a `.dev.vars` file. */
-export function adminToken(devVarsPath = '.dev.vars'): string {
-  if (process.env.ADMIN_TOKEN) return process.env.ADMIN_TOKEN
-  let text: string
-  try {
-    text = readFileSync(devVarsPath, 'utf8')
-  } catch {
-    throw new Error(`no ADMIN_TOKEN: set it or create ${devVarsPath} (see .dev.vars.example)`)
-  }
-  const m = text.match(/^\s*ADMIN_TOKEN\s*=\s*"?([^"\n]*)"?\s*$/m)
-  if (!m?.[1]) throw new Error(`${devVarsPath} has no ADMIN_TOKEN line`)
-  return m[1]
-}
+import { adminToken } from './dev-vars'
 
 async function main(): Promise<void> {
   const { positionals, values } = parseArgs({

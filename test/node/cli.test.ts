@@ -39,10 +39,15 @@ interface Run {
  * Runs `tsx bin/tti.ts …args` (what `npx tsx` and `npm run tti --` run, without npm's own
  * warnings on stderr), or the `bin/tti.mjs` shim, with TTI_* from `env`.
  */
-function tti(args: string[], env: Record<string, string> = {}, shim = false): Promise<Run> {
+function tti(
+  args: string[],
+  env: Record<string, string> = {},
+  shim = false,
+  cwd?: string,
+): Promise<Run> {
   const [cmd, pre] = shim
-    ? [process.execPath, ['bin/tti.mjs']]
-    : [path.join('node_modules', '.bin', 'tsx'), ['bin/tti.ts']]
+    ? [process.execPath, [path.resolve('bin/tti.mjs')]]
+    : [path.resolve('node_modules', '.bin', 'tsx'), [path.resolve('bin/tti.ts')]]
   return new Promise((resolve) => {
     execFile(
       cmd,
@@ -51,6 +56,7 @@ function tti(args: string[], env: Record<string, string> = {}, shim = false): Pr
         encoding: 'buffer',
         env: childEnv(env),
         timeout: 60_000,
+        cwd,
       },
       (err, stdout, stderr) => {
         const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0
@@ -60,10 +66,13 @@ function tti(args: string[], env: Record<string, string> = {}, shim = false): Pr
   })
 }
 
-/** This process's environment without TTI_* (those must come from the test), plus `env`. */
+/**
+ * This process's environment without TTI_* and ADMIN_TOKEN (those must come from the test), plus
+ * `env`.
+ */
 function childEnv(env: Record<string, string>): NodeJS.ProcessEnv {
   const out = { ...process.env }
-  for (const k of Object.keys(out)) if (k.startsWith('TTI_')) delete out[k]
+  for (const k of Object.keys(out)) if (k.startsWith('TTI_') || k === 'ADMIN_TOKEN') delete out[k]
   return Object.assign(out, env)
 }
 
@@ -74,6 +83,9 @@ function pngSize(bytes: Buffer): { width: number; height: number } {
 }
 
 const user = () => ({ TTI_URL: worker.url, TTI_API_KEY: key })
+
+/** A prompt over the bundled model's 18-token window. */
+const LONG = Array(8).fill('a red circle').join(' and ')
 
 describe('TtiClient', () => {
   it('generates, reports a cache hit the second time, and fetches the PNG by hash', async () => {
@@ -467,12 +479,41 @@ describe('tti CLI', () => {
       [['frobnicate'], /unknown command/],
       [['generate', 'x', '-o', out, '--steps', '0'], /steps: must be between 1 and \d+/],
       [['generate', 'x', '-o', out, '--scheduler', 'nope'], /scheduler: must be one of/],
+      // The API advises its JSON field; the CLI its own flag.
+      [
+        ['generate', LONG, '-o', out],
+        /the prompt has \d+ tokens; the model takes 18 \(pass --truncate/,
+      ],
+      [['generate', 'x', '--negative', LONG, '-o', out], /--negative has \d+ tokens/],
     ]
     for (const [args, message] of cases) {
       const run = await tti(args, user())
       expect({ args, code: run.code }).toEqual({ args, code: 2 })
       expect(run.stderr).toMatch(message)
       expect(run.stderr).not.toMatch(/at .*\.ts:\d+/) // no stack traces
+      expect(run.stderr).not.toContain('"truncate": true')
+    }
+    const cut = await tti(['generate', LONG, '-o', out, '--truncate', '--steps', '1'], user())
+    expect(cut.code, cut.stderr).toBe(0)
+    expect(pngSize(readFileSync(out)).width).toBe(64)
+  })
+
+  it('keys reads the admin token from ./.dev.vars as npm run keys does', async () => {
+    const local = mkdtempSync(path.join(tmpdir(), 'tti-dev-vars-'))
+    try {
+      const env = { TTI_URL: worker.url }
+      const none = await tti(['keys', 'list'], env, false, local)
+      expect(none.code).toBe(3)
+      expect(none.stderr).toMatch(/TTI_ADMIN_TOKEN.*--admin-token.*\.dev\.vars/)
+      writeFileSync(path.join(local, '.dev.vars'), `ADMIN_TOKEN=${worker.adminToken}\n`)
+      const listed = await tti(['keys', 'list'], env, false, local)
+      expect(listed.code, listed.stderr).toBe(0)
+      expect(JSON.parse(listed.stdout.toString()).keys.length).toBeGreaterThan(0)
+      // Flags and TTI_ADMIN_TOKEN still win over the file.
+      const flag = await tti(['keys', 'list', '--admin-token', 'nope'], env, false, local)
+      expect(flag.code).toBe(3)
+    } finally {
+      rmSync(local, { recursive: true, force: true })
     }
   })
 

@@ -171,3 +171,36 @@ describe('npm run generate --format', () => {
     }
   })
 })
+
+describe('npm run generate: long prompts and several images', () => {
+  const bundled = join('models', 'tiny-shapes')
+  const long = Array(8).fill('a red circle').join(' and ') // over the 18-token window
+
+  it('refuses a prompt over the window with its own flag as advice; --truncate cuts it', async () => {
+    const out = join(dir, 'long.png')
+    const base = ['--model', bundled, '--prompt', long, '--seed', '1', '--steps', '1']
+    const refused = await generate([...base, '--output', out])
+    expect(refused.code).toBe(2)
+    expect(refused.stderr).toMatch(/prompt has \d+ tokens, the text encoder takes at most 18/)
+    expect(refused.stderr).toContain('(pass --truncate to cut it)')
+    expect(refused.stderr).not.toContain('"truncate"')
+    const cut = await generate([...base, '--output', out, '--truncate'])
+    expect(cut.code, cut.stderr).toBe(0)
+    expect((await decodePicture('image', new Uint8Array(readFileSync(out)))).width).toBe(64)
+  })
+
+  it('--n 2 writes FILE-1.png and FILE-2.png, as tti generate -n does', async () => {
+    const out = join(dir, 'pair.png')
+    const r = await generate([
+      ...['--model', bundled, '--prompt', 'a red circle', '--seed', '5', '--steps', '1'],
+      ...['--n', '2', '--output', out],
+    ])
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stdout).toContain(join(dir, 'pair-1.png'))
+    expect(r.stdout).toContain(join(dir, 'pair-2.png'))
+    for (const f of ['pair-1.png', 'pair-2.png'])
+      expect((await decodePicture('image', new Uint8Array(readFileSync(join(dir, f))))).width).toBe(
+        64,
+      )
+  })
+})
