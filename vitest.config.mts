@@ -16,6 +16,10 @@ export default defineConfig({
       miniflare: {
         bindings: {
           ADMIN_TOKEN: 'test-admin-token',
+          // Webhooks go to a receiver on loopback; jobs and deliveries retry after a second.
+          WEBHOOK_PRIVATE_TARGETS: 'allow',
+          JOB_RETRY_BASE_SECONDS: '1',
+          WEBHOOK_RETRY_BASE_SECONDS: '1',
           // The fuzz run's size and seed (test/workers/openapi.test.ts); empty: its defaults.
           FUZZ_REQUESTS: process.env.FUZZ_REQUESTS ?? '',
           FUZZ_SEED: process.env.FUZZ_SEED ?? '',

@@ -2,7 +2,7 @@
  * @module
  * The Hono environment shared by the app, its middleware and routes.
  */
-import type { ApiKeyRecord, KeyState } from './keys/api-keys'
+import type { ApiKeyRecord, KeyState, RateLimitPolicy } from './keys/api-keys'
 
 /** Bindings and per-request variables of the app. */
 export interface AppEnv {
@@ -19,6 +19,8 @@ export interface AppEnv {
      * Resolves to a function that refunds the charge.
      */
     charge: (cost: number) => Promise<() => Promise<void>>
+    /** The key's quota policy (set by `rateLimit`): what a job's refund gives back against. */
+    quotaPolicy: RateLimitPolicy
     /** Whether the request was served from the image cache (read by `requestMetrics`). */
     cacheStatus: 'HIT' | 'MISS'
   }

@@ -22,6 +22,14 @@ export const PROBLEM_TYPES = Object.freeze({
   },
   'not-found': { status: 404, title: 'Not found' },
   'not-acceptable': { status: 406, title: 'No acceptable representation' },
+  'generation-cancelled': {
+    status: 409,
+    title: 'The generation was cancelled (DELETE /v1/jobs/{id})',
+  },
+  'job-not-cancellable': {
+    status: 409,
+    title: 'The job has finished, or another request waits on its generation',
+  },
   'embed-expired': { status: 410, title: 'The embed URL has expired' },
   'payload-too-large': { status: 413, title: 'The request body is too large' },
   'image-too-large': { status: 413, title: 'A picture is larger than the upload limit' },
@@ -83,6 +91,11 @@ export class ProblemError extends HTTPException {
     this.headers = init.headers ?? {}
   }
 
+  /** The problem's JSON body (for a problem carried inside another answer). */
+  body(): ReturnType<typeof problemBody> {
+    return problemBody(this.slug, { detail: this.detail, extensions: this.extensions })
+  }
+
   /** Renders the problem; `instance` is the request path when known. */
   override getResponse(instance?: string): Response {
     return problemResponse(this.slug, {
@@ -93,16 +106,22 @@ export class ProblemError extends HTTPException {
   }
 }
 
-/** Builds a problem+json response for `slug`. */
-export function problemResponse(slug: ProblemSlug, init: ProblemInit = {}): Response {
+/** The JSON body of a problem (`problemResponse`'s, and where a problem travels inside JSON). */
+export function problemBody(slug: ProblemSlug, init: Omit<ProblemInit, 'headers'> = {}) {
   const { status, title } = PROBLEM_TYPES[slug]
-  const body = {
+  return {
     type: PROBLEM_TYPE_BASE + slug,
     title,
     status,
     ...(init.detail ? { detail: init.detail } : {}),
     ...init.extensions,
   }
+}
+
+/** Builds a problem+json response for `slug`. */
+export function problemResponse(slug: ProblemSlug, init: ProblemInit = {}): Response {
+  const body = problemBody(slug, init)
+  const { status } = body
   return new Response(JSON.stringify(body), {
     status,
     headers: { 'Content-Type': 'application/problem+json', ...init.headers },

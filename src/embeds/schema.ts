@@ -51,7 +51,7 @@ function storedPicture(field: string) {
 }
 
 /** The POST /v1/embeds body: one image's parameters (seed required) plus expiry and origins. */
-export const EmbedRequest = ImageRequest.omit({ n: true })
+export const EmbedRequest = ImageRequest.omit({ n: true, webhook_url: true })
   .extend({
     image: storedPicture('image'),
     mask: storedPicture('mask'),
@@ -91,7 +91,7 @@ export const EmbedRequest = ImageRequest.omit({ n: true })
 export type EmbedRequestBody = z.output<typeof EmbedRequest>
 
 /** One item of a batch: the POST /v1/images fields for one image, plus an optional `id`. */
-export const BatchItem = ImageRequest.omit({ n: true }).extend({
+export const BatchItem = ImageRequest.omit({ n: true, webhook_url: true }).extend({
   id: z
     .string({ error: 'must be a string' })
     .min(1, { error: 'must not be empty' })

@@ -9,7 +9,7 @@
 
 /** What kind of failure a generation had: the problem type a client sees, and its status. */
 export interface EngineFailure {
-  status: 422 | 500 | 502 | 503 | 504
+  status: 409 | 422 | 500 | 502 | 503 | 504
   type:
     | 'generation-rejected'
     | 'backend-error'
@@ -18,6 +18,7 @@ export interface EngineFailure {
     | 'generation-failed'
     | 'generation-non-finite'
     | 'engine-overloaded'
+    | 'generation-cancelled'
   detail: string
   /** Whether the same request may succeed later (`Retry-After`); false when it would recur. */
   retryable: boolean
@@ -52,6 +53,14 @@ export class BackendError extends EngineError {
     super({ status, type: BACKEND_TYPES[status], detail: message, retryable: true })
   }
 }
+
+/** The failure of a generation stopped by `DELETE /v1/jobs/{id}`: final, nothing to retry. */
+export const CANCELLED_FAILURE: EngineFailure = Object.freeze({
+  status: 409,
+  type: 'generation-cancelled',
+  detail: 'the generation was cancelled',
+  retryable: false,
+})
 
 /** The failure for a model output of NaN or infinities: it would recur, so it is no retry. */
 export function nonFiniteFailure(detail: string): EngineFailure {

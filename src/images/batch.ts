@@ -14,7 +14,7 @@
 import { imagePath } from '../cache/serve-image'
 import { createImages, type CreateImagesDeps } from './create-images'
 import { isOriginal } from './formats'
-import { PROBLEM_TYPE_BASE, PROBLEM_TYPES, ProblemError } from '../problem'
+import { ProblemError } from '../problem'
 import { batchId, type BatchRequestBody } from '../embeds/schema'
 
 /** One image of a batch answer. */
@@ -63,20 +63,8 @@ export async function createBatch(
       }
     } catch (e) {
       if (!(e instanceof ProblemError)) throw e
-      out.errors[id] = problemBody(e)
+      out.errors[id] = e.body()
     }
   }
   return out
-}
-
-/** The problem+json body a `ProblemError` would render, for embedding in a batch answer. */
-function problemBody(e: ProblemError): Record<string, unknown> {
-  const { status, title } = PROBLEM_TYPES[e.slug]
-  return {
-    type: PROBLEM_TYPE_BASE + e.slug,
-    title,
-    status,
-    ...(e.detail ? { detail: e.detail } : {}),
-    ...e.extensions,
-  }
 }

@@ -1,17 +1,21 @@
 /**
  * @module
- * POST /v1/images as one domain function: read the pictures, validate, key, look up, charge the
- * quota on a miss, and hand misses to the request key's single-flight coordinator.
+ * POST /v1/images as domain functions: read the pictures, validate, key, look up, charge the
+ * quota on a miss, and hand misses to the request key's single-flight coordinator — to wait for
+ * (`createImages`) or, for `Prefer: respond-async`, as a durable job (`acceptImages`).
  */
 import { canonicalRequest, requestKey } from '../cache/cache-key'
 import { lookup, type ImageStoreDeps, type IndexEntry } from '../cache/image-store'
-import type { GenerationResult } from '../durable/generation-coordinator'
+import type { FlightStatus, GenerationResult, JobTicket } from '../durable/generation-coordinator'
 import { failureOf, type EngineFailure } from '../engine/errors'
-import type { GenerateRequest, TextToImageEngine } from '../engine/types'
-import { ProblemError } from '../problem'
+import type { GenerateRequest, PictureField, TextToImageEngine } from '../engine/types'
+import type { RateLimitPolicy } from '../keys/api-keys'
+import { ProblemError, throwFieldErrors } from '../problem'
+import { webhookMessage, webhookTargetProblem, type WebhookMessage } from '../webhooks/webhooks'
 import type { Variant } from './formats'
+import { jobWebhookPayload } from './jobs'
 import { readRequestPictures } from './request-pictures'
-import { resolveRequest } from './validate'
+import { resolveRequest, type ResolvedRequest } from './validate'
 
 /** Seconds a client should wait after a failed generation. */
 export const GENERATION_RETRY_AFTER_SECONDS = 5
@@ -36,7 +40,12 @@ export interface CreateImagesDeps {
   store: ImageStoreDeps
   /** The single-flight coordinator of a request key. */
   coordinator: (requestKey: string) => {
-    run(requestKey: string, req: GenerateRequest): Promise<GenerationResult>
+    run(
+      requestKey: string,
+      req: GenerateRequest,
+      onProgress?: undefined,
+      caller?: string,
+    ): Promise<GenerationResult>
   }
   /**
    * Charges `cost` images against the caller's quota (0 on a hit); throws 429 when exhausted.
@@ -59,15 +68,18 @@ export interface CreateImagesResult {
   output: Variant
 }
 
-/**
- * Returns the images for a request body, generating them only when no stored entry exists.
- * `singleImage` (a PNG response) rejects n > 1 with 406 once the body is otherwise valid.
- */
-export async function createImages(
-  deps: CreateImagesDeps,
+/** A request validated and keyed, before anything is charged. */
+interface PreparedImages extends ResolvedRequest {
+  key: string
+  stored: IndexEntry | null
+}
+
+/** Reads the pictures, validates, keys and looks the request up (steps shared by both forms). */
+async function prepareImages(
+  deps: Pick<CreateImagesDeps, 'engine' | 'store' | 'cacheScope'>,
   body: unknown,
   options: { singleImage: boolean },
-): Promise<CreateImagesResult> {
+): Promise<PreparedImages> {
   // Pictures first: their sizes set the output's. No picture is decoded beyond the largest
   // size any served model takes.
   const maxPixels = Math.max(
@@ -78,15 +90,30 @@ export async function createImages(
     { images: deps.store.images },
     { maxPixels },
   )
-  const { model, req, tokens, output } = resolveRequest(fields, deps.engine, pictures)
-  if (options.singleImage && req.n > 1) {
+  const resolved = resolveRequest(fields, deps.engine, pictures)
+  if (options.singleImage && resolved.req.n > 1) {
     throw new ProblemError('not-acceptable', {
       detail: 'an image answer holds one image; send Accept: application/json for n > 1',
     })
   }
+  const { model, req, tokens } = resolved
   const key = await requestKey(canonicalRequest(model, req, tokens, deps.cacheScope))
+  return { ...resolved, key, stored: await lookup(deps.store, key) }
+}
 
-  const stored = await lookup(deps.store, key)
+/**
+ * Returns the images for a request body, generating them only when no stored entry exists.
+ * `singleImage` (a PNG response) rejects n > 1 with 406 once the body is otherwise valid.
+ * `caller` (the API key id) lets that key cancel the generation while it waits here.
+ */
+export async function createImages(
+  deps: CreateImagesDeps,
+  body: unknown,
+  options: { singleImage: boolean; caller?: string },
+): Promise<CreateImagesResult> {
+  const { key, req, output, stored, webhookUrl } = await prepareImages(deps, body, options)
+  if (webhookUrl !== undefined)
+    throwFieldErrors([{ field: 'webhook_url', detail: 'needs Prefer: respond-async' }])
   if (stored) {
     await deps.charge(0)
     return { entry: stored, cached: true, requestKey: key, output }
@@ -95,7 +122,7 @@ export async function createImages(
   const refund = await deps.charge(req.n)
   let outcome: GenerationResult
   try {
-    outcome = await deps.coordinator(key).run(key, req)
+    outcome = await deps.coordinator(key).run(key, req, undefined, options.caller)
   } catch (e) {
     // The coordinator answers failures as data; a throw here is the RPC itself failing.
     outcome = { ok: false, failure: failureOf(e) }
@@ -111,5 +138,84 @@ export async function createImages(
     cached: outcome.source === 'stored',
     requestKey: key,
     output,
+  }
+}
+
+/** What accepting a job needs besides `createImages`' dependencies. */
+export interface AcceptImagesDeps extends Omit<CreateImagesDeps, 'coordinator'> {
+  coordinator: (requestKey: string) => {
+    accept(requestKey: string, ticket: JobTicket): Promise<FlightStatus>
+  }
+  /** The caller: whose quota a job takes (`policy`), whose secret signs its webhooks. */
+  caller: { keyId: string; policy: RateLimitPolicy; hasWebhookSecret: boolean }
+  /** Whether webhook targets may be private or loopback (`WEBHOOK_PRIVATE_TARGETS`). */
+  allowPrivateWebhooks: boolean
+  /** Queues a webhook delivery (the WEBHOOKS queue). */
+  sendWebhook: (message: WebhookMessage) => Promise<unknown>
+  /** The origin of links in webhook payloads. */
+  base: string
+}
+
+/** A request answered at once (a hit), or accepted as a job. */
+export type AcceptedImages =
+  | { state: 'ready'; result: CreateImagesResult }
+  | { state: 'accepted'; requestKey: string; seed: number; status: 'queued' | 'running' }
+
+/**
+ * `Prefer: respond-async`: a hit is answered at once; a miss is charged and recorded as a job by
+ * its coordinator, which queues it. With `webhook_url` the outcome is also delivered there (for
+ * a hit too, at once).
+ */
+export async function acceptImages(deps: AcceptImagesDeps, body: unknown): Promise<AcceptedImages> {
+  const { key, req, output, stored, webhookUrl } = await prepareImages(deps, body, {
+    singleImage: false,
+  })
+  if (webhookUrl !== undefined) {
+    const problem = !deps.caller.hasWebhookSecret
+      ? `this key has no webhook secret: an admin can make one with POST /v1/keys/${deps.caller.keyId}/webhook-secret`
+      : webhookTargetProblem(webhookUrl, deps.allowPrivateWebhooks)
+    if (problem) throwFieldErrors([{ field: 'webhook_url', detail: problem }])
+  }
+  const webhook =
+    webhookUrl === undefined ? undefined : { keyId: deps.caller.keyId, url: webhookUrl }
+  const hit = async (entry: IndexEntry): Promise<AcceptedImages> => {
+    if (webhook) {
+      const payload = jobWebhookPayload(key, deps.base, { state: 'succeeded', entry })
+      await deps.sendWebhook(webhookMessage(webhook.keyId, webhook.url, payload))
+    }
+    return { state: 'ready', result: { entry, cached: true, requestKey: key, output } }
+  }
+  if (stored) {
+    await deps.charge(0)
+    return hit(stored)
+  }
+
+  const refund = await deps.charge(req.n)
+  const { pictures, ...request } = req
+  const refs: JobTicket['pictures'] = {}
+  for (const [field, p] of Object.entries(pictures ?? {})) refs[field as PictureField] = p.sha256
+  let status: FlightStatus
+  try {
+    status = await deps.coordinator(key).accept(key, {
+      request,
+      pictures: refs,
+      claim: { keyId: deps.caller.keyId, cost: req.n, policy: deps.caller.policy },
+      webhook,
+      base: deps.base,
+    })
+  } catch (e) {
+    await refund().catch((r) => console.warn('quota refund failed', r))
+    throw e
+  }
+  if (status.state === 'succeeded') {
+    // Stored between the lookup and the job: a hit after all.
+    await refund().catch((r) => console.warn('quota refund failed', r))
+    return hit(status.entry)
+  }
+  return {
+    state: 'accepted',
+    requestKey: key,
+    seed: req.seed,
+    status: status.state === 'running' ? 'running' : 'queued',
   }
 }

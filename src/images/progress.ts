@@ -9,6 +9,7 @@
  * // event: progress           data: {"step":3,"total_steps":20,"image":0,"n":1}
  * // event: done               data: {"images":[{"url":…}],"model":"tiny-shapes","cached":false}
  * // event: error              data: {"type":"https://edge-tti.dev/problems/generation-failed",…}
+ * // event: cancelled          data: {"id":"3f1c…","status":"cancelled"}
  */
 import type { Context } from 'hono'
 import { streamSSE } from 'hono/streaming'
@@ -52,6 +53,7 @@ export interface StartImagesDeps extends Omit<CreateImagesDeps, 'coordinator'> {
       requestKey: string,
       req: GenerateRequest,
       onProgress?: ProgressListener,
+      caller?: string,
     ): Promise<GenerationResult>
   }
 }
@@ -77,6 +79,7 @@ export async function startImages(
   deps: StartImagesDeps,
   body: unknown,
   onProgress?: (event: ProgressEvent) => void,
+  caller?: string,
 ): Promise<StartedImages> {
   let started!: (s: { requestKey: string; seed: number }) => void
   const generating = new Promise<{ requestKey: string; seed: number }>((r) => (started = r))
@@ -89,12 +92,12 @@ export async function startImages(
           const listener = onProgress
             ? (p: GenerationProgress) => onProgress(progressEvent(p, req.n))
             : undefined
-          return deps.coordinator(key).run(requestKey, req, listener)
+          return deps.coordinator(key).run(requestKey, req, listener, caller)
         },
       }),
     },
     body,
-    { singleImage: false },
+    { singleImage: false, caller },
   )
   return Promise.race([
     result.then((r) => ({ state: 'ready' as const, result: r })),
@@ -186,6 +189,16 @@ export function streamImages(
       const body = describeImages(r.entry, r.cached, publicBase(c), r.output)
       await stream.writeSSE({ event: 'done', data: JSON.stringify(body) })
     } catch (e) {
+      // DELETE /v1/jobs/{id} stopped it: the stream says so in its own event, as a poll does.
+      if (
+        e instanceof ProblemError &&
+        e.slug === 'generation-cancelled' &&
+        started.state !== 'ready'
+      ) {
+        const body = { id: started.requestKey, status: 'cancelled' }
+        await stream.writeSSE({ event: 'cancelled', data: JSON.stringify(body) })
+        return
+      }
       const problem =
         e instanceof ProblemError
           ? e.getResponse(new URL(c.req.url).pathname)

@@ -157,6 +157,14 @@ export const ImageRequest = z
         description: "Cut an over-long prompt to the model's token window instead of a 422.",
         default: false,
       }),
+      webhook_url: z
+        .string({ error: 'must be a string' })
+        .max(2048, { error: 'must be at most 2048 characters' })
+        .optional()
+        .meta({
+          description:
+            "With `Prefer: respond-async`: where the job's outcome is POSTed, signed per Standard Webhooks with the key's webhook secret (`webhook-id`, `webhook-timestamp`, `webhook-signature`), retried with backoff until a 2xx. An https URL with a public host (private and loopback hosts only where the deployment allows them). Does not change the cache key.",
+        }),
       image: picture(
         "Init picture for image-to-image or, with `mask`, inpainting: PNG or JPEG as base64 or a `data:` URL (in JSON), a file part (in multipart/form-data), or a stored image by its sha256 or permanent URL (`/v1/images/{sha256}.png`), which costs no upload. It sets the output size; at most 4 MiB and 2048x2048 pixels, sides multiples of the model's `size_multiple`.",
       ),

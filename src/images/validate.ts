@@ -50,6 +50,8 @@ export interface ResolvedRequest {
   seedDrawn: boolean
   /** The form the answer takes (`output_format`, `output_compression`); not part of the key. */
   output: Variant
+  /** Where a job's outcome is delivered (`webhook_url`); not part of the key. */
+  webhookUrl?: string
 }
 
 /** The pictures of a request, decoded (`./request-pictures`), by field. */
@@ -213,7 +215,15 @@ export function resolveRequest(
     options,
     ...(Object.keys(pictures).length ? { pictures } : {}),
   }
-  return { model, req, tokens, seedDrawn, output: output.variant }
+  const webhookUrl = ok('webhook_url')
+  return {
+    model,
+    req,
+    tokens,
+    seedDrawn,
+    output: output.variant,
+    ...(webhookUrl !== undefined ? { webhookUrl } : {}),
+  }
 }
 
 /**

@@ -6,13 +6,16 @@
  * Object first (strongly consistent, immediate everywhere) and then to KV (eventually consistent).
  * Each record also holds the key's embed secret (32 random bytes, base64url): the HMAC key of its
  * signed embed URLs (`src/embeds`). It is drawn independently of the key, never shown, and
- * deleted when the key is revoked.
+ * deleted when the key is revoked. Its webhook secret (`whsec_…`, Standard Webhooks) signs the
+ * webhooks of its jobs; it is shown when the key is created or the secret rotated, and deleted on
+ * revocation too.
  */
 // A namespace import lets esbuild drop the zod exports (locales…) nobody uses.
 import * as z from 'zod'
 import { ProblemError, throwFieldErrors, type FieldError } from '../problem'
 import { fieldErrors } from '../schema'
 import { base64url, sha256Hex } from '../util'
+import { generateWebhookSecret } from '../webhooks/webhooks'
 
 /**
  * Scopes a key can hold: `generate` for POST /v1/images, `read` for GET /v1/models, `embed` for
@@ -45,6 +48,8 @@ export interface ApiKeyRecord extends PublicKeyRecord {
   hash: string
   /** HMAC key of the key's embed URLs (base64url); absent once revoked. */
   embed_secret?: string
+  /** Signs the webhooks of the key's jobs (`whsec_…`); absent once revoked or on older keys. */
+  webhook_secret?: string
 }
 
 /** A key's revocation flag and token bucket, read together (`KeyGuard.check`). */
@@ -159,11 +164,14 @@ export function parseCreateKeyInput(body: unknown): CreateKeyInput {
   return { name, scopes: [...new Set(scopes)], ...(rate_limit ? { rate_limit } : {}) }
 }
 
-/** Creates and stores a key; returns the key itself (shown once) and its public record. */
+/**
+ * Creates and stores a key; returns the key itself (shown once), its webhook secret and its
+ * public record.
+ */
 export async function createKey(
   deps: KeyDeps,
   input: CreateKeyInput,
-): Promise<{ key: string; record: PublicKeyRecord }> {
+): Promise<{ key: string; webhookSecret: string; record: PublicKeyRecord }> {
   let key: string
   let hash: string
   do {
@@ -180,9 +188,26 @@ export async function createKey(
     ...(input.rate_limit ? { rate_limit: input.rate_limit } : {}),
     // Independent of the key itself, so embed URLs reveal nothing about either.
     embed_secret: base64url(crypto.getRandomValues(new Uint8Array(32))),
+    webhook_secret: generateWebhookSecret(),
   }
   await putRecord(deps.kv, record)
-  return { key, record: toPublic(record) }
+  return { key, webhookSecret: record.webhook_secret!, record: toPublic(record) }
+}
+
+/**
+ * Draws a new webhook secret for a key (the old one stops signing at once: deliveries read the
+ * secret when they are sent). Throws 404 for an unknown or revoked key.
+ */
+export async function rotateWebhookSecret(
+  deps: Pick<KeyDeps, 'kv'>,
+  id: string,
+): Promise<{ id: string; webhook_secret: string }> {
+  const record = await getRecord(deps.kv, id)
+  if (!record || record.revoked_at)
+    throw new ProblemError('not-found', { detail: `no active API key with id ${id}` })
+  record.webhook_secret = generateWebhookSecret()
+  await putRecord(deps.kv, record)
+  return { id, webhook_secret: record.webhook_secret }
 }
 
 /** Lists every key's public record. */
@@ -202,10 +227,11 @@ export async function revokeKey(deps: KeyDeps, id: string): Promise<PublicKeyRec
   const record = await getRecord(deps.kv, id)
   if (!record) throw new ProblemError('not-found', { detail: `no API key with id ${id}` })
   await deps.guard(id).revoke()
-  if (!record.revoked_at || record.embed_secret) {
+  if (!record.revoked_at || record.embed_secret || record.webhook_secret) {
     record.revoked_at ??= new Date().toISOString()
-    // The embed secret dies with the key: its URLs can never verify again.
+    // The secrets die with the key: its embed URLs never verify again, no webhook is signed.
     delete record.embed_secret
+    delete record.webhook_secret
     await putRecord(deps.kv, record)
   }
   return toPublic(record)
@@ -252,6 +278,11 @@ async function putRecord(kv: KeyDeps['kv'], record: ApiKeyRecord): Promise<void>
   await kv.put(RECORD_PREFIX + record.id, JSON.stringify(record), { metadata: toPublic(record) })
 }
 
-function toPublic({ hash: _hash, embed_secret: _secret, ...rest }: ApiKeyRecord): PublicKeyRecord {
+function toPublic({
+  hash: _hash,
+  embed_secret: _embed,
+  webhook_secret: _webhook,
+  ...rest
+}: ApiKeyRecord): PublicKeyRecord {
   return rest
 }

@@ -29,6 +29,7 @@ export function rateLimit(options: { defaults: RateLimitPolicy }) {
     const policy = key.rate_limit ?? defaults
     const guard = () => keyGuard(c.env, key.id)
     let last: QuotaResult | undefined
+    c.set('quotaPolicy', policy)
     c.set('charge', async (cost) => {
       // A zero charge (a hit) only reads the bucket, which `apiKeyAuth` read with revocation.
       const known = c.get('keyState')

@@ -39,6 +39,7 @@ import { PROMETHEUS_CONTENT_TYPE } from '../metrics/prometheus'
 import { PROBLEM_TYPE_BASE, PROBLEM_TYPES, type ProblemSlug } from '../problem'
 import {
   BatchResultSchema,
+  CancelledJobSchema,
   CreatedKeySchema,
   HealthSchema,
   HuggingFaceImageRequestSchema,
@@ -47,6 +48,7 @@ import {
   JobSchema,
   KeyListSchema,
   KeyRecordSchema,
+  WebhookSecretResponseSchema,
   MintedEmbedSchema,
   ModelsResponseSchema,
   OpenAIErrorSchema,
@@ -369,6 +371,8 @@ export function buildOpenApiDocument(options: DocumentOptions): OpenApiDocument 
   named('ProgressEvent', ProgressEventSchema)
   const runningJob = named('RunningJob', RunningJobSchema)
   const job = named('Job', JobSchema)
+  const cancelledJob = named('CancelledJob', CancelledJobSchema)
+  const webhookSecret = named('WebhookSecret', WebhookSecretResponseSchema)
   const embedRequest = named('EmbedRequest', EmbedRequest)
   const mintedEmbed = named('MintedEmbed', MintedEmbedSchema)
   const batchRequest = named('BatchRequest', BatchRequest)
@@ -448,6 +452,11 @@ export function buildOpenApiDocument(options: DocumentOptions): OpenApiDocument 
     },
   })
 
+  const jobIdParam = z
+    .string()
+    .regex(/^[0-9a-f]{64}$/)
+    .meta({ description: 'The job id (the request key).', example: 'a'.repeat(64) })
+
   const paths: RouteConfig[] = [
     {
       method: 'post',
@@ -475,7 +484,7 @@ export function buildOpenApiDocument(options: DocumentOptions): OpenApiDocument 
             }),
           Prefer: z.string().optional().meta({
             description:
-              '`respond-async`: answer 202 with a job to poll at once (200 JSON when already cached). The generation continues after the client leaves.',
+              '`respond-async`: answer 202 with a job to poll at once (200 JSON when already cached). The job is recorded before the answer and run from a queue, so it survives a restart of the edge and is retried with backoff after a backend failure; with `webhook_url` its outcome is also POSTed there (for a hit too).',
             example: 'respond-async',
           }),
         }),
@@ -498,13 +507,14 @@ export function buildOpenApiDocument(options: DocumentOptions): OpenApiDocument 
               schema: {
                 type: 'string',
                 description:
-                  'Server-Sent Events: `progress` (data: ProgressEvent) per step, then `done` (data: ImagesResponse) or `error` (data: Problem). Validation, auth and quota problems come as ordinary responses before the stream starts.',
+                  'Server-Sent Events: `progress` (data: ProgressEvent) per step, then `done` (data: ImagesResponse), `error` (data: Problem) or `cancelled` (data: CancelledJob, after `DELETE /v1/jobs/{id}` with the id from `X-Request-Key`). Validation, auth and quota problems come as ordinary responses before the stream starts.',
               },
             },
           },
         },
         202: {
-          description: 'Accepted (`Prefer: respond-async`): the generation runs; poll `Location`.',
+          description:
+            'Accepted (`Prefer: respond-async`): the job is queued; poll `Location`, or wait for the `webhook_url` delivery.',
           headers: headers(
             'Location',
             'Preference-Applied',
@@ -586,21 +596,40 @@ export function buildOpenApiDocument(options: DocumentOptions): OpenApiDocument 
       summary: 'Poll a generation started with `Prefer: respond-async`',
       ...needsKey('generate'),
       request: {
-        params: z.object({
-          id: z
-            .string()
-            .regex(/^[0-9a-f]{64}$/)
-            .meta({ description: 'The job id (the request key).', example: 'a'.repeat(64) }),
-        }),
+        params: z.object({ id: jobIdParam }),
       },
       responses: {
         200: {
           description:
-            'Running (with `Retry-After`) or succeeded with the images. A failed job answers its problem.',
+            'Queued or running (with `Retry-After`), succeeded with the images, or cancelled. A failed job answers its problem.',
           headers: headers('Retry-After', 'Cache-Control'),
           content: { 'application/json': { schema: job } },
         },
-        ...problemResponses([...API_KEY_PROBLEMS, 'not-found', ...GENERATION_FAILURES]),
+        ...problemResponses([
+          ...API_KEY_PROBLEMS,
+          'not-found',
+          'generation-cancelled',
+          ...GENERATION_FAILURES,
+        ]),
+      },
+    },
+    {
+      method: 'delete',
+      path: '/v1/jobs/{id}',
+      operationId: 'cancelJob',
+      tags: ['Images'],
+      summary: "Cancel a queued or running generation of this key's",
+      ...needsKey('generate'),
+      description:
+        "Stops the job this key accepted, or the generation its own requests wait on (a stream: use `X-Request-Key`), and refunds its quota; polls then answer `cancelled`, the key's event streams end with a `cancelled` event, a webhook reports `image.job.cancelled`. Refused (409) when the job has finished or a request of another key waits on the same generation. Needs an API key with the `generate` scope.",
+      request: { params: z.object({ id: jobIdParam }) },
+      responses: {
+        200: {
+          description: 'Cancelled (also when it already was).',
+          headers: headers('Cache-Control'),
+          content: { 'application/json': { schema: cancelledJob } },
+        },
+        ...problemResponses([...API_KEY_PROBLEMS, 'not-found', 'job-not-cancellable']),
       },
     },
     {
@@ -701,6 +730,28 @@ export function buildOpenApiDocument(options: DocumentOptions): OpenApiDocument 
         200: {
           description: 'The revoked record.',
           content: { 'application/json': { schema: keyRecord } },
+        },
+        ...problemResponses([...ADMIN_PROBLEMS, 'not-found']),
+      },
+    },
+    {
+      method: 'post',
+      path: '/v1/keys/{id}/webhook-secret',
+      operationId: 'rotateWebhookSecret',
+      tags: ['Keys (admin)'],
+      summary: 'Draw a new webhook secret for a key (the old one stops signing at once)',
+      ...needsAdmin,
+      request: {
+        params: z.object({
+          id: z
+            .string()
+            .meta({ description: 'The key id (16 hex digits).', example: '0123456789abcdef' }),
+        }),
+      },
+      responses: {
+        200: {
+          description: 'The new secret, shown this once.',
+          content: { 'application/json': { schema: webhookSecret } },
         },
         ...problemResponses([...ADMIN_PROBLEMS, 'not-found']),
       },

@@ -131,6 +131,15 @@ export const ModelSchema = z.object({
 /** GET /v1/models. */
 export const ModelsResponseSchema = z.object({ models: z.array(ModelSchema) })
 
+/** A key's webhook secret (Standard Webhooks `whsec_` form). */
+const WebhookSecretSchema = z
+  .string()
+  .regex(/^whsec_[A-Za-z0-9+/]+=*$/)
+  .meta({
+    description:
+      "Signs the key's job webhooks (Standard Webhooks: `webhook-signature` is `v1,` + base64 HMAC-SHA256 of `webhook-id.webhook-timestamp.body` with the base64 after `whsec_` as the key). Shown when the key is made or the secret rotated; save it now.",
+  })
+
 /** A key as the admin API shows it (never the key or its hash). */
 export const KeyRecordSchema = z.object({
   id: z.string().regex(/^[0-9a-f]{16}$/),
@@ -147,6 +156,13 @@ export const CreatedKeySchema = KeyRecordSchema.extend({
     .string()
     .regex(/^tti_[A-Za-z0-9_-]{43}$/)
     .meta({ description: 'The API key. Only its hash is stored: save it now.' }),
+  webhook_secret: WebhookSecretSchema,
+})
+
+/** POST /v1/keys/{id}/webhook-secret. */
+export const WebhookSecretResponseSchema = z.object({
+  id: z.string().regex(/^[0-9a-f]{16}$/),
+  webhook_secret: WebhookSecretSchema,
 })
 
 /** GET /v1/keys. */
@@ -291,23 +307,35 @@ export const ProgressEventSchema = z.object({
   }),
 })
 
-/** A generation still running (202 to `Prefer: respond-async`, or a job being polled). */
+const JobId = z
+  .string()
+  .regex(/^[0-9a-f]{64}$/)
+  .meta({ description: 'The job id: the request key (`X-Request-Key`).' })
+
+/** A generation not finished: queued (202 to `Prefer: respond-async`) or running. */
 export const RunningJobSchema = z.object({
-  id: z
-    .string()
-    .regex(/^[0-9a-f]{64}$/)
-    .meta({ description: 'The job id: the request key (`X-Request-Key`).' }),
-  status: z.literal('running'),
+  id: JobId,
+  status: z.enum(['queued', 'running']).meta({
+    description:
+      '`queued`: accepted and recorded, waiting for a run (also between retries after a backend failure); `running`: denoising.',
+  }),
   progress: ProgressEventSchema.nullable().meta({ description: 'Null until the first step.' }),
 })
 
-/** GET /v1/jobs/{id}: running, or succeeded with the images (a failure is its problem). */
+/** A job stopped by `DELETE /v1/jobs/{id}`. */
+export const CancelledJobSchema = z.object({ id: JobId, status: z.literal('cancelled') })
+
+/**
+ * GET /v1/jobs/{id}: queued, running, succeeded with the images, or cancelled (a failure is its
+ * problem).
+ */
 export const JobSchema = z.union([
   RunningJobSchema,
   ImagesResponseSchema.omit({ cached: true }).extend({
-    id: RunningJobSchema.shape.id,
+    id: JobId,
     status: z.literal('succeeded'),
   }),
+  CancelledJobSchema,
 ])
 
 /** The answer of POST /v1/embeds. */

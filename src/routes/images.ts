@@ -1,13 +1,14 @@
 /**
  * @module
  * `POST /v1/images` (generate or serve from cache; with `Accept: text/event-stream` it streams
- * progress, with `Prefer: respond-async` it answers 202 and a job to poll) and
+ * progress, with `Prefer: respond-async` it answers 202 and a durable job to poll, or to hear of
+ * through `webhook_url`) and
  * `GET /v1/images/{sha256}.png` (the permanent, content-addressed URL of every image) with its
  * variants `.webp`, `.jpg` / `.jpeg`, `?w=` and `?q=` (`src/images/variants.ts`).
  */
 import { Hono, type Context } from 'hono'
 import type { AppEnv } from '../app-env'
-import { imageDeps, serveDeps, storeDeps } from '../bindings'
+import { coordinator, imageDeps, serveDeps, storeDeps } from '../bindings'
 import { getImage, IMMUTABLE } from '../cache/image-store'
 import {
   imageHeaders,
@@ -17,7 +18,7 @@ import {
   type ServeImageDeps,
 } from '../cache/serve-image'
 import type { EngineProvider } from '../engine/provider'
-import { createImages } from '../images/create-images'
+import { acceptImages, createImages } from '../images/create-images'
 import { jobPath } from '../images/jobs'
 import {
   describeImages,
@@ -39,6 +40,7 @@ import { ImageRequest } from '../images/schema'
 import { rateLimit } from '../middleware/rate-limit'
 import { ProblemError } from '../problem'
 import { publicBase } from '../public-url'
+import { allowsPrivateTargets } from '../webhooks/webhooks'
 
 /** The image routes, mounted at `/v1/images`. */
 export function imageRoutes(options: {
@@ -61,30 +63,53 @@ export function imageRoutes(options: {
     async (c) => {
       const deps = await imageDeps(c.env, options.engine, c.get('charge'), c.get('apiKey').id)
       c.header('Vary', 'Accept, Prefer')
+      // Words the model never saw: said on every answer, computed apart from the key and image.
       // Event stream first (it is already asynchronous), then respond-async, then one answer.
       if (wantsEventStream(c.req.header('Accept'))) {
         const progress = new ProgressQueue()
-        const started = await startImages(deps, c.get('json'), progress.push)
+        const started = await startImages(deps, c.get('json'), progress.push, c.get('apiKey').id)
         startedHeaders(c, started)
         return streamImages(c, started, progress)
       }
       if (prefersRespondAsync(c.req.header('Prefer'))) {
-        const started = await startImages(deps, c.get('json'))
-        startedHeaders(c, started)
+        const accepted = await acceptImages(
+          {
+            ...deps,
+            coordinator: (key) => coordinator(c.env, key),
+            caller: {
+              keyId: c.get('apiKey').id,
+              policy: c.get('quotaPolicy'),
+              hasWebhookSecret: Boolean(c.get('apiKey').webhook_secret),
+            },
+            allowPrivateWebhooks: allowsPrivateTargets(c.env),
+            sendWebhook: (m) => c.env.WEBHOOKS.send(m),
+            base: publicBase(c),
+          },
+          c.get('json'),
+        )
+        const cached = accepted.state === 'ready'
+        c.set('cacheStatus', cached ? 'HIT' : 'MISS')
+        c.header('X-Cache', cached ? 'HIT' : 'MISS')
+        c.header('Cache-Control', 'no-store')
         // RFC 7240 lets a server ignore the preference: a hit is answered at once.
-        if (started.state === 'ready') {
-          const { entry, output } = started.result
+        if (accepted.state === 'ready') {
+          const { entry, output, requestKey } = accepted.result
+          c.header('X-Seed', String(entry.images[0].seed))
+          c.header('X-Request-Key', requestKey)
           return c.json(describeImages(entry, true, publicBase(c), output))
         }
-        c.header('Location', jobPath(started.requestKey))
+        c.header('X-Seed', String(accepted.seed))
+        c.header('X-Request-Key', accepted.requestKey)
+        c.header('Location', jobPath(accepted.requestKey))
         c.header('Preference-Applied', 'respond-async')
         c.header('Retry-After', '1')
-        return c.json({ id: started.requestKey, status: 'running', progress: null }, 202)
+        return c.json({ id: accepted.requestKey, status: accepted.status, progress: null }, 202)
       }
 
       const type = negotiateImageType(c.req.header('Accept'), requestedMediaType(c.get('json')))
       const result = await createImages(deps, c.get('json'), {
         singleImage: type !== 'application/json',
+        caller: c.get('apiKey').id,
       })
       const [first] = result.entry.images
       c.set('cacheStatus', result.cached ? 'HIT' : 'MISS')

@@ -16,8 +16,10 @@ export interface RunningWorker {
   /** Origin without a trailing slash, e.g. `http://127.0.0.1:41234`. */
   url: string
   adminToken: string
-  /** Creates an API key through the admin API; returns the key and its id. */
-  createKey(body?: Record<string, unknown>): Promise<{ id: string; key: string }>
+  /** Creates an API key through the admin API; returns the key, its id and webhook secret. */
+  createKey(
+    body?: Record<string, unknown>,
+  ): Promise<{ id: string; key: string; webhook_secret: string }>
   stop(): Promise<void>
 }
 
@@ -43,16 +45,24 @@ export function freePort(): Promise<number> {
 /**
  * Starts the worker with extra plain-text `vars` (and, with `assets`, another model folder in
  * place of models/; with `config`, another worker; with `inspectorPort`, DevTools there, as the
- * memory benchmark reads it); `stop()` disposes of it and deletes its state. Files are not
- * watched: an edit during a run never restarts it.
+ * memory benchmark reads it); `stop()` disposes of it and deletes its state. With `state` (a
+ * folder, and the `adminToken` it was started with) it keeps its state there instead, so a
+ * worker started again on it finds its KV, R2 and Durable Objects, as a restarted edge would.
+ * Files are not watched: an edit during a run never restarts it.
  */
 export async function startWorker(
   vars: Record<string, string> = {},
-  options: { assets?: string; config?: string; inspectorPort?: number } = {},
+  options: {
+    assets?: string
+    config?: string
+    inspectorPort?: number
+    state?: string
+    adminToken?: string
+  } = {},
 ): Promise<RunningWorker> {
   const port = await freePort()
-  const adminToken = randomBytes(24).toString('base64url')
-  const state = mkdtempSync(path.join(tmpdir(), 'tti-worker-'))
+  const adminToken = options.adminToken ?? randomBytes(24).toString('base64url')
+  const state = options.state ?? mkdtempSync(path.join(tmpdir(), 'tti-worker-'))
   const worker = await unstable_startWorker({
     config: options.config ?? 'wrangler.toml',
     ...(options.assets ? { assets: options.assets } : {}),
@@ -84,11 +94,11 @@ export async function startWorker(
         body: JSON.stringify(body),
       })
       if (res.status !== 201) throw new Error(`POST /v1/keys → ${res.status} ${await res.text()}`)
-      return res.json() as Promise<{ id: string; key: string }>
+      return res.json() as Promise<{ id: string; key: string; webhook_secret: string }>
     },
     async stop() {
       await worker.dispose()
-      rmSync(state, { recursive: true, force: true })
+      if (!options.state) rmSync(state, { recursive: true, force: true })
     },
   }
 }

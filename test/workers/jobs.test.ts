@@ -1,7 +1,9 @@
 /**
- * `Prefer: respond-async` on POST /v1/images and `GET /v1/jobs/{id}`, through the real app,
- * coordinator and bundled model: 202 with a job to poll, progress while it runs, the images once
- * it succeeds, the problem once it fails, hits answered at once, unknown ids 404.
+ * `Prefer: respond-async` on POST /v1/images, `GET /v1/jobs/{id}` and `DELETE /v1/jobs/{id}`,
+ * through the real app, coordinator, JOBS queue (miniflare's) and bundled model: 202 with a job
+ * to poll, progress while it runs, the images once it succeeds, retries with backoff after a
+ * retryable failure, the problem once it fails for good, hits answered at once, unknown ids 404,
+ * and cancellation (queued, running, streaming; refused when another key waits).
  * Engine wrappers only count, delay or fail calls; the model is always the real one.
  */
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
@@ -52,7 +54,7 @@ describe('Prefer: respond-async', () => {
     expect(res.headers.get('X-Cache')).toBe('MISS')
     expect(res.headers.get('X-Seed')).toBe('601')
     expect(res.headers.get('RateLimit-Remaining')).toBe('999') // charged when accepted
-    expect(await res.json()).toEqual({ id: requestKey, status: 'running', progress: null })
+    expect(await res.json()).toEqual({ id: requestKey, status: 'queued', progress: null })
 
     // Poll as a client would; keep every running answer to check the progress it carried.
     const running: Job[] = []
@@ -62,6 +64,11 @@ describe('Prefer: respond-async', () => {
       expect(job.status).toBe(200)
       expect(job.headers.get('Cache-Control')).toBe('no-store')
       last = (await job.json()) as Job
+      if (last.status === 'queued') {
+        expect(last.progress).toBe(null)
+        await new Promise((r) => setTimeout(r, 5))
+        continue
+      }
       if (last.status !== 'running') break
       expect(job.headers.get('Retry-After')).toBe('1')
       running.push(last)
@@ -109,12 +116,36 @@ describe('Prefer: respond-async', () => {
     )
   })
 
-  it('reports a failed job as the generation’s problem, refunds it, and a retry runs again', async () => {
+  it('retries a run that failed retryably, with backoff, and then succeeds', async () => {
+    let calls = 0
+    wrapGenerate((inner) => async (req, opts) => {
+      if (++calls <= 2) throw new Error('injected engine failure')
+      return inner(req, opts)
+    })
+    const res = await postImages(key, { prompt: 'second time lucky', seed: 606, steps: 2 }, ASYNC)
+    expect(res.status).toBe(202)
+    const location = res.headers.get('Location')!
+    const failedAt: number[] = []
+    await eventually(async () => {
+      const job = (await (await poll(location)).json()) as Job
+      // Between runs the job is queued again, never reported failed.
+      expect(['queued', 'running', 'succeeded']).toContain(job.status)
+      failedAt[calls] ??= Date.now()
+      expect(job.status).toBe('succeeded')
+    }, 30_000)
+    expect(calls).toBe(3)
+    // JOB_RETRY_BASE_SECONDS is 1 here: 1 s, then 2 s, before the second and third runs.
+    expect(failedAt[3] - failedAt[1]).toBeGreaterThanOrEqual(2500)
+  })
+
+  it('reports a job whose failure would recur as its problem, refunds it, and a retry runs again', async () => {
     let calls = 0
     wrapGenerate(() => async () => {
       calls++
       await new Promise((r) => setTimeout(r, 50))
-      throw new Error('injected engine failure')
+      const e = new Error('injected: the pipeline refuses this request')
+      e.name = 'PipelineInputError'
+      throw e
     })
     const { key: tight } = await createKey({ rate_limit: { burst: 1, period_seconds: 3600 } })
     const body = { prompt: 'doomed job', seed: 604, steps: 2 }
@@ -122,19 +153,124 @@ describe('Prefer: respond-async', () => {
     expect(res.status).toBe(202)
     const location = res.headers.get('Location')!
     await eventually(async () => {
-      const job = await poll(location)
-      expect(job.headers.get('Retry-After')).toBe('5')
-      await expectProblem(job, 503, 'generation-failed')
+      await expectProblem(await poll(location), 422, 'generation-rejected')
     })
-    // Refunded in the background (waitUntil): the one-image key can try again.
+    expect(calls).toBe(1) // not retried: it would fail the same way
+    // Refunded by the job's coordinator: the one-image key can try again.
     unwrapGenerate()
-    await eventually(async () => {
-      expect((await postImages(tight, body, ASYNC)).status).toBe(202)
-    })
+    const again = await postImages(tight, body, ASYNC)
+    expect(again.status).toBe(202)
     await eventually(async () => {
       expect(((await (await poll(location)).json()) as Job).status).toBe('succeeded')
     }, 30_000)
-    expect(calls).toBe(1)
+  })
+})
+
+/** DELETEs a job path with a key. */
+function cancel(path: string, withKey = key): Promise<Response> {
+  return call(path, { method: 'DELETE', headers: { Authorization: `Bearer ${withKey}` } })
+}
+
+/** Resolves once the engine has reported step `step` of some generation (wraps `generate`). */
+function stepReached(step: number): Promise<void> {
+  return new Promise((resolve) =>
+    wrapGenerate(
+      (inner) => (req, opts) =>
+        inner(req, {
+          ...opts,
+          onProgress: (p) => {
+            opts?.onProgress?.(p)
+            if (p.step >= step) resolve()
+          },
+        }),
+    ),
+  )
+}
+
+describe('DELETE /v1/jobs/{id}', () => {
+  it('stops a running job, refunds it, and the poll then says cancelled', async () => {
+    const { key: tight } = await createKey({ rate_limit: { burst: 1, period_seconds: 3600 } })
+    const running = stepReached(1)
+    const body = { prompt: 'a green triangle', seed: 610, steps: 40 }
+    const res = await postImages(tight, body, ASYNC)
+    expect(res.status).toBe(202)
+    const location = res.headers.get('Location')!
+    await running
+    const del = await cancel(location, tight)
+    expect(del.status).toBe(200)
+    expect(await del.json()).toEqual({ id: res.headers.get('X-Request-Key'), status: 'cancelled' })
+    await eventually(async () => {
+      expect(await (await poll(location, tight)).json()).toMatchObject({ status: 'cancelled' })
+    })
+    // The run stopped: nothing is stored, however long one waits for its 40 steps.
+    await new Promise((r) => setTimeout(r, 1500))
+    expect(((await (await poll(location, tight)).json()) as Job).status).toBe('cancelled')
+    // Cancelling again is a no-op; the one-image quota came back, so the key can ask again.
+    expect((await cancel(location, tight)).status).toBe(200)
+    unwrapGenerate()
+    expect((await postImages(tight, { ...body, steps: 2 }, ASYNC)).status).toBe(202)
+  })
+
+  it('cancels a queued job without touching the one running', async () => {
+    const first = stepReached(1)
+    const a = await postImages(key, { prompt: 'a red circle', seed: 611, steps: 20 }, ASYNC)
+    await first
+    const b = await postImages(key, { prompt: 'a blue circle', seed: 612, steps: 2 }, ASYNC)
+    expect(b.status).toBe(202)
+    expect((await cancel(b.headers.get('Location')!)).status).toBe(200)
+    await eventually(async () => {
+      const job = (await (await poll(a.headers.get('Location')!)).json()) as Job
+      expect(job.status).toBe('succeeded')
+    }, 30_000)
+    const job = (await (await poll(b.headers.get('Location')!)).json()) as Job
+    expect(job.status).toBe('cancelled')
+  })
+
+  it('ends the caller’s own event stream with a cancelled event and refunds it', async () => {
+    const { key: tight } = await createKey({ rate_limit: { burst: 1, period_seconds: 3600 } })
+    const running = stepReached(1)
+    const body = { prompt: 'a yellow square', seed: 613, steps: 40 }
+    const res = await postImages(tight, body, { Accept: 'text/event-stream' })
+    const id = res.headers.get('X-Request-Key')!
+    const text = res.text()
+    await running
+    // No job was accepted: the stream is the generation's only caller, and it is this key's.
+    const del = await cancel(`/v1/jobs/${id}`, tight)
+    expect(del.status).toBe(200)
+    const events = (await text).split('\n\n').filter((f) => f.trim())
+    const last = events.at(-1)!
+    expect(last).toContain('event: cancelled')
+    expect(JSON.parse(last.split('data: ')[1])).toEqual({ id, status: 'cancelled' })
+    expect(await (await poll(`/v1/jobs/${id}`, tight)).json()).toMatchObject({
+      status: 'cancelled',
+    })
+    unwrapGenerate()
+    await eventually(async () => {
+      expect((await postImages(tight, { ...body, steps: 2 }, ASYNC)).status).toBe(202)
+    })
+  })
+
+  it('refuses when another key waits on the generation, which then completes for it', async () => {
+    const running = stepReached(1)
+    const body = { prompt: 'a white circle', seed: 614, steps: 30 }
+    const a = await postImages(key, body, ASYNC)
+    await running
+    const { key: other } = await createKey({ rate_limit: { burst: 10, period_seconds: 60 } })
+    const joined = postImages(other, body, { Accept: 'application/json' })
+    await new Promise((r) => setTimeout(r, 200))
+    await expectProblem(await cancel(a.headers.get('Location')!), 409, 'job-not-cancellable')
+    expect((await joined).status).toBe(200)
+  })
+
+  it('404s for another key’s job and 409s for a finished one', async () => {
+    const res = await postImages(key, { prompt: 'a black square', seed: 615, steps: 2 }, ASYNC)
+    const location = res.headers.get('Location')!
+    const { key: other } = await createKey()
+    await expectProblem(await cancel(location, other), 404, 'not-found')
+    await eventually(async () => {
+      expect(((await (await poll(location)).json()) as Job).status).toBe('succeeded')
+    }, 30_000)
+    await expectProblem(await cancel(location), 409, 'job-not-cancellable')
   })
 })
 
