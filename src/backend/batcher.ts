@@ -86,21 +86,16 @@ export class JobBatcher<J, R> {
   submit(key: string, job: J, waiting: Waiting): Promise<R> {
     return new Promise<R>((resolve, reject) => {
       const entry: Entry<J, R> = { job, resolve, reject, ...waiting }
-      let group = this.#open.get(key)
-      if (!group) group = this.#openGroup(key)
+      const open = this.#open.get(key)
+      const group = open ?? { key, entries: [], started: false, stop: new AbortController() }
+      if (!open) this.#open.set(key, group)
       group.entries.push(entry)
       if (group.entries.length >= this.#options.maxJobs) this.#close(group)
       if (group.position) waiting.onQueued(group.position)
-      const g = group
-      waiting.signal.addEventListener('abort', () => this.#abandon(g), { once: true })
+      waiting.signal.addEventListener('abort', () => this.#leave(group, entry), { once: true })
+      // Started once it has its first member: with no window and a free slot it runs at once.
+      if (!open) void this.#start(group)
     })
-  }
-
-  #openGroup(key: string): Group<J, R> {
-    const group: Group<J, R> = { key, entries: [], started: false, stop: new AbortController() }
-    this.#open.set(key, group)
-    void this.#start(group)
-    return group
   }
 
   /** No more members for `group`: later jobs of its key open a new one. */
@@ -108,11 +103,17 @@ export class JobBatcher<J, R> {
     if (this.#open.get(group.key) === group) this.#open.delete(group.key)
   }
 
-  /** A member's signal fired: a waiting group whose every member is gone leaves the queue. */
-  #abandon(group: Group<J, R>): void {
-    if (group.started || !group.entries.every((e) => e.signal.aborted)) return
+  /**
+   * A member's signal fired before its group started: it leaves the group at once (a running
+   * member stops through its own signal), and a group left empty leaves the queue.
+   */
+  #leave(group: Group<J, R>, entry: Entry<J, R>): void {
+    if (group.started) return
+    group.entries.splice(group.entries.indexOf(entry), 1)
+    entry.reject(entry.signal.reason)
+    if (group.entries.length) return
     this.#close(group)
-    group.stop.abort(group.entries[0].signal.reason)
+    group.stop.abort(entry.signal.reason)
   }
 
   async #start(group: Group<J, R>): Promise<void> {
