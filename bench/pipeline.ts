@@ -4,6 +4,7 @@
  *   npm run bench                # all backends; BENCH_RUNS=5 by default
  *   npm run bench -- --model DIR [--size 512] [--steps 1]   # any model folder vs raw ORT
  *                                                           # (`./model-folder.ts`)
+ *   npm run bench -- --batch     # backend throughput, batching off vs on (`./batch.ts`)
  *
  * For each model at 64x64, 20 DDIM steps, guidance 7.5 (batched guidance halves):
  * - whole-image time, time inside ONNX sessions, UNet time per step, and the pipeline's own
@@ -151,12 +152,17 @@ async function main() {
   console.log(`| edge-to-backend overhead | ${(viaHttp - inProcess).toFixed(1)} |`)
 }
 
-// `--model DIR`: the any-folder mode, project against raw onnxruntime-node (its own module).
-const run = process.argv.includes('--model')
-  ? () => import('./model-folder').then(() => undefined)
-  : main
+// `--model DIR`: the any-folder mode, project against raw onnxruntime-node (its own module);
+// `--batch`: the backend's batching (its own module too).
+const mode = ['--model', '--batch'].find((m) => process.argv.includes(m))
+const run =
+  mode === '--model'
+    ? () => import('./model-folder').then(() => undefined)
+    : mode === '--batch'
+      ? () => import('./batch').then(() => undefined)
+      : main
 run().then(
-  () => (process.argv.includes('--model') ? undefined : process.exit(0)),
+  () => (mode ? undefined : process.exit(0)),
   (e) => {
     console.error(e)
     process.exit(1)
