@@ -23,6 +23,7 @@ import { getImage } from '../cache/image-store'
 import { imageHeaders, imagePath, serveVariant } from '../cache/serve-image'
 import type { EngineProvider } from '../engine/provider'
 import { createImages, type CreateImagesResult } from '../images/create-images'
+import { PROMPT_WARNINGS_HEADER, requestWarnings, warningsHeader } from '../images/prompt-warnings'
 import { isOriginal } from '../images/formats'
 import type { RateLimitPolicy } from '../keys/api-keys'
 import { apiKeyAuth } from '../middleware/auth'
@@ -142,15 +143,15 @@ async function create(
   body: unknown,
   flags: { singleImage: boolean },
 ): Promise<CreateImagesResult> {
-  const result = await createImages(
-    await imageDeps(c.env, options.engine, c.get('charge'), c.get('apiKey').id),
-    body,
-    flags,
-  )
+  const deps = await imageDeps(c.env, options.engine, c.get('charge'), c.get('apiKey').id)
+  const result = await createImages(deps, body, flags)
   c.set('cacheStatus', result.cached ? 'HIT' : 'MISS')
   c.header('X-Cache', result.cached ? 'HIT' : 'MISS')
   c.header('X-Seed', String(result.entry.images[0].seed))
   c.header('X-Request-Key', result.requestKey)
+  // As on POST /v1/images: words the model never saw (the translated body names the model).
+  const warnings = warningsHeader(requestWarnings(deps.engine, body))
+  if (warnings) c.header(PROMPT_WARNINGS_HEADER, warnings)
   return result
 }
 

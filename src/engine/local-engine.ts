@@ -49,6 +49,7 @@ export function describeModel(model: { spec: ModelSpec }): ModelInfo {
     options: OPTION_NAMES,
     conditioning: conditioningOf(s),
     schedulerConfig: s.schedulerConfig,
+    ...(s.knownWords ? { knownWords: s.knownWords } : {}),
   }
 }
 

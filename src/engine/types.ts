@@ -47,6 +47,11 @@ export interface ModelInfo {
    * ControlNet…). `text` is false for an inpainting-only model.
    */
   conditioning: Record<'text' | PictureField, true | string>
+  /**
+   * Every word the model was trained on, where its folder declares them (`known_words.json`):
+   * a prompt's other words are reported to the caller (`X-Prompt-Warnings`). Absent: unknown.
+   */
+  knownWords?: readonly string[]
 }
 
 /** The request fields that carry a picture. */

@@ -150,6 +150,11 @@ const HEADERS: Readonly<Record<string, HeaderObjects[string]>> = Object.freeze({
     description: 'The cache key of the request, for debugging.',
     schema: { type: 'string' },
   },
+  'X-Prompt-Warnings': {
+    description:
+      'Present when the prompt or negative prompt uses words the model was never trained on (models that list `known_words` in GET /v1/models): a JSON array (non-ASCII as `\\uXXXX`) of `{"type": "unknown-words", "field": "prompt" | "negative_prompt", "words": [...], "detail": "..."}`. Not part of the cache key; the image is the same.',
+    schema: { type: 'string' },
+  },
   ETag: {
     description:
       'Strong: `"<sha256>"` of the PNG, or for another format or width `"<sha256>-<ext>[-w<width>][-q<quality>]-c<codec version>"`.',
@@ -385,7 +390,13 @@ export function buildOpenApiDocument(options: DocumentOptions): OpenApiDocument 
       content: { 'application/json': { schema } },
     },
   })
-  const generationHeaders = ['X-Cache', 'X-Seed', 'X-Request-Key', ...RATE_LIMIT_HEADERS] as const
+  const generationHeaders = [
+    'X-Cache',
+    'X-Seed',
+    'X-Request-Key',
+    'X-Prompt-Warnings',
+    ...RATE_LIMIT_HEADERS,
+  ] as const
 
   /** The answers of the OpenAI routes: OpenAI-shaped images, errors in OpenAI's envelope. */
   const openaiResponses: RouteConfig['responses'] = {
@@ -522,6 +533,7 @@ export function buildOpenApiDocument(options: DocumentOptions): OpenApiDocument 
             'X-Cache',
             'X-Seed',
             'X-Request-Key',
+            'X-Prompt-Warnings',
             ...RATE_LIMIT_HEADERS,
           ),
           content: { 'application/json': { schema: runningJob } },

@@ -126,6 +126,10 @@ export const ModelSchema = z.object({
       description:
         'What the model takes: text alone, `image` (image-to-image), `mask` (inpainting), `control_image` (ControlNet). `true`, or why not.',
     }),
+  known_words: z.array(z.string()).optional().meta({
+    description:
+      'Every word the model was trained on, where it declares them (the bundled tiny-shapes does); a prompt with others is answered with `X-Prompt-Warnings`. Absent: not known.',
+  }),
 })
 
 /** GET /v1/models. */

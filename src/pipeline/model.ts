@@ -24,6 +24,11 @@ export const MODEL_FILES = Object.freeze({
   components: Object.freeze(['text_encoder', 'unet', 'vae_decoder'] as const),
   /** Loaded where present: the conditioners beyond text (image-to-image, inpainting, ControlNet). */
   optionalComponents: Object.freeze(['vae_encoder', 'controlnet'] as const),
+  /**
+   * Our extension, where present: `{"words": [...]}`, every word the model was trained on, so a
+   * prompt's other words can be reported. Not in the digest: it changes no output.
+   */
+  knownWords: 'known_words.json',
 })
 
 /** Pipeline defaults a model folder may set (`model_index.json` `_defaults`, our extension). */
@@ -152,6 +157,8 @@ export interface ModelSpec {
   defaults: ModelDefaults
   /** The model's `scheduler_config.json`, as written. */
   schedulerConfig: SchedulerConfig
+  /** The words its training captions used (`known_words.json`), lower case; absent: unknown. */
+  knownWords?: readonly string[]
 }
 
 /** A loaded model: tokenizer, its sessions and the derived spec. */
@@ -406,8 +413,20 @@ export async function describeModelFolder(source: ModelSource): Promise<ModelDes
     componentBytes: await componentBytes(source, components),
     defaults,
     schedulerConfig,
+    ...(await knownWordsOf(source)),
   }
   return { spec, tokenizer, tokenizerFiles, components }
+}
+
+/** `known_words.json`, where the folder has one: a list of words, else the model is refused. */
+async function knownWordsOf(source: ModelSource): Promise<{ knownWords?: readonly string[] }> {
+  if (!(await source.has(MODEL_FILES.knownWords))) return {}
+  const { words } = await readJson<{ words?: unknown }>(source, MODEL_FILES.knownWords)
+  if (!Array.isArray(words) || !words.every((w) => typeof w === 'string' && w))
+    throw new ModelLoadError(
+      `${source.label}: ${MODEL_FILES.knownWords} must hold {"words": [non-empty strings]}`,
+    )
+  return { knownWords: Object.freeze(words.map((w: string) => w.toLowerCase())) }
 }
 
 /**

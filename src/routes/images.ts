@@ -36,6 +36,7 @@ import { apiKeyAuth } from '../middleware/auth'
 import { imageBody } from '../middleware/image-body'
 import { PICTURE_LIMITS } from '../images/pictures'
 import { PICTURE_FIELDS } from '../images/request-pictures'
+import { PROMPT_WARNINGS_HEADER, requestWarnings, warningsHeader } from '../images/prompt-warnings'
 import { ImageRequest } from '../images/schema'
 import { rateLimit } from '../middleware/rate-limit'
 import { ProblemError } from '../problem'
@@ -64,6 +65,8 @@ export function imageRoutes(options: {
       const deps = await imageDeps(c.env, options.engine, c.get('charge'), c.get('apiKey').id)
       c.header('Vary', 'Accept, Prefer')
       // Words the model never saw: said on every answer, computed apart from the key and image.
+      const warnings = warningsHeader(requestWarnings(deps.engine, c.get('json')))
+      if (warnings) c.header(PROMPT_WARNINGS_HEADER, warnings)
       // Event stream first (it is already asynchronous), then respond-async, then one answer.
       if (wantsEventStream(c.req.header('Accept'))) {
         const progress = new ProgressQueue()

@@ -31,6 +31,7 @@ export function publicModel(m: ModelInfo): z.output<typeof ModelSchema> {
     schedulers: [...m.schedulers],
     options: [...m.options],
     conditioning: { ...m.conditioning },
+    ...(m.knownWords ? { known_words: [...m.knownWords] } : {}),
   }
 }
 
