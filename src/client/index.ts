@@ -26,8 +26,10 @@ import type { ImageRequest } from '../images/schema'
 import type { CreateKeyBody } from '../keys/api-keys'
 import type {
   BatchResultSchema,
+  CreatedKeySchema,
   ImageResultSchema,
   ImagesResponseSchema,
+  JobSchema,
   KeyRecordSchema,
   MintedEmbedSchema,
   ModelSchema,
@@ -118,6 +120,12 @@ export type KeyRecord = z.output<typeof KeyRecordSchema>
 /** The body of `POST /v1/keys`. */
 export type CreateKeyParams = z.input<typeof CreateKeyBody>
 
+/** A job (`submit`, `job`, `cancelJob`): queued, running, succeeded or cancelled. */
+export type JobInfo = z.output<typeof JobSchema>
+
+/** A new key as `createKey` answers it: the record, the key and its webhook secret. */
+export type CreatedKey = z.output<typeof CreatedKeySchema>
+
 /** A problem+json body (RFC 9457) with the API's extension members. */
 export type Problem = z.output<typeof ProblemSchema> & { [extension: string]: unknown }
 
@@ -171,37 +179,70 @@ export class TtiClient {
 
   /**
    * Generates (or fetches from the cache) images; resolves to their permanent URLs. With
-   * `onProgress` the request streams (`Accept: text/event-stream`) and each denoising step is
-   * reported; a cache hit reports none.
+   * `onProgress` each denoising step is reported (a cache hit reports none). With `signal`,
+   * aborting stops the generation on the server too (`DELETE /v1/jobs/{id}`, refunding it)
+   * when no other caller waits on it. Either streams the request (`text/event-stream`), whose
+   * headers name the job (`X-Request-Key`) before the first step.
    */
   async generate(
     params: GenerateParams,
     init: { signal?: AbortSignal; onProgress?: (p: GenerationProgress) => void } = {},
   ): Promise<GenerateResult> {
-    const accept = init.onProgress ? 'text/event-stream' : 'application/json'
+    const streamed = Boolean(init.onProgress || init.signal)
+    const accept = streamed ? 'text/event-stream' : 'application/json'
     const res = await this.#request('/v1/images', this.#apiKey, {
       method: 'POST',
-      // Pictures as bytes go as multipart file parts (no base64 inflation), the rest as JSON.
-      ...(hasBinaryPicture(params)
-        ? { headers: { Accept: accept }, body: formOf(params) }
-        : {
-            headers: { 'Content-Type': 'application/json', Accept: accept },
-            body: JSON.stringify(params),
-          }),
+      ...this.#body(params, { Accept: accept }),
       signal: init.signal,
     })
     const rateLimit = rateLimitOf(res.headers)
-    let body: Omit<GenerateResult, 'rateLimit'> | undefined
-    if (!init.onProgress) body = await res.json()
-    else {
-      for await (const { event, data } of serverSentEvents(res)) {
-        if (event === 'progress') init.onProgress(data as GenerationProgress)
-        else if (event === 'done') body = data as Omit<GenerateResult, 'rateLimit'>
-        else if (event === 'error') throw new TtiApiError(data as Problem)
-      }
-      if (!body) throw new Error('the event stream ended before the images were ready')
+    const id = res.headers.get('X-Request-Key')
+    const onAbort = () => {
+      // Best effort: the job may have finished, or be shared with another caller (409).
+      if (id) this.cancelJob(id).catch(() => {})
     }
-    return { ...body!, ...(rateLimit ? { rateLimit } : {}) }
+    init.signal?.addEventListener('abort', onAbort, { once: true })
+    try {
+      let body: Omit<GenerateResult, 'rateLimit'> | undefined
+      if (!streamed) body = await res.json()
+      else {
+        for await (const { event, data } of serverSentEvents(res)) {
+          if (event === 'progress') init.onProgress?.(data as GenerationProgress)
+          else if (event === 'done') body = data as Omit<GenerateResult, 'rateLimit'>
+          else if (event === 'error') throw new TtiApiError(data as Problem)
+          else if (event === 'cancelled') throw new TtiApiError(CANCELLED_PROBLEM)
+        }
+        init.signal?.throwIfAborted()
+        if (!body) throw new Error('the event stream ended before the images were ready')
+      }
+      return { ...body!, ...(rateLimit ? { rateLimit } : {}) }
+    } finally {
+      init.signal?.removeEventListener('abort', onAbort)
+    }
+  }
+
+  /**
+   * Submits a generation as a job (`Prefer: respond-async`): resolves at once to the images for
+   * a cache hit, else to the queued job to poll with `job` (or to hear of at `webhook_url`).
+   */
+  async submit(params: GenerateParams): Promise<GenerateResult | JobInfo> {
+    const res = await this.#request('/v1/images', this.#apiKey, {
+      method: 'POST',
+      ...this.#body(params, { Accept: 'application/json', Prefer: 'respond-async' }),
+    })
+    return res.json() as Promise<GenerateResult | JobInfo>
+  }
+
+  /** A job's state: queued, running (with progress), succeeded (with images) or cancelled. */
+  async job(id: string): Promise<JobInfo> {
+    const res = await this.#request(`/v1/jobs/${jobId(id)}`, this.#apiKey, {})
+    return res.json() as Promise<JobInfo>
+  }
+
+  /** Cancels a queued or running generation of this key's and refunds it. */
+  async cancelJob(id: string): Promise<JobInfo> {
+    const res = await this.#request(`/v1/jobs/${jobId(id)}`, this.#apiKey, { method: 'DELETE' })
+    return res.json() as Promise<JobInfo>
   }
 
   /** Mints a signed embed URL (needs the `embed` scope); generates nothing yet. */
@@ -263,14 +304,21 @@ export class TtiClient {
     return ((await res.json()) as { models: ModelDescription[] }).models
   }
 
-  /** Creates an API key (admin); the returned `key` is shown only this once. */
-  async createKey(params: CreateKeyParams = {}): Promise<KeyRecord & { key: string }> {
+  /** Creates an API key (admin); the returned `key` and `webhook_secret` are shown this once. */
+  async createKey(params: CreateKeyParams = {}): Promise<CreatedKey> {
     const res = await this.#request('/v1/keys', this.#adminToken, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify(params),
     })
-    return res.json() as Promise<KeyRecord & { key: string }>
+    return res.json() as Promise<CreatedKey>
+  }
+
+  /** Draws a new webhook secret for a key (admin); the old one stops signing at once. */
+  async rotateWebhookSecret(id: string): Promise<{ id: string; webhook_secret: string }> {
+    const path = `/v1/keys/${encodeURIComponent(id)}/webhook-secret`
+    const res = await this.#request(path, this.#adminToken, { method: 'POST' })
+    return res.json() as Promise<{ id: string; webhook_secret: string }>
   }
 
   /** Lists all API keys, revoked ones included (admin). */
@@ -287,6 +335,16 @@ export class TtiClient {
     return res.json() as Promise<KeyRecord>
   }
 
+  /** A generation's body: pictures as bytes go as multipart file parts, the rest as JSON. */
+  #body(params: GenerateParams, headers: Record<string, string>): RequestInit {
+    return hasBinaryPicture(params)
+      ? { headers, body: formOf(params) }
+      : {
+          headers: { 'Content-Type': 'application/json', ...headers },
+          body: JSON.stringify(params),
+        }
+  }
+
   async #request(path: string, token: string | undefined, init: RequestInit): Promise<Response> {
     const headers = new Headers(init.headers)
     if (token) headers.set('Authorization', `Bearer ${token}`)
@@ -294,6 +352,19 @@ export class TtiClient {
     if (!res.ok) throw await toApiError(res)
     return res
   }
+}
+
+/** What a stream's `cancelled` event means, as the problem a poll of the job would carry. */
+const CANCELLED_PROBLEM: Problem = Object.freeze({
+  type: PROBLEM_TYPE_BASE + 'generation-cancelled',
+  title: 'The generation was cancelled (DELETE /v1/jobs/{id})',
+  status: 409,
+})
+
+/** Checks a job id (a request key) before it goes into a path. */
+function jobId(id: string): string {
+  if (!/^[0-9a-f]{64}$/.test(id)) throw new TypeError(`not a job id: "${id}"`)
+  return id
 }
 
 function hasBinaryPicture(params: GenerateParams): boolean {
