@@ -256,10 +256,18 @@ describe('DELETE /v1/jobs/{id}', () => {
     const a = await postImages(key, body, ASYNC)
     await running
     const { key: other } = await createKey({ rate_limit: { burst: 10, period_seconds: 60 } })
-    const joined = postImages(other, body, { Accept: 'application/json' })
-    await new Promise((r) => setTimeout(r, 200))
+    // A stream that joins hears the flight's current step at once: then it is surely waiting.
+    const joined = await postImages(other, body, { Accept: 'text/event-stream' })
+    const reader = joined.body!.pipeThrough(new TextDecoderStream()).getReader()
+    let text = ''
+    while (!text.includes('event: progress')) text += (await reader.read()).value ?? ''
     await expectProblem(await cancel(a.headers.get('Location')!), 409, 'job-not-cancellable')
-    expect((await joined).status).toBe(200)
+    for (;;) {
+      const { done, value } = await reader.read()
+      if (done) break
+      text += value
+    }
+    expect(text).toContain('event: done')
   })
 
   it('404s for another key’s job and 409s for a finished one', async () => {
