@@ -7,7 +7,7 @@
  * itself would. One view of a job serves `GET /v1/jobs/{id}` and the webhooks.
  */
 import { lookup, type ImageStoreDeps, type IndexEntry } from '../cache/image-store'
-import type { CancelResult, FlightStatus } from '../durable/generation-coordinator'
+import type { CancelResult, FlightStatus, JobEnd } from '../durable/generation-coordinator'
 import type { EngineFailure } from '../engine/errors'
 import { ProblemError } from '../problem'
 import { webhookPayload } from '../webhooks/webhooks'
@@ -101,7 +101,7 @@ export function jobWebhookPayload(
   id: string,
   base: string,
   end: {
-    state: 'succeeded' | 'failed' | 'cancelled' | 'queued' | 'running'
+    state: JobEnd
     entry?: IndexEntry
     failure?: EngineFailure
   },

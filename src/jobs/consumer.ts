@@ -7,6 +7,7 @@
  */
 import { coordinator } from '../bindings'
 import { findKey } from '../keys/api-keys'
+import { secondsSetting } from './settings'
 import {
   allowsPrivateTargets,
   webhookBackoffSeconds,
@@ -75,11 +76,10 @@ async function deliver(message: Message<WebhookMessage>, env: Env): Promise<void
   } catch (e) {
     console.warn(`webhook ${m.id} to ${m.url}: ${e}, attempt ${message.attempts}`)
   }
-  message.retry({ delaySeconds: webhookBackoffSeconds(message.attempts, retryBase(env)) })
-}
-
-/** `WEBHOOK_RETRY_BASE_SECONDS` (default 10): the first retry's delay. */
-function retryBase(env: Env): number {
-  const s = Number((env as { WEBHOOK_RETRY_BASE_SECONDS?: string }).WEBHOOK_RETRY_BASE_SECONDS)
-  return Number.isFinite(s) && s > 0 ? s : 10
+  message.retry({
+    delaySeconds: webhookBackoffSeconds(
+      message.attempts,
+      secondsSetting(env, 'WEBHOOK_RETRY_BASE_SECONDS'),
+    ),
+  })
 }

@@ -48,6 +48,25 @@ async function receiver(statuses: number[] = []) {
   }
 }
 
+/** POSTs a JSON image request to a worker with a key (JSON answers; `headers` add to them). */
+function postImages(
+  origin: string,
+  key: string,
+  body: Record<string, unknown>,
+  headers: Record<string, string> = {},
+): Promise<Response> {
+  return fetch(`${origin}/v1/images`, {
+    method: 'POST',
+    headers: {
+      Authorization: `Bearer ${key}`,
+      'Content-Type': 'application/json',
+      Accept: 'application/json',
+      ...headers,
+    },
+    body: JSON.stringify(body),
+  })
+}
+
 /** Polls until `check` passes or `ms` run out. */
 async function until<T>(check: () => Promise<T | undefined>, ms: number): Promise<T> {
   const end = Date.now() + ms
@@ -86,21 +105,12 @@ describe('accepted jobs through a restart of the edge', () => {
     try {
       worker = await startWorker(VARS, { state, adminToken })
       const { key, webhook_secret } = await worker.createKey({ name: 'durable' })
-      const res = await fetch(`${worker.url}/v1/images`, {
-        method: 'POST',
-        headers: {
-          Authorization: `Bearer ${key}`,
-          'Content-Type': 'application/json',
-          Accept: 'application/json',
-          Prefer: 'respond-async',
-        },
-        body: JSON.stringify({
-          prompt: 'a red circle',
-          seed: 7001,
-          steps: 100,
-          webhook_url: hooks.url,
-        }),
-      })
+      const res = await postImages(
+        worker.url,
+        key,
+        { prompt: 'a red circle', seed: 7001, steps: 100, webhook_url: hooks.url },
+        { Prefer: 'respond-async' },
+      )
       expect(res.status).toBe(202)
       const location = res.headers.get('Location')!
       const poll = async (base: string) =>
@@ -153,16 +163,8 @@ describe('webhook deliveries', () => {
   afterAll(() => worker.stop())
 
   /** POSTs a respond-async request with a webhook. */
-  async function accept(key: string, body: Record<string, unknown>) {
-    return fetch(`${worker.url}/v1/images`, {
-      method: 'POST',
-      headers: {
-        Authorization: `Bearer ${key}`,
-        'Content-Type': 'application/json',
-        Prefer: 'respond-async',
-      },
-      body: JSON.stringify(body),
-    })
+  function accept(key: string, body: Record<string, unknown>) {
+    return postImages(worker.url, key, body, { Prefer: 'respond-async' })
   }
 
   it('retries a failing receiver with doubling delays under one webhook-id', async () => {
@@ -195,15 +197,7 @@ describe('webhook deliveries', () => {
     try {
       const { key, webhook_secret } = await worker.createKey()
       const body = { prompt: 'a green circle', seed: 7003, steps: 2 }
-      const first = await fetch(`${worker.url}/v1/images`, {
-        method: 'POST',
-        headers: {
-          Authorization: `Bearer ${key}`,
-          'Content-Type': 'application/json',
-          Accept: 'application/json',
-        },
-        body: JSON.stringify(body),
-      })
+      const first = await postImages(worker.url, key, body)
       expect(first.status).toBe(200)
       const hit = await accept(key, { ...body, webhook_url: hooks.url })
       expect(hit.status).toBe(200)
@@ -218,16 +212,7 @@ describe('webhook deliveries', () => {
         ],
         [{ webhook_url: hooks.url }, {}, 'needs Prefer: respond-async'],
       ] as const) {
-        const res = await fetch(`${worker.url}/v1/images`, {
-          method: 'POST',
-          headers: {
-            Authorization: `Bearer ${key}`,
-            'Content-Type': 'application/json',
-            Accept: 'application/json',
-            ...headers,
-          },
-          body: JSON.stringify({ ...body, seed: 7004, ...extra }),
-        })
+        const res = await postImages(worker.url, key, { ...body, seed: 7004, ...extra }, headers)
         expect(res.status).toBe(422)
         const problem = (await res.json()) as { errors: { field: string; detail: string }[] }
         expect(problem.errors).toEqual([{ field: 'webhook_url', detail }])
